@@ -1,0 +1,173 @@
+"""The ``ferlab`` command: one verb per job; it only parses and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ferlab.config import TRANSFER_STRATEGIES, config_fields
+from ferlab.errors import FerlabError
+
+FLAG_HELP = {
+    "data": "data set: a class-folder tree, the FER2013 CSV or a path,label manifest CSV",
+    "model": "registry name (see 'ferlab models')",
+    "strategy": "frozen | finetune | progressive; a Lightning strategy such as ddp goes to "
+    "--distributed (the flag may be given twice: --strategy progressive --strategy ddp)",
+    "pretrained": "use the model's ImageNet weights where it has them (true/false)",
+    "weights": "a local weights file instead of downloading",
+    "keep": "classes to keep, e.g. angry,happy,sad (6-class: all but disgust)",
+    "rename": "rename classes, e.g. anger=angry,sadness=sad",
+    "merge": "merge classes, e.g. negative=angry+disgust+fear;positive=happy",
+    "limit_per_class": "use at most N training images per class (quick experiments)",
+    "image_size": "square size images are decoded and cached at",
+    "input_size": "model input size (default: the model's)",
+    "balance": "none | sampler (weighted sampling) | loss (class-weighted loss)",
+    "devices": "devices per node: a count, a list like 0,1, or auto",
+    "distributed": "Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...",
+    "max_steps_per_epoch": "cap the training batches per epoch",
+}
+
+
+def _flag_type(annotation: Any) -> Any:
+    args = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType):
+        annotation = next(a for a in args if a is not type(None))
+    return str if annotation is bool else annotation
+
+
+def _add_train_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a model by transfer learning",
+        description="Train a model. Flags override the values of --config FILE.yaml.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file with training options")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    for name, annotation in config_fields().items():
+        flag = "--" + name.replace("_", "-")
+        if name == "strategy":
+            parser.add_argument(flag, action="append", help=FLAG_HELP[name])
+            continue
+        parser.add_argument(
+            flag, type=_flag_type(annotation), default=None, help=FLAG_HELP.get(name)
+        )
+    parser.set_defaults(handler=_run_train)
+
+
+def _split_strategies(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values or []:
+        out["strategy" if value in TRANSFER_STRATEGIES else "distributed"] = value
+    return out
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ferlab.config import load_config
+    from ferlab.training.run import train
+
+    values = {name: getattr(args, name) for name in config_fields() if name != "strategy"}
+    values.update(_split_strategies(args.strategy))
+    if args.resume is not None:
+        overrides = {k: v for k, v in values.items() if v is not None}
+        result = train(resume=args.resume, **overrides)
+    else:
+        result = train(load_config(args.config, **values))
+    best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+    print(f"run: {result.run_dir}")
+    print(f"epochs: {result.epochs_completed}  best val accuracy: {best}")
+    print(f"model file: {result.model_file}")
+    return 0
+
+
+def _add_evaluate_parser(commands: Any) -> None:
+    parser = commands.add_parser("evaluate", help="score a trained model on a data split")
+    parser.add_argument("model", help="run folder or model file")
+    parser.add_argument("--data", required=True, help="data set path")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument(
+        "--out", type=Path, help="folder for metrics.json (default: beside the model)"
+    )
+    parser.add_argument("--keep", help=FLAG_HELP["keep"])
+    parser.add_argument("--rename", help=FLAG_HELP["rename"])
+    parser.add_argument("--merge", help=FLAG_HELP["merge"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from ferlab.evaluation.evaluate import evaluate
+    from ferlab.evaluation.metrics import format_report
+
+    result = evaluate(
+        args.model,
+        args.data,
+        split=args.split,
+        out=args.out,
+        keep=args.keep,
+        rename=args.rename,
+        merge=args.merge,
+        batch_size=args.batch_size,
+        on_bad_file=args.on_bad_file,
+    )
+    print(f"{result.metrics['model']} on {args.data} [{args.split}]")
+    print(format_report(result.metrics))
+    print(f"\nwrote {result.out_dir / 'metrics.json'}")
+    return 0
+
+
+def _add_models_parser(commands: Any) -> None:
+    parser = commands.add_parser("models", help="list the model registry")
+    parser.set_defaults(handler=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from ferlab.models.summary import registry_table
+
+    for row in registry_table():
+        print(row)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition.")
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_parser(commands)
+    _add_evaluate_parser(commands)
+    _add_models_parser(commands)
+    return parser
+
+
+def _version() -> str:
+    from ferlab import __version__
+
+    return f"ferlab {__version__}"
+
+
+def _one_line_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> str:
+    return f"ferlab: warning: {str(message).splitlines()[0]}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
+    try:
+        return args.handler(args)
+    except FerlabError as exc:
+        print(f"ferlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ferlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

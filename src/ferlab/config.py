@@ -1,0 +1,173 @@
+"""The one typed training configuration, filled from a YAML file and/or command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ferlab.errors import ConfigError
+
+TRANSFER_STRATEGIES = ("frozen", "finetune", "progressive")
+SCHEDULERS = ("onecycle", "plateau", "none")
+BALANCE_MODES = ("none", "sampler", "loss")
+AUGMENT_PRESETS = ("none", "light", "standard", "strong")
+COLOR_MODES = ("gray", "rgb")
+BAD_FILE_MODES = ("skip", "error")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the resolved copy is saved as ``config.yaml`` in the run."""
+
+    data: str = ""
+    model: str = "mobilenet_v2"
+    strategy: str = "finetune"
+    pretrained: bool = True
+    weights: str | None = None
+    head: str = "linear"
+    dropout: float = 0.5
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    backbone_lr_factor: float = 0.1
+    stage_lr_decay: float = 0.5
+    unfreeze_every: int = 2
+    unfreeze_stages: int = 2
+    weight_decay: float = 0.05
+    scheduler: str = "onecycle"
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    patience: int = 5
+    balance: str = "none"
+
+    augment: str = "standard"
+    image_size: int = 48
+    input_size: int | None = None
+    color: str = "gray"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    keep: str | None = None
+    rename: str | None = None
+    merge: str | None = None
+    limit_per_class: int | None = None
+    on_bad_file: str = "skip"
+    num_workers: int | None = None
+    cache_dir: str | None = None
+
+    seed: int = 0
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: str = "1"
+    num_nodes: int = 1
+    distributed: str = "auto"
+    max_steps_per_epoch: int | None = None
+
+    runs_dir: str = "runs"
+    name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Check values that a typo could get wrong; raise ConfigError with a one-line message."""
+        if not self.data:
+            raise ConfigError("no data set given: pass --data PATH (a class-folder tree or a CSV)")
+        choices = {
+            "strategy": TRANSFER_STRATEGIES,
+            "scheduler": SCHEDULERS,
+            "balance": BALANCE_MODES,
+            "augment": AUGMENT_PRESETS,
+            "color": COLOR_MODES,
+            "on_bad_file": BAD_FILE_MODES,
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}: '{value}' is not one of {', '.join(allowed)}")
+        positive = ("epochs", "batch_size", "image_size", "unfreeze_every", "num_nodes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.lr < 10:
+            raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
+            raise ConfigError("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Convert a YAML or CLI value to the field's declared type."""
+    args = typing.get_args(annotation)
+    is_optional = isinstance(annotation, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), annotation) if is_optional else annotation
+    if value is None:
+        if is_optional:
+            return None
+        raise ConfigError(f"{name}: a value is required")
+    if typing.get_origin(base) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return value
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return base(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {base.__name__}, got {value!r}") from None
+
+
+def config_fields() -> dict[str, Any]:
+    """Field name → declared type, for building command-line flags."""
+    return {k: v for k, v in _field_types().items() if k != "extra"}
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Build a TrainConfig from a YAML file (optional) with ``overrides`` on top (None = unset)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"{file}: config file not found")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            where = f" (line {line + 1})" if line is not None else ""
+            raise ConfigError(f"{file}: not valid YAML{where}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping of option: value")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    types_by_name = _field_types()
+    unknown = sorted(set(values) - set(types_by_name))
+    if unknown:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}unknown option(s) {', '.join(unknown)}")
+    coerced = {k: _coerce(k, v, types_by_name[k]) for k, v in values.items()}
+    return TrainConfig(**coerced)

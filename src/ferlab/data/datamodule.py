@@ -1,0 +1,221 @@
+"""Datasets over decoded uint8 tensors, and the LightningDataModule that serves them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ferlab.data.cache import decode_split
+from ferlab.data.classes import ClassMapping
+from ferlab.data.sources import DatasetSource
+from ferlab.data.transforms import Preprocessing, eval_transform, train_transform
+from ferlab.errors import DataError
+
+
+class TensorImageDataset(Dataset):
+    """Samples ``(transform(images[i]), labels[i])`` from a uint8 image tensor."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[index]), self.labels[index]
+
+
+@dataclass
+class LabelledImages:
+    """A split ready for training: uint8 images, target class ids and the source row of each."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    rows: torch.Tensor
+
+    def class_counts(self, num_classes: int) -> torch.Tensor:
+        return torch.bincount(self.labels, minlength=num_classes)
+
+
+def limit_per_class(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
+    """Indices of at most ``limit`` samples per class, chosen at random with ``seed``, sorted."""
+    rng = np.random.default_rng(seed)
+    keep: list[np.ndarray] = []
+    array = labels.numpy()
+    for label in np.unique(array):
+        members = np.flatnonzero(array == label)
+        keep.append(rng.permutation(members)[:limit])
+    return torch.from_numpy(np.sort(np.concatenate(keep)))
+
+
+def load_labelled_split(
+    source: DatasetSource,
+    split: str,
+    mapping: ClassMapping,
+    *,
+    image_size: int,
+    color: str = "gray",
+    on_bad_file: str = "skip",
+    cache_dir: Path | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+) -> LabelledImages:
+    """Decode ``split`` (cached), map its class names to target ids and drop unmapped classes."""
+    if split not in source.splits:
+        raise DataError(f"{source.root}: no '{split}' split (have {', '.join(source.splits)})")
+    table = source.splits[split]
+    decoded = decode_split(
+        table, image_size=image_size, color=color, on_bad_file=on_bad_file, cache_dir=cache_dir
+    )
+    ids = [mapping.label_of(table.labels[row]) for row in decoded.rows.tolist()]
+    kept = torch.tensor([i for i, label in enumerate(ids) if label is not None], dtype=torch.long)
+    if len(kept) == 0:
+        raise DataError(
+            f"{source.root}: split '{split}' has no images of {', '.join(mapping.names)}"
+        )
+    labels = torch.tensor([ids[i] for i in kept.tolist()], dtype=torch.long)
+    images, rows = decoded.images[kept], decoded.rows[kept]
+    if per_class is not None:
+        chosen = limit_per_class(labels, per_class, seed)
+        images, labels, rows = images[chosen], labels[chosen], rows[chosen]
+    return LabelledImages(images, labels, rows)
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffled, or class-balanced, order that depends only on the seed and the epoch.
+
+    Lightning calls ``set_epoch`` before each epoch (also through its DDP wrapper), so a resumed run
+    draws the same order for an epoch as an uninterrupted one.
+    """
+
+    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None) -> None:
+        self.size = size
+        self.seed = seed
+        self.weights = weights
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.multinomial(
+                self.weights, self.size, replacement=True, generator=generator
+            )
+        return iter(order.tolist())
+
+
+def default_num_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+class FERDataModule(L.LightningDataModule):
+    """Train/val loaders over the decoded cache, with augmentation and optional class balancing."""
+
+    def __init__(
+        self,
+        source: DatasetSource,
+        mapping: ClassMapping,
+        prep: Preprocessing,
+        *,
+        image_size: int,
+        color: str = "gray",
+        augment: str = "standard",
+        batch_size: int = 64,
+        balance: str = "none",
+        per_class: int | None = None,
+        on_bad_file: str = "skip",
+        num_workers: int | None = None,
+        cache_dir: Path | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.mapping = mapping
+        self.prep = prep
+        self.image_size = image_size
+        self.color = color
+        self.augment = augment
+        self.batch_size = batch_size
+        self.balance = balance
+        self.per_class = per_class
+        self.on_bad_file = on_bad_file
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.splits: dict[str, LabelledImages] = {}
+
+    def _load(self, split: str) -> LabelledImages:
+        per_class = self.per_class if split == "train" else None
+        return load_labelled_split(
+            self.source,
+            split,
+            self.mapping,
+            image_size=self.image_size,
+            color=self.color,
+            on_bad_file=self.on_bad_file,
+            cache_dir=self.cache_dir,
+            per_class=per_class,
+            seed=self.seed,
+        )
+
+    def prepare_data(self) -> None:
+        for split in ("train", "val"):
+            self._load(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val"):
+            if split not in self.splits:
+                self.splits[split] = self._load(split)
+
+    def class_counts(self) -> torch.Tensor:
+        self.setup()
+        return self.splits["train"].class_counts(self.mapping.num_classes)
+
+    def _loader(self, dataset: Dataset, **kwargs: object) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        split = self.splits["train"]
+        dataset = TensorImageDataset(
+            split.images, split.labels, train_transform(self.augment, self.prep)
+        )
+        weights = None
+        if self.balance == "sampler":
+            counts = split.class_counts(self.mapping.num_classes).clamp(min=1).double()
+            weights = (1.0 / counts)[split.labels]
+        sampler = EpochSampler(len(dataset), self.seed, weights)
+        return self._loader(dataset, sampler=sampler, drop_last=len(dataset) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        split = self.splits["val"]
+        return self._loader(
+            TensorImageDataset(split.images, split.labels, eval_transform(self.prep))
+        )

@@ -1,0 +1,437 @@
+"""Reading a data set into split tables: class folders, the FER2013 CSV, or a CSV manifest.
+
+Images are only listed here (zero-byte files are skipped); decoding happens elsewhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import stat
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ferlab.data.classes import CANONICAL_CLASSES, canonical_order
+from ferlab.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from _csv import Reader
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+SPLITS = ("train", "val", "test")
+
+_UNSPLIT = "all"  # name of a table that still has to be split into train/val/test
+_SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
+_FER2013_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+_FER2013_CODES = {str(code): name for code, name in enumerate(CANONICAL_CLASSES["fer2013"])}
+_FER2013_SIDE = 48
+_FER2013_PIXELS = _FER2013_SIDE * _FER2013_SIDE
+_DIGITS_AND_SPACES = re.compile(r"[0-9 ]*")
+_ACCEPTED_HEADERS = (
+    "'emotion,pixels[,Usage]' (FER2013) or 'path,label[,split][,valence][,arousal]' (manifest)"
+)
+
+
+@dataclass
+class SplitTable:
+    """The samples of one split: labels plus image paths or FER2013 pixels."""
+
+    name: str
+    """"train", "val" or "test"."""
+    labels: list[str]
+    """Source class name per sample."""
+    paths: list[Path] | None
+    """Image files, or None when pixels are given."""
+    pixels: np.ndarray | None
+    """uint8 (N, H, W) for the FER2013 CSV, else None."""
+    valence: np.ndarray | None
+    """float32 (N,), NaN where missing; None if the source has none."""
+    arousal: np.ndarray | None
+    origin: str
+    """Path of the folder or CSV the samples came from, for messages and cache keys."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> SplitTable:
+        """The samples at `indices`, in that order."""
+        idx = np.asarray(indices, dtype=np.intp)
+
+        def pick(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[idx]
+
+        return replace(
+            self,
+            labels=[self.labels[i] for i in idx],
+            paths=None if self.paths is None else [self.paths[i] for i in idx],
+            pixels=pick(self.pixels),
+            valence=pick(self.valence),
+            arousal=pick(self.arousal),
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        """Samples per source class, in canonical order."""
+        counts = Counter(self.labels)
+        return {name: counts[name] for name in canonical_order(counts)}
+
+
+@dataclass
+class DatasetSource:
+    """A data set read from disk, split into train/val[/test]."""
+
+    root: Path
+    kind: str
+    """"folders", "fer2013_csv" or "manifest"."""
+    splits: dict[str, SplitTable]
+    """Always "train" and "val"; "test" when available."""
+    classes: list[str]
+    """All source class names, canonical order."""
+    skipped: list[tuple[str, str]]
+    """(file, reason) for files or rows skipped while loading."""
+
+
+class _BadFiles:
+    """Records or raises on bad files, per `on_bad_file`."""
+
+    def __init__(self, on_bad_file: str) -> None:
+        if on_bad_file not in ("skip", "error"):
+            raise ConfigError(f"on_bad_file must be 'skip' or 'error', got '{on_bad_file}'")
+        self.raise_errors = on_bad_file == "error"
+        self.skipped: list[tuple[str, str]] = []
+
+    def __call__(self, where: str, reason: str) -> None:
+        if self.raise_errors:
+            raise DataError(f"{where}: {reason}")
+        self.skipped.append((where, reason))
+
+
+def stratified_split(
+    labels: Sequence[str], fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (keep, split) with about `fraction` of each class in `split`.
+
+    Every class with at least 2 samples gets at least one sample on each side; a class with
+    one sample stays in `keep`. Deterministic for a seed; both index arrays are sorted.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    split: list[int] = []
+    for label in sorted(by_class):
+        members = rng.permutation(by_class[label])
+        n = len(members)
+        k = min(math.floor(n * fraction + 0.5), n - 1)
+        if fraction > 0 and n >= 2:
+            k = max(k, 1)
+        split.extend(members[:k].tolist())
+        keep.extend(members[k:].tolist())
+    return np.array(sorted(keep), dtype=np.intp), np.array(sorted(split), dtype=np.intp)
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    on_bad_file: str = "skip",
+) -> DatasetSource:
+    """Read class folders, a FER2013 CSV or a CSV manifest into train/val[/test] tables.
+
+    A missing val split is split off train (`val_fraction`); data without any splits is split
+    into train/val/test (`val_fraction`, `test_fraction` of the total). Splits are stratified
+    and seeded. Bad files or rows are listed in `skipped` (on_bad_file="skip") or raise a
+    DataError ("error"). A split lacking classes that other splits have gives a warning.
+    """
+    if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError(
+            f"val_fraction ({val_fraction}) must be in (0, 1), test_fraction ({test_fraction}) "
+            "in [0, 1), and their sum below 1"
+        )
+    bad = _BadFiles(on_bad_file)
+    root = Path(path).expanduser()
+    if root.is_dir():
+        kind, found = "folders", _read_folders(root, bad)
+    elif root.is_file() and root.suffix.lower() == ".csv":
+        kind, found = _read_csv(root, bad)
+    elif root.exists():
+        raise DataError(f"{root}: not a folder or a .csv file")
+    else:
+        raise DataError(f"{root}: no such file or folder")
+
+    if not found:
+        raise DataError(f"{root}: no usable samples{_skip_note(bad.skipped)}")
+    for table in found.values():
+        if not table:
+            where = "" if table.name == _UNSPLIT else f" in split '{table.name}'"
+            raise DataError(f"{table.origin}: no samples{where}{_skip_note(bad.skipped)}")
+    if _UNSPLIT in found:
+        rest = found[_UNSPLIT]
+        found = {}
+        if test_fraction > 0:
+            rest, found["test"] = _split_off(rest, "test", test_fraction, seed)
+        found["train"], found["val"] = _split_off(
+            rest, "val", val_fraction / (1 - test_fraction), seed + 1
+        )
+    elif "train" not in found:
+        raise DataError(f"{root}: no train split; found {', '.join(found)}")
+    elif "val" not in found:
+        found["train"], found["val"] = _split_off(found["train"], "val", val_fraction, seed)
+
+    splits = {name: found[name] for name in SPLITS if name in found}
+    classes = canonical_order(label for table in splits.values() for label in table.labels)
+    for table in splits.values():
+        present = set(table.labels)
+        missing = [name for name in classes if name not in present]
+        if missing:
+            warnings.warn(
+                f"{table.origin}: split '{table.name}' has no samples of {', '.join(missing)}",
+                stacklevel=2,
+            )
+    return DatasetSource(root=root, kind=kind, splits=splits, classes=classes, skipped=bad.skipped)
+
+
+def _skip_note(skipped: list[tuple[str, str]]) -> str:
+    if not skipped:
+        return ""
+    where, reason = skipped[0]
+    return f" ({len(skipped)} skipped, first: {where}: {reason})"
+
+
+def _split_off(
+    table: SplitTable, name: str, fraction: float, seed: int
+) -> tuple[SplitTable, SplitTable]:
+    """Stratified split of `table` into (train, `name`)."""
+    keep, part = stratified_split(table.labels, fraction, seed)
+    if len(part) == 0:
+        raise DataError(
+            f"{table.origin}: too few samples ({len(table)}) to split off a '{name}' split"
+        )
+    return replace(table.subset(keep), name="train"), replace(table.subset(part), name=name)
+
+
+# --- class folders -------------------------------------------------------------------------
+
+
+def _scandir(folder: Path) -> list[os.DirEntry[str]]:
+    """Visible entries of a folder, sorted by name."""
+    try:
+        with os.scandir(folder) as it:
+            entries = [entry for entry in it if not entry.name.startswith(".")]
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot read folder ({exc.strerror})") from None
+    return sorted(entries, key=lambda entry: entry.name)
+
+
+def _is_image(entry: os.DirEntry[str]) -> bool:
+    return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
+
+
+def _read_class_folders(folder: Path, name: str, bad: _BadFiles) -> SplitTable:
+    """Images in `folder/<class>/`; other files are ignored."""
+    labels: list[str] = []
+    paths: list[Path] = []
+    for entry in _scandir(folder):
+        if entry.is_dir():
+            for file in _scandir(Path(entry.path)):
+                if not _is_image(file):
+                    continue
+                if file.stat().st_size == 0:
+                    bad(file.path, "empty file")
+                else:
+                    labels.append(entry.name)
+                    paths.append(Path(file.path))
+        elif _is_image(entry):
+            bad(entry.path, "image outside a class folder")
+    return SplitTable(name, labels, paths, None, None, None, origin=str(folder))
+
+
+def _read_folders(root: Path, bad: _BadFiles) -> dict[str, SplitTable]:
+    entries = _scandir(root)
+    if not entries:
+        raise DataError(f"{root}: folder is empty")
+    split_dirs: dict[str, Path] = {}
+    for entry in entries:
+        split = _SPLIT_NAMES.get(entry.name.lower())
+        if split and entry.is_dir():
+            if split in split_dirs:
+                raise DataError(
+                    f"{root}: both {split_dirs[split].name}/ and {entry.name}/ "
+                    f"look like the {split} split"
+                )
+            split_dirs[split] = Path(entry.path)
+    if not split_dirs:
+        table = _read_class_folders(root, _UNSPLIT, bad)
+        if not table:
+            raise DataError(
+                f"{root}: no images found; expected <class>/<image> or train/<class>/<image>"
+                f"{_skip_note(bad.skipped)}"
+            )
+        return {_UNSPLIT: table}
+    if "train" not in split_dirs:
+        found = ", ".join(f"{folder.name}/" for folder in split_dirs.values())
+        raise DataError(f"{root}: has {found} but no train/ folder")
+    return {split: _read_class_folders(folder, split, bad) for split, folder in split_dirs.items()}
+
+
+# --- CSV files -----------------------------------------------------------------------------
+
+
+def _header_matches(columns: list[str], required: set[str], optional: set[str]) -> bool:
+    names = set(columns)
+    return len(names) == len(columns) and required <= names <= required | optional
+
+
+def _read_csv(path: Path, bad: _BadFiles) -> tuple[str, dict[str, SplitTable]]:
+    """Dispatch on the header: FER2013 CSV or manifest."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: empty CSV file; expected a header {_ACCEPTED_HEADERS}")
+            columns = [column.strip().lower() for column in header]
+            if _header_matches(columns, {"emotion", "pixels"}, {"usage"}):
+                return "fer2013_csv", _read_fer2013(path, reader, columns, bad)
+            if _header_matches(columns, {"path", "label"}, {"split", "valence", "arousal"}):
+                return "manifest", _read_manifest(path, reader, columns, bad)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}:line {reader.line_num}: {exc}") from None
+    raise DataError(
+        f"{path}: unexpected CSV header '{','.join(header)}'; accepted: {_ACCEPTED_HEADERS}"
+    )
+
+
+def _rows(
+    path: Path, reader: Reader, columns: list[str], bad: _BadFiles
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Yield (location, {column: stripped cell}) for non-blank rows with the right field count."""
+    for row in reader:
+        if not row:
+            continue
+        where = f"{path}:line {reader.line_num}"
+        if len(row) != len(columns):
+            bad(where, f"{len(row)} fields, expected {len(columns)}")
+            continue
+        yield where, {column: cell.strip() for column, cell in zip(columns, row, strict=True)}
+
+
+def _group(table: SplitTable, splits: list[str] | None) -> dict[str, SplitTable]:
+    """Tables per split name, or the whole table as unsplit when `splits` is None."""
+    if splits is None:
+        return {_UNSPLIT: table}
+    grouped = {}
+    for name in SPLITS:
+        indices = [i for i, split in enumerate(splits) if split == name]
+        if indices:
+            grouped[name] = replace(table.subset(indices), name=name)
+    return grouped
+
+
+def _parse_pixels(text: str) -> tuple[np.ndarray | None, str]:
+    """(48x48 uint8 image, "") or (None, reason)."""
+    if _DIGITS_AND_SPACES.fullmatch(text):
+        values = np.fromstring(text, dtype=np.int64, sep=" ")
+    else:
+        tokens = text.split()
+        for token in tokens:
+            try:
+                int(token)
+            except ValueError:
+                return None, f"non-integer pixel value '{token}'"
+        values = np.array([int(token) for token in tokens], dtype=np.int64)
+    if values.size != _FER2013_PIXELS:
+        return None, f"{values.size} pixel values, expected {_FER2013_PIXELS}"
+    out_of_range = values[(values < 0) | (values > 255)]
+    if out_of_range.size:
+        return None, f"pixel value {out_of_range[0]} outside 0-255"
+    return values.astype(np.uint8).reshape(_FER2013_SIDE, _FER2013_SIDE), ""
+
+
+def _read_fer2013(
+    path: Path, reader: Reader, columns: list[str], bad: _BadFiles
+) -> dict[str, SplitTable]:
+    labels: list[str] = []
+    images: list[np.ndarray] = []
+    splits: list[str] = []
+    for where, row in _rows(path, reader, columns, bad):
+        label = _FER2013_CODES.get(row["emotion"])
+        if label is None:
+            bad(where, f"emotion code '{row['emotion']}' not in 0-{len(_FER2013_CODES) - 1}")
+            continue
+        split = _FER2013_USAGE.get(row.get("usage", "Training"))
+        if split is None:
+            bad(where, f"Usage '{row['usage']}' is not one of {', '.join(_FER2013_USAGE)}")
+            continue
+        image, reason = _parse_pixels(row["pixels"])
+        if image is None:
+            bad(where, reason)
+            continue
+        labels.append(label)
+        images.append(image)
+        splits.append(split)
+    pixels = np.stack(images) if images else np.zeros((0, _FER2013_SIDE, _FER2013_SIDE), np.uint8)
+    table = SplitTable(_UNSPLIT, labels, None, pixels, None, None, origin=str(path))
+    return _group(table, splits if "usage" in columns else None)
+
+
+def _read_manifest(
+    path: Path, reader: Reader, columns: list[str], bad: _BadFiles
+) -> dict[str, SplitTable]:
+    labels: list[str] = []
+    paths: list[Path] = []
+    splits: list[str] = []
+    dims = [name for name in ("valence", "arousal") if name in columns]
+    values: dict[str, list[float]] = {name: [] for name in dims}
+    for where, row in _rows(path, reader, columns, bad):
+        if not row["path"] or not row["label"]:
+            bad(where, "empty path or label")
+            continue
+        split = _SPLIT_NAMES.get(row.get("split", "train").lower())
+        if split is None:
+            bad(where, f"split '{row['split']}' is not train, val or test")
+            continue
+        try:
+            floats = {name: float(row[name]) if row[name] else math.nan for name in dims}
+        except ValueError:
+            bad(where, "valence/arousal is not a number: " + ", ".join(row[n] for n in dims))
+            continue
+        image = path.parent / row["path"]  # an absolute path replaces the CSV's folder
+        try:
+            info = image.stat()
+        except OSError:
+            bad(str(image), "file not found")
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            bad(str(image), "not a file")
+            continue
+        if info.st_size == 0:
+            bad(str(image), "empty file")
+            continue
+        labels.append(row["label"])
+        paths.append(image)
+        splits.append(split)
+        for name in dims:
+            values[name].append(floats[name])
+
+    def column(name: str) -> np.ndarray | None:
+        return np.array(values[name], dtype=np.float32) if name in values else None
+
+    table = SplitTable(
+        _UNSPLIT, labels, paths, None, column("valence"), column("arousal"), origin=str(path)
+    )
+    return _group(table, splits if "split" in columns else None)

@@ -1,0 +1,101 @@
+"""The self-contained model file: weights, class names and preprocessing, loaded weights-only."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ferlab.data.transforms import Preprocessing
+from ferlab.errors import ModelError
+from ferlab.models.registry import FERModel, create_model
+
+MODEL_FORMAT = "ferlab-model"
+MODEL_FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelBundle:
+    """A ready-to-run model with what is needed to feed it and to read its output."""
+
+    model: FERModel
+    name: str
+    classes: list[str]
+    prep: Preprocessing
+    head: str = "linear"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_model_file(path: Path, bundle: ModelBundle) -> None:
+    """Write ``bundle`` atomically; the file loads with ``torch.load(weights_only=True)``."""
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_FORMAT_VERSION,
+        "model": bundle.name,
+        "head": bundle.head,
+        "classes": list(bundle.classes),
+        "preprocessing": bundle.prep.to_dict(),
+        "meta": bundle.meta,
+        "state_dict": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def load_model_file(path: str | Path) -> ModelBundle:
+    """Load a model file with weights-only unpickling; anything else is refused with ModelError."""
+    file = Path(path)
+    if not file.is_file():
+        raise ModelError(f"{file}: model file not found")
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelError(
+            f"{file}: refused: the file holds Python objects beyond weights (weights-only load)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"{file}: not a readable model file ({first})") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{file}: not a ferlab model file (train one with 'ferlab train')")
+    if payload.get("version", 0) > MODEL_FORMAT_VERSION:
+        raise ModelError(f"{file}: written by a newer ferlab (format {payload['version']})")
+    classes = list(payload["classes"])
+    head = payload.get("head", "linear")
+    model = create_model(payload["model"], len(classes), pretrained=False, head=head)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(
+            f"{file}: weights do not fit model '{payload['model']}' ({first})"
+        ) from None
+    model.eval()
+    return ModelBundle(
+        model=model,
+        name=payload["model"],
+        classes=classes,
+        prep=Preprocessing.from_dict(payload["preprocessing"]),
+        head=head,
+        meta=dict(payload.get("meta", {})),
+    )
+
+
+def resolve_model_file(ref: str | Path) -> Path:
+    """A model reference → its file: a run folder (its ``model.pt``) or a model file."""
+    path = Path(ref)
+    if path.is_dir():
+        candidate = path / "model.pt"
+        if not candidate.is_file():
+            raise ModelError(f"{path}: run folder has no model.pt (did its training finish?)")
+        return candidate
+    if not path.exists():
+        raise ModelError(f"{path}: no such run folder or model file")
+    return path

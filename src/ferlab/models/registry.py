@@ -1,0 +1,172 @@
+"""One model registry and one factory, in the spirit of timm's ``_registry.py``/``create_model``.
+
+A model is registered with its :class:`ModelInfo` and a *backbone builder*: a function
+``builder(pretrained_state: dict | None) -> (backbone, feature_dim)`` that returns a module
+mapping ``(N, C, H, W)`` images to ``(N, feature_dim)`` pooled, flattened features, with
+``pretrained_state`` (when not ``None``) already loaded into it.  :func:`create_model` puts a
+head on top (see :mod:`ferlab.models.heads`) and returns a :class:`FERModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ferlab.errors import ConfigError, ModelError
+
+from .heads import build_head, list_heads
+
+__all__ = [
+    "BackboneBuilder",
+    "FERModel",
+    "ModelInfo",
+    "create_model",
+    "get_builder",
+    "list_models",
+    "model_info",
+    "register_model",
+]
+
+BackboneBuilder = Callable[[dict[str, Any] | None], tuple[nn.Module, int]]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAY_MEAN = (0.5,)
+GRAY_STD = (0.5,)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the other layers need to know about a registered model.
+
+    ``stages`` names sub-modules of ``FERModel.backbone`` (resolvable with
+    ``backbone.get_submodule(stage)``), ordered from the input side to the output side, for
+    progressive unfreezing.  Together they cover the backbone's parameters except, where noted
+    in the builder, a final norm and ViT's class token/position embedding.
+    """
+
+    name: str
+    input_size: int  # default square input size in px
+    in_channels: int  # 1 for the from-scratch gray nets, 3 for ImageNet backbones
+    mean: tuple[float, ...]  # normalisation, len == in_channels
+    std: tuple[float, ...]
+    pretrained_weights: str | None  # torchvision weights enum name; None for scratch nets
+    stages: tuple[str, ...]
+    description: str
+
+
+class FERModel(nn.Module):
+    """A backbone producing pooled features and a classification head on top."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        feature_dim: int,
+        info: ModelInfo,
+        *,
+        num_classes: int,
+        head_name: str,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.feature_dim = feature_dim
+        self.info = info
+        self.num_classes = num_classes
+        self.head_name = head_name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+_REGISTRY: dict[str, tuple[ModelInfo, BackboneBuilder]] = {}
+
+
+def register_model(info: ModelInfo) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator registering a backbone builder under ``info.name``.
+
+    Registering the same name twice or an inconsistent ``info`` is a programming error
+    (``ValueError``), not a user error.
+    """
+    if not info.name:
+        raise ValueError("model name must not be empty")
+    if not (len(info.mean) == len(info.std) == info.in_channels):
+        raise ValueError(f"model '{info.name}': mean/std must have in_channels entries")
+    if not info.stages:
+        raise ValueError(f"model '{info.name}': stages must not be empty")
+
+    def decorator(builder: BackboneBuilder) -> BackboneBuilder:
+        if info.name in _REGISTRY:
+            raise ValueError(f"model '{info.name}' is already registered")
+        _REGISTRY[info.name] = (info, builder)
+        return builder
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Sorted names of all registered models."""
+    return sorted(_REGISTRY)
+
+
+def _lookup(name: str) -> tuple[ModelInfo, BackboneBuilder]:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        available = ", ".join(list_models())
+        raise ModelError(f"unknown model '{name}'; available: {available}") from None
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a registered model; unknown name -> :class:`ModelError`."""
+    return _lookup(name)[0]
+
+
+def get_builder(name: str) -> BackboneBuilder:
+    """The backbone builder of a registered model; unknown name -> :class:`ModelError`."""
+    return _lookup(name)[1]
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool | str | Path = False,
+    head: str = "linear",
+    dropout: float = 0.5,
+) -> FERModel:
+    """Build model ``name`` with a ``head`` for ``num_classes`` classes.
+
+    ``pretrained``: ``False`` random init; ``True`` the torchvision ImageNet weights named in
+    :attr:`ModelInfo.pretrained_weights` (hub cache first, then download); a path: a local
+    state dict of the full torchvision model or of our backbone.  All problems the user can fix
+    (unknown model or head, missing or unfitting weights) raise :class:`ModelError`.
+    """
+    # Imported here: weights.py needs model_info from this module.
+    from .weights import StateMismatch, describe_pretrained, resolve_pretrained_state
+
+    info, builder = _lookup(name)
+    if head not in list_heads():
+        available = ", ".join(list_heads())
+        raise ModelError(f"unknown head '{head}'; available: {available}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+
+    state = resolve_pretrained_state(name, pretrained)
+    try:
+        backbone, feature_dim = builder(state)
+    except StateMismatch as exc:
+        source = describe_pretrained(name, pretrained)
+        raise ModelError(f"weights {source} do not fit model '{name}': {exc}") from None
+    head_module = build_head(head, feature_dim, num_classes, float(dropout))
+    return FERModel(
+        backbone, head_module, feature_dim, info, num_classes=num_classes, head_name=head
+    )

@@ -1,0 +1,222 @@
+"""Pretrained weight resolution: torchvision ImageNet weights (hub cache, then download) or a local
+state-dict file, and loading such a state dict into a backbone.
+
+Every file is read with ``torch.load(..., weights_only=True)``, so a pickle that would run code
+is refused.  A state dict may be in one of these formats:
+
+* the full torchvision model (as published by torchvision, classifier included), or
+* our backbone (``FERModel.backbone.state_dict()``), or
+* a whole ``FERModel`` / training module state dict whose backbone keys carry a ``...backbone.``
+  prefix (the head is ignored), optionally nested under a ``"state_dict"`` key.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ferlab.errors import ModelError
+
+__all__ = [
+    "StateMismatch",
+    "describe_pretrained",
+    "hub_checkpoint_path",
+    "load_backbone_state",
+    "load_state_file",
+    "module_names",
+    "resolve_pretrained_state",
+]
+
+
+class StateMismatch(ModelError):
+    """A state dict whose keys or shapes do not fit the backbone (the caller adds the file)."""
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0].strip() if text else ""
+    if len(first) > limit:
+        first = first[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _weights_enum(weights_name: str) -> Any:
+    import torchvision.models
+
+    return torchvision.models.get_weight(weights_name)
+
+
+def hub_checkpoint_path(weights_name: str) -> Path:
+    """Where torch hub caches the file of a torchvision weights enum (honours ``$TORCH_HOME``)."""
+    url = _weights_enum(weights_name).url
+    filename = os.path.basename(urllib.parse.urlparse(url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict of tensors from ``path`` with ``weights_only=True``."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ModelError(f"weights file {p} does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for corrupt or unsafe files
+        raise ModelError(
+            f"cannot load weights file {p}: not a plain state dict of tensors ({_one_line(exc)})"
+        ) from None
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise ModelError(f"weights file {p} does not contain a state dict of tensors")
+    return dict(obj)
+
+
+def _imagenet_state(name: str, weights_name: str) -> dict[str, torch.Tensor]:
+    cached = hub_checkpoint_path(weights_name)
+    if cached.is_file():
+        return load_state_file(cached)
+    weights = _weights_enum(weights_name)
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+    except Exception as exc:  # no network, proxy, hash mismatch, disk full, ...
+        raise ModelError(
+            f"could not download ImageNet weights for {name} ({_one_line(exc)}): "
+            f"place {cached.name} (from {weights.url}) in {cached.parent}{os.sep} "
+            "or pass --weights FILE"
+        ) from None
+    return dict(state)
+
+
+def resolve_pretrained_state(
+    name: str, pretrained: bool | str | os.PathLike[str]
+) -> dict[str, torch.Tensor] | None:
+    """The state dict to initialise model ``name`` with, or ``None`` for random init.
+
+    ``False``: ``None``.  ``True``: the torchvision weights in ``ModelInfo.pretrained_weights``,
+    from ``torch.hub.get_dir()/checkpoints/`` if present there, else downloaded by torchvision.
+    A path: that local file.  Problems raise :class:`ModelError` naming the file.
+    """
+    from .registry import model_info
+
+    info = model_info(name)
+    if pretrained is False or pretrained is None:
+        return None
+    if pretrained is True:
+        if info.pretrained_weights is None:
+            raise ModelError(f"model '{name}' has no pretrained weights")
+        return _imagenet_state(name, info.pretrained_weights)
+    if isinstance(pretrained, str | os.PathLike):
+        return load_state_file(pretrained)
+    raise ModelError(f"pretrained must be True, False or a file path, got {pretrained!r}")
+
+
+def describe_pretrained(name: str, pretrained: bool | str | os.PathLike[str]) -> str:
+    """The file a ``pretrained`` argument refers to, for error messages."""
+    from .registry import model_info
+
+    if pretrained is True:
+        weights_name = model_info(name).pretrained_weights
+        return str(hub_checkpoint_path(weights_name)) if weights_name else "ImageNet"
+    return str(Path(pretrained).expanduser())
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a state dict into a backbone
+
+
+def module_names(root: nn.Module, prefix: str = "") -> dict[str, nn.Module]:
+    """``{qualified name: module}`` of ``root`` and its sub-modules, names prefixed by ``prefix``.
+
+    Builders record this for the torchvision model *before* regrouping it into our backbone;
+    :func:`load_backbone_state` then translates torchvision keys by module identity.
+    """
+    out: dict[str, nn.Module] = {}
+    for name, module in root.named_modules():
+        full = ".".join(part for part in (prefix, name) if part)
+        out[full] = module
+    return out
+
+
+def _strip_backbone_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    prefixes = {k[: k.index("backbone.") + len("backbone.")] for k in state if "backbone." in k}
+    if len(prefixes) != 1:
+        return dict(state)
+    prefix = prefixes.pop()
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _examples(keys: list[str]) -> str:
+    shown = ", ".join(keys[:3])
+    return f"{len(keys)} (e.g. {shown})"
+
+
+def _translate(
+    state: Mapping[str, torch.Tensor],
+    backbone: nn.Module,
+    source: Mapping[str, nn.Module],
+    drop_prefixes: tuple[str, ...],
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename source (torchvision) keys to backbone keys via shared module objects."""
+    backbone_ids = {id(m): name for name, m in backbone.named_modules()}
+    rename = {
+        src: backbone_ids[id(m)] for src, m in source.items() if id(m) in backbone_ids
+    }  # source holds references, so ids are not reused
+    out: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for key, value in state.items():
+        if key.startswith(drop_prefixes):
+            continue
+        parts = key.split(".")
+        for i in range(len(parts) - 1, -1, -1):
+            prefix = ".".join(parts[:i])
+            if prefix in rename:
+                out[".".join(p for p in (rename[prefix], *parts[i:]) if p)] = value
+                break
+        else:
+            unexpected.append(key)
+    return out, unexpected
+
+
+def load_backbone_state(
+    backbone: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: Mapping[str, nn.Module] | None = None,
+    drop_prefixes: tuple[str, ...] = (),
+) -> None:
+    """Load ``state`` (our backbone's keys, or ``source``'s keys) into ``backbone``.
+
+    ``source`` maps the torchvision model's module names to its modules (see
+    :func:`module_names`), some of which were reused in ``backbone``; keys starting with one of
+    ``drop_prefixes`` (the torchvision classifier) are ignored.  Missing or unknown keys and shape
+    mismatches raise :class:`StateMismatch` (a :class:`ModelError`) with a one-line reason.
+    """
+    state = _strip_backbone_prefix(state)
+    own_keys = set(backbone.state_dict())
+    unexpected: list[str] = []
+    if source is not None and not set(state) <= own_keys:
+        state, unexpected = _translate(state, backbone, source, drop_prefixes)
+    try:
+        result = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines()]
+        reason = next((ln for ln in lines if ln.startswith("size mismatch")), lines[-1])
+        raise StateMismatch(reason.rstrip(".")) from None
+    unexpected += list(result.unexpected_keys)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing keys {_examples(list(result.missing_keys))}")
+    if unexpected:
+        problems.append(f"unexpected keys {_examples(unexpected)}")
+    if problems:
+        raise StateMismatch("; ".join(problems))

@@ -1,0 +1,356 @@
+"""``ferlab.train``: one call from a TrainConfig to a finished run folder.
+
+A run folder holds ``config.yaml`` (the resolved config), ``classes.json`` (the class mapping),
+``metrics.csv`` (a row per epoch), ``run.json`` (summary and the lineage of sessions),
+``checkpoints/{best,last}.ckpt``, Lightning's CSV and TensorBoard logs, and ``model.pt``: the
+self-contained model file for evaluation and inference.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ferlab.config import TrainConfig, load_config
+from ferlab.data.classes import ClassMapping, parse_class_options
+from ferlab.data.datamodule import FERDataModule
+from ferlab.data.sources import DatasetSource, load_dataset
+from ferlab.data.transforms import Preprocessing
+from ferlab.errors import ConfigError, FerlabError
+from ferlab.models.artifact import ModelBundle, save_model_file
+from ferlab.models.registry import FERModel, create_model, model_info
+from ferlab.training.finetuning import StagedUnfreeze
+from ferlab.training.module import FERClassifier
+from ferlab.training.monitor import EpochRecorder
+
+RUN_DIR_ENV = "FERLAB_RUN_DIR"
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainResult:
+    """What a finished training session left behind."""
+
+    run_dir: Path
+    model_file: Path
+    best_val_acc: float | None
+    epochs_completed: int
+    history: list[dict[str, str]]
+
+
+@dataclass
+class PreparedRun:
+    config: TrainConfig
+    source: DatasetSource
+    mapping: ClassMapping
+    prep: Preprocessing
+    model: FERModel
+    datamodule: FERDataModule
+
+
+def prepare(config: TrainConfig) -> PreparedRun:
+    """Check data, classes and weights and decode the data before any file of the run is written."""
+    config.validate()
+    info = model_info(config.model)
+    keep, rename, merge = parse_class_options(config.keep, config.rename, config.merge)
+    source = load_dataset(
+        config.data,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        on_bad_file=config.on_bad_file,
+    )
+    mapping = ClassMapping.build(source.classes, keep=keep, rename=rename, merge=merge)
+    prep = Preprocessing(
+        input_size=config.input_size or info.input_size,
+        in_channels=info.in_channels,
+        mean=info.mean,
+        std=info.std,
+    )
+    pretrained: bool | str = config.weights or (
+        config.pretrained and info.pretrained_weights is not None
+    )
+    if config.strategy != "finetune" and not pretrained:
+        warnings.warn(
+            f"strategy '{config.strategy}' keeps the backbone of {config.model} frozen at first, "
+            "but it has no pretrained weights: its random features are what the head learns on",
+            stacklevel=2,
+        )
+    model = create_model(
+        config.model,
+        mapping.num_classes,
+        pretrained=pretrained,
+        head=config.head,
+        dropout=config.dropout,
+    )
+    datamodule = FERDataModule(
+        source,
+        mapping,
+        prep,
+        image_size=config.image_size,
+        color=config.color,
+        augment=config.augment,
+        batch_size=config.batch_size,
+        balance=config.balance,
+        per_class=config.limit_per_class,
+        on_bad_file=config.on_bad_file,
+        num_workers=config.num_workers,
+        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        seed=config.seed,
+    )
+    datamodule.setup()
+    return PreparedRun(config, source, mapping, prep, model, datamodule)
+
+
+def _new_run_dir(config: TrainConfig) -> Path:
+    root = Path(config.runs_dir)
+    stem = config.name or f"{config.model}-{config.strategy}"
+    candidate, number = root / stem, 1
+    while candidate.exists():
+        number += 1
+        candidate = root / f"{stem}-{number}"
+    return candidate
+
+
+def _class_weights(datamodule: FERDataModule, num_classes: int) -> torch.Tensor:
+    counts = datamodule.class_counts().clamp(min=1).float()
+    return counts.sum() / (num_classes * counts)
+
+
+def _precision(config: TrainConfig) -> str:
+    if config.precision != "auto":
+        return config.precision
+    return "16-mixed" if torch.cuda.is_available() and config.accelerator != "cpu" else "32-true"
+
+
+def _devices(value: str) -> int | str | list[int]:
+    text = value.strip()
+    if text == "auto" or text == "-1":
+        return text if text == "auto" else -1
+    if "," in text:
+        return [int(part) for part in text.split(",") if part]
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"devices: expected a count, a list like 0,1, or auto; got '{value}'"
+        ) from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def _is_launched_child() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 and RUN_DIR_ENV in os.environ
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train a model; with ``resume=RUN_DIR``, continue that run from its last checkpoint.
+
+    ``overrides`` replace config fields (for a resumed run, fields of its saved config).
+    """
+    last_ckpt: Path | None = None
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"{run_dir}: not a ferlab run folder (no config.yaml)")
+        config = load_config(saved, **overrides)
+        last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+        if not last_ckpt.is_file():
+            raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    elif config is None:
+        config = load_config(**overrides)
+    elif overrides:
+        config = load_config(None, **{**config.to_dict(), **overrides})
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    prepared = prepare(config)
+    if resume is None:
+        run_dir = Path(os.environ[RUN_DIR_ENV]) if _is_launched_child() else _new_run_dir(config)
+    return _fit(prepared, run_dir, last_ckpt)
+
+
+def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainResult:
+    config = prepared.config
+    num_classes = prepared.mapping.num_classes
+    class_weights = (
+        _class_weights(prepared.datamodule, num_classes) if config.balance == "loss" else None
+    )
+    module = FERClassifier(
+        prepared.model,
+        num_classes,
+        lr=config.lr,
+        backbone_lr_factor=config.backbone_lr_factor,
+        stage_lr_decay=config.stage_lr_decay,
+        weight_decay=config.weight_decay,
+        scheduler=config.scheduler,
+        label_smoothing=config.label_smoothing,
+        class_weights=class_weights,
+        progressive=config.strategy == "progressive",
+    )
+    stages_top_first = list(reversed(prepared.model.info.stages))
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val_acc",
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [
+        StagedUnfreeze(
+            config.strategy, stages_top_first, config.unfreeze_every, config.unfreeze_stages
+        ),
+        EpochRecorder(run_dir / "metrics.csv"),
+        checkpoint,
+    ]
+    if config.patience > 0:
+        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=config.patience))
+
+    history = _read_json(run_dir / "run.json").get("sessions", [])
+    session = len(history)
+    trainer = L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=_devices(config.devices),
+        num_nodes=config.num_nodes,
+        strategy=config.distributed,
+        precision=_precision(config),
+        gradient_clip_val=config.grad_clip or None,
+        callbacks=callbacks,
+        logger=[
+            CSVLogger(run_dir, name="logs", version=f"session{session}"),
+            TensorBoardLogger(run_dir, name="tensorboard", version=f"session{session}"),
+        ],
+        limit_train_batches=config.max_steps_per_epoch,
+        default_root_dir=run_dir,
+        log_every_n_steps=10,
+        enable_model_summary=False,
+    )
+    if trainer.is_global_zero:
+        _start_session(prepared, run_dir, last_ckpt, history)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=last_ckpt)
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+    model_file = run_dir / MODEL_FILE
+    epochs_completed = trainer.current_epoch
+    best = checkpoint.best_model_score
+    best_val_acc = float(best) if best is not None else None
+    if trainer.is_global_zero:
+        _export(prepared, checkpoint, model_file)
+        history = _finish_session(
+            run_dir, history, epochs_completed, best_val_acc, time.perf_counter() - started
+        )
+    return TrainResult(run_dir, model_file, best_val_acc, epochs_completed, history)
+
+
+def _start_session(
+    prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None, history: list[dict[str, Any]]
+) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepared.config.save(run_dir / "config.yaml")
+    _write_json(run_dir / "classes.json", prepared.mapping.to_dict())
+    resumed: dict[str, Any] = {"resumed_from": None, "start_epoch": 0}
+    if last_ckpt is not None:
+        state = torch.load(last_ckpt, map_location="cpu", weights_only=False)
+        resumed = {
+            "resumed_from": str(last_ckpt.relative_to(run_dir)),
+            "start_epoch": int(state["epoch"]) + 1,
+            "start_step": int(state["global_step"]),
+        }
+    history.append(
+        {"session": len(history), "started": datetime.now(timezone.utc).isoformat(), **resumed}
+    )
+    summary = _read_json(run_dir / "run.json")
+    summary.update(
+        {"model": prepared.config.model, "classes": prepared.mapping.names, "sessions": history}
+    )
+    _write_json(run_dir / "run.json", summary)
+
+
+def _finish_session(
+    run_dir: Path,
+    history: list[dict[str, Any]],
+    epochs_completed: int,
+    best_val_acc: float | None,
+    seconds: float,
+) -> list[dict[str, Any]]:
+    history[-1].update({"end_epoch": epochs_completed, "seconds": round(seconds, 1)})
+    summary = _read_json(run_dir / "run.json")
+    rows = read_epoch_metrics(run_dir)
+    summary.update(
+        {
+            "sessions": history,
+            "epochs_completed": epochs_completed,
+            "best_val_acc": best_val_acc,
+            "train_seconds": round(sum(s.get("seconds", 0.0) for s in history), 1),
+            "model_file": MODEL_FILE,
+            "last_epoch": rows[-1] if rows else None,
+        }
+    )
+    _write_json(run_dir / "run.json", summary)
+    return history
+
+
+def read_epoch_metrics(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``metrics.csv`` (empty if the run logged no epoch yet)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _export(prepared: PreparedRun, checkpoint: ModelCheckpoint, model_file: Path) -> None:
+    """Write model.pt from the best checkpoint (or the last one if none was ranked)."""
+    source = checkpoint.best_model_path or checkpoint.last_model_path
+    if not source:
+        raise FerlabError(f"{model_file.parent}: training ended without a checkpoint to export")
+    state = torch.load(source, map_location="cpu", weights_only=False)["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    prepared.model.load_state_dict(weights)
+    meta = {
+        "trained_on": str(prepared.config.data),
+        "strategy": prepared.config.strategy,
+        "checkpoint": Path(source).name,
+        "config": prepared.config.to_dict(),
+    }
+    bundle = ModelBundle(
+        model=prepared.model,
+        name=prepared.config.model,
+        classes=prepared.mapping.names,
+        prep=prepared.prep,
+        head=prepared.config.head,
+        meta=meta,
+    )
+    save_model_file(model_file, bundle)
