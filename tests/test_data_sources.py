@@ -23,7 +23,9 @@ from ferlab.data import (
 )
 from ferlab.errors import ConfigError, DataError
 
-FER2013_DIR = Path("/work/shared/data/fer2013")
+from conftest import fer2013_path
+
+FER2013_DIR = fer2013_path() or Path("../shared/data/fer2013")
 
 
 def write_image(path: Path, value: int = 128) -> Path:

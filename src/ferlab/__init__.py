@@ -1,3 +1,38 @@
-"""ferlab: facial expression recognition toolkit."""
+"""ferlab: facial expression recognition toolkit.
+
+The public API is imported lazily, so ``import ferlab`` stays fast::
+
+    import ferlab
+    result = ferlab.train(data="fer2013/", model="mobilenet_v2", strategy="progressive")
+    report = ferlab.evaluate(result.run_dir, "fer2013/", split="test")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "train": "ferlab.training.run",
+    "TrainResult": "ferlab.training.run",
+    "evaluate": "ferlab.evaluation.evaluate",
+    "EvaluationResult": "ferlab.evaluation.evaluate",
+    "TrainConfig": "ferlab.config",
+    "load_config": "ferlab.config",
+    "create_model": "ferlab.models.registry",
+    "list_models": "ferlab.models.registry",
+    "load_dataset": "ferlab.data.sources",
+    "FerlabError": "ferlab.errors",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ferlab' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

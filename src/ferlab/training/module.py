@@ -12,6 +12,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from ferlab.models.registry import FERModel
 
 
+MIN_ONECYCLE_STEPS = 10  # below this a one-cycle schedule has no room for its phases: constant LR
+
+
 class FERClassifier(L.LightningModule):
     """Cross-entropy training of a FERModel with per-stage learning rates.
 
@@ -95,12 +98,10 @@ class FERClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         groups = self.param_groups()
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
-        if self.scheduler == "onecycle":
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        if self.scheduler == "onecycle" and total_steps >= MIN_ONECYCLE_STEPS:
             schedule = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer,
-                max_lr=[g["lr"] for g in groups],
-                total_steps=int(self.trainer.estimated_stepping_batches),
-                pct_start=0.2,
+                optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.2
             )
             return {
                 "optimizer": optimizer,

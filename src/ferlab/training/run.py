@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import time
 import warnings
@@ -36,6 +37,19 @@ from ferlab.training.module import FERClassifier
 from ferlab.training.monitor import EpochRecorder
 
 RUN_DIR_ENV = "FERLAB_RUN_DIR"
+
+
+class _DropAdvertising(logging.Filter):
+    """Lightning logs a tip about a cloud logger on every run; keep the console to the point."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropAdvertising())
+# Lightning's own use of a torch API it has not caught up with; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 MODEL_FILE = "model.pt"
 
 
@@ -219,7 +233,14 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
         filename="best",
         monitor="val_acc",
         mode="max",
-        save_last=True,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    # Lightning writes save_last only in epochs that improved the best; resuming needs every epoch.
+    every_epoch = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
         save_top_k=1,
         save_on_train_epoch_end=True,
         enable_version_counter=False,
@@ -230,10 +251,12 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
         ),
         EpochRecorder(run_dir / "metrics.csv"),
         checkpoint,
+        every_epoch,
     ]
     if config.patience > 0:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=config.patience))
 
+    train_batches = len(prepared.datamodule.splits["train"].labels) // config.batch_size
     history = _read_json(run_dir / "run.json").get("sessions", [])
     session = len(history)
     trainer = L.Trainer(
@@ -251,7 +274,7 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
         ],
         limit_train_batches=config.max_steps_per_epoch,
         default_root_dir=run_dir,
-        log_every_n_steps=10,
+        log_every_n_steps=max(1, min(10, train_batches)),
         enable_model_summary=False,
     )
     if trainer.is_global_zero:
@@ -333,7 +356,7 @@ def read_epoch_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def _export(prepared: PreparedRun, checkpoint: ModelCheckpoint, model_file: Path) -> None:
     """Write model.pt from the best checkpoint (or the last one if none was ranked)."""
-    source = checkpoint.best_model_path or checkpoint.last_model_path
+    source = checkpoint.best_model_path or str(model_file.parent / "checkpoints" / "last.ckpt")
     if not source:
         raise FerlabError(f"{model_file.parent}: training ended without a checkpoint to export")
     state = torch.load(source, map_location="cpu", weights_only=False)["state_dict"]

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny learnable image trees, the real FER2013 location, a quiet CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+FER2013_CANDIDATES = [
+    Path(os.environ.get("FERLAB_FER2013", REPO.parent / "shared" / "data" / "fer2013")),
+    Path("/work/shared/data/fer2013"),
+]
+PATTERN_CLASSES = ("happy", "sad", "surprise")
+
+os.environ.setdefault("FERLAB_CACHE", str(REPO / ".cache" / "ferlab"))
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def fer2013_path() -> Path | None:
+    return next((p for p in FER2013_CANDIDATES if (p / "train").is_dir()), None)
+
+
+@pytest.fixture(scope="session")
+def fer2013_dir() -> Path:
+    """The canonical FER2013 split; tests that need it skip where it is absent."""
+    path = fer2013_path()
+    if path is None:
+        pytest.skip(
+            "FER2013 not found at ../shared/data/fer2013 (set FERLAB_FER2013 to the folder tree)"
+        )
+    return path
+
+
+def pattern_image(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """A gray image whose class is told by which half is bright: top, bottom or left."""
+    image = rng.integers(0, 60, (size, size)).astype(np.uint8)
+    half = size // 2
+    regions = [(slice(0, half), slice(None)), (slice(half, None), slice(None))]
+    regions.append((slice(None), slice(0, half)))
+    image[regions[label]] += 150
+    return image
+
+
+def make_pattern_tree(
+    root: Path, counts: dict[str, int], classes: tuple[str, ...] = PATTERN_CLASSES, seed: int = 0
+) -> Path:
+    """root/<split>/<class>/NNN.png with ``counts[split]`` learnable images per class."""
+    rng = np.random.default_rng(seed)
+    for split, per_class in counts.items():
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                Image.fromarray(pattern_image(label, rng)).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def pattern_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-class tree (train 40, val 8, test 8 per class) that a small net learns in an epoch."""
+    return make_pattern_tree(tmp_path_factory.mktemp("pattern"), {"train": 40, "val": 8, "test": 8})

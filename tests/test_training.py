@@ -1,0 +1,208 @@
+"""Training runs on tiny generated data: run folder contents, strategies, options, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ferlab import train
+from ferlab.config import load_config
+from ferlab.errors import ConfigError, DataError, ModelError
+from ferlab.models.artifact import load_model_file
+
+
+def quick(pattern_tree: Path, tmp_path: Path, **overrides: object) -> dict[str, object]:
+    """Options for a fast run on the pattern tree."""
+    values: dict[str, object] = {
+        "data": str(pattern_tree),
+        "model": "baseline_cnn",
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "augment": "none",
+        "num_workers": 0,
+        "runs_dir": str(tmp_path / "runs"),
+        "patience": 0,
+    }
+    values.update(overrides)
+    return values
+
+
+def epochs_logged(run_dir: Path) -> list[int]:
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_run_folder_has_config_classes_metrics_checkpoints_and_model(
+    pattern_tree: Path, tmp_path: Path
+) -> None:
+    result = train(**quick(pattern_tree, tmp_path, epochs=4, batch_size=8))
+    run = result.run_dir
+    assert run == tmp_path / "runs" / "baseline_cnn-finetune"
+    assert result.epochs_completed == 4
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"] == "baseline_cnn" and saved["epochs"] == 4
+    assert json.loads((run / "classes.json").read_text())["names"] == ["happy", "sad", "surprise"]
+    assert epochs_logged(run) == [0, 1, 2, 3]
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "logs").glob("session0/metrics.csv"))
+    assert list((run / "tensorboard" / "session0").glob("events.out.tfevents.*"))
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["epochs_completed"] == 4
+    assert summary["sessions"][0]["resumed_from"] is None
+    assert result.best_val_acc is not None and result.best_val_acc > 0.8
+    bundle = load_model_file(result.model_file)
+    assert bundle.classes == ["happy", "sad", "surprise"]
+    assert bundle.prep.input_size == 48 and bundle.prep.in_channels == 1
+    payload = torch.load(result.model_file, weights_only=True)
+    assert payload["format"] == "ferlab-model"
+
+
+def test_second_run_gets_a_new_folder(pattern_tree: Path, tmp_path: Path) -> None:
+    first = train(**quick(pattern_tree, tmp_path, epochs=1))
+    second = train(**quick(pattern_tree, tmp_path, epochs=1))
+    assert first.run_dir != second.run_dir
+    assert second.run_dir.name == "baseline_cnn-finetune-2"
+
+
+def _backbone_snapshot(model: torch.nn.Module, stage: str) -> dict[str, torch.Tensor]:
+    module = model.backbone.get_submodule(stage)
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expect_low", "expect_top"),
+    [("frozen", False, False), ("progressive", False, True), ("finetune", True, True)],
+)
+def test_strategies_train_the_right_parts(
+    pattern_tree: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    strategy: str,
+    expect_low: bool,
+    expect_top: bool,
+) -> None:
+    """frozen: head only; progressive (1 stage after 1 epoch): top stage too; finetune: all."""
+    import ferlab.training.run as run_module
+
+    captured: dict[str, object] = {}
+    original = run_module.prepare
+
+    def spy(config):  # keep a handle on the model to compare weights before and after
+        prepared = original(config)
+        model = prepared.model
+        captured["model"] = model
+        captured["low"] = _backbone_snapshot(model, "features.stem")
+        captured["top"] = _backbone_snapshot(model, "features.layer4")
+        captured["head"] = {k: v.clone() for k, v in model.head.state_dict().items()}
+        return prepared
+
+    monkeypatch.setattr(run_module, "prepare", spy)
+    result = train(
+        **quick(
+            pattern_tree,
+            tmp_path,
+            model="resnet18",
+            pretrained=False,
+            input_size=32,
+            strategy=strategy,
+            unfreeze_every=1,
+            unfreeze_stages=1,
+        )
+    )
+    model = captured["model"]  # model.pt holds the best epoch; compare the last one
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    model.load_state_dict(
+        {k[6:]: v for k, v in last["state_dict"].items() if k.startswith("model.")}
+    )
+    assert _changed(captured["head"], model.head.state_dict())
+    assert _changed(captured["low"], _backbone_snapshot(model, "features.stem")) is expect_low
+    assert _changed(captured["top"], _backbone_snapshot(model, "features.layer4")) is expect_top
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"balance": "sampler"},
+        {"balance": "loss", "scheduler": "plateau"},
+        {"augment": "strong", "head": "mlp", "scheduler": "none"},
+    ],
+)
+def test_training_options_run(pattern_tree: Path, tmp_path: Path, options: dict) -> None:
+    result = train(**quick(pattern_tree, tmp_path, epochs=1, **options))
+    assert epochs_logged(result.run_dir) == [0]
+    assert result.model_file.is_file()
+
+
+def test_class_options_shape_the_model(pattern_tree: Path, tmp_path: Path) -> None:
+    result = train(
+        **quick(pattern_tree, tmp_path, epochs=1, keep="happy,wow", rename="surprise=wow")
+    )
+    bundle = load_model_file(result.model_file)
+    assert bundle.classes == ["happy", "wow"]
+    assert bundle.model(torch.zeros(1, 1, 48, 48)).shape == (1, 2)
+
+
+def test_yaml_config_with_overrides(pattern_tree: Path, tmp_path: Path) -> None:
+    file = tmp_path / "recipe.yaml"
+    file.write_text(yaml.safe_dump(quick(pattern_tree, tmp_path, epochs=5)))
+    config = load_config(file, epochs=1, name="from-yaml")
+    result = train(config)
+    assert result.run_dir.name == "from-yaml"
+    assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "text"),
+    [
+        ({"model": "resnet1000"}, ModelError, "unknown model 'resnet1000'"),
+        ({"data": "/no/such/folder"}, DataError, "/no/such/folder"),
+        ({"strategy": "sideways"}, ConfigError, "strategy"),
+        ({"keep": "happy,joy"}, ConfigError, "joy"),
+        ({"head": "tower"}, ModelError, "tower"),
+    ],
+)
+def test_bad_input_fails_before_any_run_folder(
+    pattern_tree: Path, tmp_path: Path, overrides: dict, error: type, text: str
+) -> None:
+    with pytest.raises(error, match=text):
+        train(**quick(pattern_tree, tmp_path, **overrides))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_images_are_skipped_or_fail_by_option(tmp_path: Path) -> None:
+    from conftest import make_pattern_tree
+
+    tree = make_pattern_tree(tmp_path / "data", {"train": 8, "val": 4})
+    (tree / "train" / "happy" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (tree / "train" / "sad" / "text.jpg").write_text("hello")
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable file\(s\).*broken.png"):
+        result = train(**quick(tree, tmp_path, epochs=1, cache_dir=str(tmp_path / "c1")))
+    assert result.model_file.is_file()
+    with pytest.raises(DataError, match=r"broken.png: cannot read image"):
+        train(
+            **quick(
+                tree,
+                tmp_path,
+                epochs=1,
+                on_bad_file="error",
+                cache_dir=str(tmp_path / "c2"),
+                runs_dir=str(tmp_path / "runs-error"),
+            )
+        )
+    assert not (tmp_path / "runs-error").exists()
+
+
+def test_resume_of_a_finished_run_needs_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a ferlab run folder"):
+        train(resume=tmp_path)
