@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import fer2013_path
 from ferlab.data import (
     CANONICAL_CLASSES,
     ClassMapping,
@@ -22,8 +23,6 @@ from ferlab.data import (
     stratified_split,
 )
 from ferlab.errors import ConfigError, DataError
-
-from conftest import fer2013_path
 
 FER2013_DIR = fer2013_path() or Path("../shared/data/fer2013")
 

@@ -1,8 +1,8 @@
 """``make demo``: a short, real train-and-evaluate run on FER2013, until a model ships.
 
-Fine-tunes ImageNet MobileNetV2 (64 px) for a few epochs on a per-class slice of the FER2013 training
-split, selects on the validation split, and evaluates on PrivateTest; prints the report and where the
-run lies.
+Fine-tunes ImageNet MobileNetV2 (64 px) for a few epochs on a per-class slice of the FER2013
+training split, selects on the validation split, and evaluates on PrivateTest; prints the report
+and where the run lies.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from ferlab.models.registry import FERModel
 
-
 MIN_ONECYCLE_STEPS = 10  # below this a one-cycle schedule has no room for its phases: constant LR
 
 
