@@ -42,8 +42,8 @@ class EpochRecorder(L.Callback):
         self.batch_start = 0.0
         self.batch_end: float | None = None
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:  # after a resume, current_epoch is the first epoch to run
             self._truncate(trainer.current_epoch)
 
     def _truncate(self, first_epoch: int) -> None:
