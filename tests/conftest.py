@@ -18,6 +18,9 @@ FER2013_CANDIDATES = [
 PATTERN_CLASSES = ("happy", "sad", "surprise")
 
 os.environ.setdefault("FERLAB_CACHE", str(REPO / ".cache" / "ferlab"))
+os.environ.setdefault(
+    "TORCH_HOME", str(REPO / ".cache" / "torch")
+)  # `make test` puts weights there
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

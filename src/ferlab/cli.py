@@ -135,8 +135,15 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (and exit code 2), like every other ferlab error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"ferlab: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition.")
+    parser = _OneLineParser(prog="ferlab", description="Facial expression recognition.")
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(commands)

@@ -1,0 +1,146 @@
+"""Evaluation against scikit-learn, class-set checks, and the CLI's output and error contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from conftest import make_pattern_tree
+from ferlab import evaluate, train
+from ferlab.cli import main
+from ferlab.errors import DataError, ModelError
+from ferlab.evaluation.metrics import classification_metrics, format_report
+
+
+@pytest.fixture(scope="module")
+def trained_run(pattern_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    result = train(
+        data=str(pattern_tree),
+        model="baseline_cnn",
+        epochs=4,
+        batch_size=8,
+        lr=3e-3,
+        augment="none",
+        num_workers=0,
+        runs_dir=str(runs),
+        patience=0,
+    )
+    return result.run_dir
+
+
+def test_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 4, 200)
+    probs = rng.dirichlet(np.ones(4), 200)
+    names = ["a", "b", "c", "d"]
+    metrics = classification_metrics(y_true, probs, names)
+    y_pred = probs.argmax(1)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert metrics["confusion_matrix"] == confusion_matrix(y_true, y_pred).tolist()
+    assert metrics["majority_accuracy"] == pytest.approx(np.bincount(y_true).max() / 200)
+    assert sum(metrics["per_class"][n]["support"] for n in names) == 200
+    text = format_report(metrics)
+    assert f"{metrics['accuracy']:.4f}" in text and "confusion matrix" in text
+
+
+def test_evaluate_writes_metrics_json(trained_run: Path, pattern_tree: Path) -> None:
+    result = evaluate(trained_run, pattern_tree, split="test")
+    written = json.loads((trained_run / "eval-test" / "metrics.json").read_text())
+    assert written["accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert written["samples"] == 24
+    assert written["classes"] == ["happy", "sad", "surprise"]
+    assert result.metrics["accuracy"] > 0.8
+    predicted = result.probs.argmax(1)
+    assert written["confusion_matrix"] == confusion_matrix(result.labels, predicted).tolist()
+
+
+def test_evaluate_on_data_with_other_classes(trained_run: Path, tmp_path: Path) -> None:
+    other = make_pattern_tree(tmp_path / "other", {"train": 2, "test": 2}, ("happy", "sad", "fear"))
+    with pytest.raises(DataError, match=r"classes the model does not know \(fear\)"):
+        evaluate(trained_run, other)
+    result = evaluate(trained_run, other, keep="happy,sad", out=tmp_path / "out")
+    assert result.metrics["samples"] == 4
+    assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_evaluate_refuses_what_is_not_a_model(tmp_path: Path, pattern_tree: Path) -> None:
+    with pytest.raises(ModelError, match="no such run folder or model file"):
+        evaluate(tmp_path / "nothing", pattern_tree)
+    with pytest.raises(ModelError, match=r"run folder has no model\.pt"):
+        evaluate(tmp_path, pattern_tree)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match=r"junk\.pt: not a readable model file"):
+        evaluate(junk, pattern_tree)
+
+
+def test_cli_evaluate_prints_report(
+    trained_run: Path, pattern_tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", str(trained_run), "--data", str(pattern_tree)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "macro-F1" in out and "surprise" in out
+    assert "metrics.json" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--data", "/no/where", "--model", "baseline_cnn"], "/no/where"),
+        (["train", "--data", ".", "--model", "nope"], "unknown model 'nope'"),
+        (["train", "--data", ".", "--epochs", "many"], "--epochs: invalid int value"),
+        (["train", "--config", "/no/config.yaml"], "/no/config.yaml: config file not found"),
+        (["evaluate", "/no/run", "--data", "."], "/no/run: no such run folder or model file"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    process = subprocess.run(
+        [sys.executable, "-m", "ferlab", *argv], capture_output=True, text=True, timeout=300
+    )
+    assert process.returncode == 2
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1, process.stderr
+    assert lines[0].startswith("ferlab: error: ") and message in lines[0]
+    assert "Traceback" not in process.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_models_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) == 12
+    mobilenet = next(line for line in lines if line.startswith("mobilenet_v2 "))
+    assert "2.23M" in mobilenet and " 96 " in mobilenet
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    from ferlab.models.artifact import load_model_file
+
+    marker = tmp_path / "ran"
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "ferlab-model", "payload": _RunsCode(marker)}, bad)
+    with pytest.raises(ModelError, match=r"evil\.pt: refused"):
+        load_model_file(bad)
+    assert not marker.exists()
