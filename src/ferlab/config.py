@@ -149,6 +149,17 @@ def config_fields() -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """Build a TrainConfig from a YAML file (optional) with ``overrides`` on top (None = unset)."""
+    types_by_name = _field_types()
+
+    def typed(values: dict[str, Any], where: str) -> dict[str, Any]:
+        unknown = sorted(set(values) - set(types_by_name))
+        if unknown:
+            raise ConfigError(f"{where}unknown option(s) {', '.join(unknown)}")
+        try:
+            return {k: _coerce(k, v, types_by_name[k]) for k, v in values.items()}
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}") from None
+
     values: dict[str, Any] = {}
     if path is not None:
         file = Path(path)
@@ -162,12 +173,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             raise ConfigError(f"{file}: not valid YAML{where}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{file}: expected a mapping of option: value")
-        values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    types_by_name = _field_types()
-    unknown = sorted(set(values) - set(types_by_name))
-    if unknown:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}unknown option(s) {', '.join(unknown)}")
-    coerced = {k: _coerce(k, v, types_by_name[k]) for k, v in values.items()}
-    return TrainConfig(**coerced)
+        values.update(typed(loaded, f"{file}: "))
+    values.update(typed({k: v for k, v in overrides.items() if v is not None}, ""))
+    return TrainConfig(**values)
