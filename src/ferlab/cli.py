@@ -31,6 +31,7 @@ FLAG_HELP = {
     "devices": "devices per node: a count, a list like 0,1, or auto",
     "distributed": "Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...",
     "max_steps_per_epoch": "cap the training batches per epoch",
+    "max_val_batches": "cap the validation batches per epoch",
 }
 
 

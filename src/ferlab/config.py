@@ -63,11 +63,13 @@ class TrainConfig:
 
     seed: int = 0
     precision: str = "auto"
+    channels_last: bool = True
     accelerator: str = "auto"
     devices: str = "1"
     num_nodes: int = 1
     distributed: str = "auto"
     max_steps_per_epoch: int | None = None
+    max_val_batches: int | None = None
 
     runs_dir: str = "runs"
     name: str | None = None

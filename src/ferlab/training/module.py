@@ -17,6 +17,7 @@ MIN_ONECYCLE_STEPS = 10  # below this a one-cycle schedule has no room for its p
 class FERClassifier(L.LightningModule):
     """Cross-entropy training of a FERModel with per-stage learning rates.
 
+    ``channels_last`` memory format speeds convolutions up on CPUs and tensor cores alike.
     Param groups: the head at ``lr``; backbone stages from the top at
     ``lr * backbone_lr_factor * stage_lr_decay**k``; backbone parameters outside the named stages
     share the lowest of those rates.
@@ -35,9 +36,11 @@ class FERClassifier(L.LightningModule):
         label_smoothing: float = 0.1,
         class_weights: torch.Tensor | None = None,
         progressive: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
-        self.model = model
+        self.channels_last = channels_last
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.lr = lr
         self.backbone_lr_factor = backbone_lr_factor
         self.stage_lr_decay = stage_lr_decay
@@ -50,6 +53,8 @@ class FERClassifier(L.LightningModule):
         self.val_f1 = MulticlassF1Score(num_classes, average="macro")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
     def training_step(

@@ -226,6 +226,7 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
         label_smoothing=config.label_smoothing,
         class_weights=class_weights,
         progressive=config.strategy == "progressive",
+        channels_last=config.channels_last,
     )
     stages_top_first = list(reversed(prepared.model.info.stages))
     checkpoint = ModelCheckpoint(
@@ -273,6 +274,7 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
             TensorBoardLogger(run_dir, name="tensorboard", version=f"session{session}"),
         ],
         limit_train_batches=config.max_steps_per_epoch,
+        limit_val_batches=config.max_val_batches,
         default_root_dir=run_dir,
         log_every_n_steps=max(1, min(10, train_batches)),
         enable_model_summary=False,
