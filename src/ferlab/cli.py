@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ferlab.config import TRANSFER_STRATEGIES, config_fields
+from ferlab.config import (
+    AUGMENT_PRESETS,
+    SCHEDULERS,
+    TRANSFER_STRATEGIES,
+    TrainConfig,
+    config_fields,
+)
 from ferlab.errors import FerlabError
 
 FLAG_HELP = {
@@ -32,6 +38,19 @@ FLAG_HELP = {
     "distributed": "Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...",
     "max_steps_per_epoch": "cap the training batches per epoch",
     "max_val_batches": "cap the validation batches per epoch",
+    "augment": " | ".join(AUGMENT_PRESETS),
+    "scheduler": " | ".join(SCHEDULERS),
+    "head": "linear | mlp",
+    "backbone_lr_factor": "backbone LR = lr x this",
+    "stage_lr_decay": "progressive: each deeper stage's LR = the one above x this",
+    "unfreeze_every": "progressive: epochs between unfreezing stages",
+    "unfreeze_stages": "progressive: how many stages, from the top, get unfrozen",
+    "precision": "auto (16-mixed on CUDA, else 32-true), bf16-mixed, ...",
+    "color": "gray | rgb: how images are decoded",
+    "on_bad_file": "skip | error: what to do with unreadable images",
+    "patience": "early stopping: epochs without a better val accuracy (0: off)",
+    "runs_dir": "where run folders are made",
+    "name": "run folder name (default: MODEL-STRATEGY, numbered if taken)",
 }
 
 
@@ -50,13 +69,17 @@ def _add_train_parser(commands: Any) -> None:
     )
     parser.add_argument("--config", type=Path, help="YAML file with training options")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    defaults = TrainConfig()
     for name, annotation in config_fields().items():
         flag = "--" + name.replace("_", "-")
+        text = FLAG_HELP.get(name, "")
+        default = getattr(defaults, name)
+        help_text = f"{text} (default: {default})" if text else f"default: {default}"
         if name == "strategy":
-            parser.add_argument(flag, action="append", help=FLAG_HELP[name])
+            parser.add_argument(flag, action="append", metavar="NAME", help=help_text)
             continue
         parser.add_argument(
-            flag, type=_flag_type(annotation), default=None, help=FLAG_HELP.get(name)
+            flag, type=_flag_type(annotation), default=None, metavar="X", help=help_text
         )
     parser.set_defaults(handler=_run_train)
 
