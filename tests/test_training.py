@@ -6,11 +6,12 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
-from ferlab import train
+from ferlab import evaluate, train
 from ferlab.config import load_config
 from ferlab.errors import ConfigError, DataError, ModelError
 from ferlab.models.artifact import load_model_file
@@ -206,3 +207,41 @@ def test_corrupt_images_are_skipped_or_fail_by_option(tmp_path: Path) -> None:
 def test_resume_of_a_finished_run_needs_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a ferlab run folder"):
         train(resume=tmp_path)
+
+
+def _pattern_rows(per_class: int, seed: int) -> list[tuple[int, np.ndarray]]:
+    from conftest import pattern_image
+
+    rng = np.random.default_rng(seed)
+    return [(label, pattern_image(label, rng)) for label in range(3) for _ in range(per_class)]
+
+
+def test_train_and_evaluate_from_the_fer2013_csv(tmp_path: Path) -> None:
+    lines = ["emotion,pixels,Usage"]
+    for usage, per_class in (("Training", 20), ("PublicTest", 4), ("PrivateTest", 4)):
+        for label, image in _pattern_rows(per_class, seed=len(lines)):
+            code = (3, 4, 5)[label]  # happy, sad, surprise in the FER2013 code order
+            lines.append(f"{code},{' '.join(map(str, image.ravel()))},{usage}")
+    csv_file = tmp_path / "fer2013.csv"
+    csv_file.write_text("\n".join(lines) + "\n")
+    result = train(**quick(csv_file, tmp_path, epochs=1, batch_size=8))
+    assert load_model_file(result.model_file).classes == ["happy", "sad", "surprise"]
+    report = evaluate(result.run_dir, csv_file, split="test")
+    assert report.metrics["samples"] == 12
+
+
+def test_train_from_a_manifest_csv(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rows = ["path,label"]
+    for index, (label, image) in enumerate(_pattern_rows(12, seed=1)):
+        name = f"img/{index:03d}.png"
+        (tmp_path / "img").mkdir(exist_ok=True)
+        Image.fromarray(image).save(tmp_path / name)
+        rows.append(f"{name},{('happy', 'sad', 'surprise')[label]}")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    result = train(**quick(manifest, tmp_path, epochs=1, batch_size=8))
+    summary = json.loads((result.run_dir / "run.json").read_text())
+    assert summary["classes"] == ["happy", "sad", "surprise"]
+    assert epochs_logged(result.run_dir) == [0]
