@@ -245,3 +245,25 @@ def test_train_from_a_manifest_csv(tmp_path: Path) -> None:
     summary = json.loads((result.run_dir / "run.json").read_text())
     assert summary["classes"] == ["happy", "sad", "surprise"]
     assert epochs_logged(result.run_dir) == [0]
+
+
+def test_compact_snapshot_resumes(pattern_tree: Path, tmp_path: Path) -> None:
+    from ferlab.training.checkpoint import snapshot_run
+
+    first = train(**quick(pattern_tree, tmp_path, epochs=2, scheduler="none", name="long"))
+    snapshot = tmp_path / "snapshot"
+    written = snapshot_run(first.run_dir, snapshot)
+    assert {p.name for p in written} >= {"config.yaml", "metrics.csv", "last.ckpt", "best.ckpt"}
+    original = first.run_dir / "checkpoints" / "last.ckpt"
+    compact = snapshot / "checkpoints" / "last.ckpt"
+    assert compact.stat().st_size < 0.75 * original.stat().st_size
+    resumed = train(resume=snapshot, epochs=3)
+    assert resumed.epochs_completed == 3
+    assert epochs_logged(snapshot) == [0, 1, 2]
+    assert load_model_file(resumed.model_file).classes == ["happy", "sad", "surprise"]
+
+
+def test_onecycle_resume_refuses_other_epochs(pattern_tree: Path, tmp_path: Path) -> None:
+    result = train(**quick(pattern_tree, tmp_path, epochs=1))
+    with pytest.raises(ConfigError, match="same --epochs"):
+        train(resume=result.run_dir, epochs=5)

@@ -194,6 +194,11 @@ def train(
         if not saved.is_file():
             raise ConfigError(f"{run_dir}: not a ferlab run folder (no config.yaml)")
         config = load_config(saved, **overrides)
+        if config.scheduler == "onecycle" and config.epochs != load_config(saved).epochs:
+            raise ConfigError(
+                f"{run_dir}: the one-cycle schedule was laid out for its epochs; "
+                "resume with the same --epochs (or train a new run)"
+            )
         last_ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not last_ckpt.is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")

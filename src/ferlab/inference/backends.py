@@ -1,0 +1,75 @@
+"""Model references → classifiers: normalised float32 (N, C, S, S) in, probabilities (N, K) out."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ferlab.data.transforms import Preprocessing
+from ferlab.errors import ConfigError, ModelError
+from ferlab.inference.preprocess import decode_settings
+from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+class Classifier(Protocol):
+    """What the recognizer needs of a model, whichever runtime runs it."""
+
+    name: str
+    classes: list[str]
+    prep: Preprocessing
+    image_size: int  # side crops are decoded at before the model's own resize
+    color: str  # "gray" or "rgb"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class TorchClassifier:
+    """A loaded model file run by PyTorch in inference mode."""
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.model = bundle.model.eval()
+        self.name = bundle.name
+        self.classes = bundle.classes
+        self.prep = bundle.prep
+        self.image_size, self.color = decode_settings(bundle.meta, bundle.prep)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
+            return torch.softmax(logits.float(), dim=1).numpy()
+
+
+def default_model_file() -> Path:
+    """The model shipped inside the package, or ModelError where this install has none."""
+    shipped = resources.files("ferlab") / "weights" / "default.pt"
+    if not shipped.is_file():
+        raise ModelError("no model ships in this install yet; pass a run folder or model file")
+    return Path(str(shipped))
+
+
+def open_classifier(ref: str | Path, backend: str = "auto") -> Classifier:
+    """``"default"``, a run folder, a model file or an ``.onnx`` export, on ``backend``.
+
+    ``auto`` runs ``.onnx`` files on onnxruntime and model files on PyTorch; ``onnx`` with a model
+    file exports it once to the ferlab cache folder and runs that.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: unknown '{backend}'; available: {', '.join(BACKENDS)}")
+    file = default_model_file() if str(ref) == "default" else resolve_model_file(ref)
+    if file.suffix.lower() == ".onnx":
+        if backend == "torch":
+            raise ModelError(f"{file}: an ONNX export runs on the onnx backend, not torch")
+        from ferlab.inference.onnx_export import OnnxModel
+
+        return OnnxModel(file)
+    if backend == "onnx":
+        from ferlab.inference.onnx_export import OnnxModel, cached_onnx
+
+        return OnnxModel(cached_onnx(file))
+    return TorchClassifier(load_model_file(file))

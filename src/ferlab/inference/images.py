@@ -1,0 +1,113 @@
+"""Any image source → an RGB uint8 array (H, W, 3), or a DataError naming the source.
+
+Sources: a path, encoded bytes, a PIL image or a numpy array. Numpy arrays are taken as OpenCV
+images, (H, W) gray or (H, W, 3|4) **BGR**/BGRA, unless ``rgb=True``; uint8, uint16 (scaled by
+1/257) and floats in [0, 1] are accepted. Decoded files get their EXIF rotation applied; 16-bit,
+CMYK, palette, gray and alpha images become plain RGB (alpha composited onto white). Files over
+``max_pixels`` are refused before decoding (decompression bombs), as are truncated files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import TypeAlias
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ferlab.errors import DataError
+
+ImageSource: TypeAlias = str | os.PathLike | bytes | Image.Image | np.ndarray
+MAX_PIXELS = 80_000_000
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def source_name(source: ImageSource) -> str:
+    """How messages refer to ``source``: its path, or its kind for in-memory images."""
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    if isinstance(source, bytes):
+        return "<bytes>"
+    if isinstance(source, Image.Image):
+        return "<PIL image>"
+    return "<array>"
+
+
+def load_image(
+    source: ImageSource, *, rgb: bool = False, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Decode or convert ``source`` to a contiguous RGB uint8 array (H, W, 3)."""
+    name = source_name(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, rgb=rgb, name=name)
+    if isinstance(source, str | os.PathLike) and not Path(source).is_file():
+        raise DataError(f"{name}: no such file")
+    try:
+        if isinstance(source, Image.Image):
+            return _to_rgb(source, name)
+        opened = io.BytesIO(source) if isinstance(source, bytes) else source
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(opened) as image:
+                if image.width * image.height > max_pixels:
+                    raise DataError(
+                        f"{name}: {image.width}x{image.height} image is over the "
+                        f"{max_pixels / 1e6:g} MP limit (decompression bomb?)"
+                    )
+                image.load()
+                return _to_rgb(image, name)
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not an image file (or a format PIL cannot read)") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise DataError(f"{name}: refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{name}: cannot read image ({reason})") from None
+
+
+def _to_rgb(image: Image.Image, name: str) -> np.ndarray:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_MODES:
+        return _gray_to_rgb(_to_uint8(np.asarray(image), name))
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    try:
+        converted = image.convert("RGB")
+    except ValueError as exc:
+        raise DataError(f"{name}: unsupported colour mode {image.mode} ({exc})") from None
+    return np.ascontiguousarray(np.asarray(converted, dtype=np.uint8))
+
+
+def _from_array(array: np.ndarray, *, rgb: bool, name: str) -> np.ndarray:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.size == 0 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] < 3):
+        raise DataError(f"{name}: expected an (H, W) or (H, W, 3|4) array, got {array.shape}")
+    if array.ndim == 2:
+        return _gray_to_rgb(_to_uint8(array, name))
+    colour = _to_uint8(array[:, :, :3], name)
+    return np.ascontiguousarray(colour if rgb else colour[:, :, ::-1])
+
+
+def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """uint8 as is; uint16 (and wider ints above 255) scaled by 1/257; floats in [0, 1] by 255."""
+    if array.dtype == np.uint8:
+        return array
+    low, high = (array.min(), array.max()) if array.dtype.kind in "iuf" else (-1, -1)
+    if array.dtype.kind in "iu" and low >= 0 and high <= 65535:
+        wide = array.dtype == np.uint16 or high > 255
+        return (array // 257 if wide else array).astype(np.uint8)
+    if array.dtype.kind == "f" and low >= 0 and high <= 1:
+        return np.round(array * 255).astype(np.uint8)
+    raise DataError(
+        f"{name}: unsupported pixel values ({array.dtype}); use uint8, uint16 or floats in [0, 1]"
+    )
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))

@@ -1,0 +1,184 @@
+"""Export a ferlab model to a self-contained ONNX file, optionally int8, and run it on the CPU.
+
+The graph maps normalised float32 (N, C, S, S) input, any N, to class probabilities (softmax
+included); the class names and preprocessing travel in the file's ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from ferlab.data.cache import default_cache_dir
+from ferlab.data.transforms import Preprocessing
+from ferlab.errors import ConfigError, ModelError
+from ferlab.inference.images import ImageSource, load_image
+from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
+from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+
+ONNX_FORMAT = "ferlab-onnx"
+ONNX_FORMAT_VERSION = 1
+OPSET = 18
+QUANTIZE_MODES = ("int8",)
+_CALIBRATION_BATCH = 32
+
+
+def export_onnx(
+    model_ref: str | Path,
+    out: str | Path,
+    quantize: str | None = None,
+    *,
+    calibration: Sequence[ImageSource] | None = None,
+) -> Path:
+    """Write the model of a run folder or model file to ``out`` as ONNX; returns ``out``.
+
+    ``quantize="int8"``: static QDQ quantization (per-channel weights, activation ranges from
+    ``calibration``, face crops treated like whole-image predictions) when calibration images are
+    given, else dynamic quantization (weights only; activations quantized at run time).
+    """
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ConfigError(f"quantize: unknown mode '{quantize}'; available: int8")
+    bundle = load_model_file(resolve_model_file(model_ref))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
+        fp32 = Path(work) / "fp32.onnx"
+        _export_fp32(bundle, fp32)
+        final = fp32
+        if quantize == "int8":
+            final = Path(work) / "int8.onnx"
+            _quantize_int8(fp32, final, bundle, calibration)
+        model = onnx.load(final)
+        _set_metadata(model, bundle)
+        onnx.save(model, final)
+        os.replace(final, out)
+    return out
+
+
+def _export_fp32(bundle: ModelBundle, out: Path) -> None:
+    size, channels = bundle.prep.input_size, bundle.prep.in_channels
+    network = torch.nn.Sequential(bundle.model, torch.nn.Softmax(dim=1)).eval()
+    example = torch.zeros(2, channels, size, size)
+    torch.onnx.export(
+        network,
+        (example,),
+        out,
+        input_names=["input"],
+        output_names=["probs"],
+        opset_version=OPSET,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        verbose=False,
+    )
+
+
+def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle) -> None:
+    image_size, color = decode_settings(bundle.meta, bundle.prep)
+    values = {
+        "format": f"{ONNX_FORMAT}/{ONNX_FORMAT_VERSION}",
+        "model": bundle.name,
+        "classes": json.dumps(bundle.classes),
+        "preprocessing": json.dumps(bundle.prep.to_dict()),
+        "decode": json.dumps({"image_size": image_size, "color": color}),
+    }
+    del model.metadata_props[:]
+    for key, value in values.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def _quantize_int8(
+    fp32: Path, out: Path, bundle: ModelBundle, calibration: Sequence[ImageSource] | None
+) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    prepared = fp32.with_name("prepared.onnx")
+    quant_pre_process(fp32, prepared)
+    if not calibration:
+        # ORT's CPU ConvInteger takes uint8 weights only.
+        quantize_dynamic(prepared, out, weight_type=QuantType.QUInt8)
+        return
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = _calibration_batches(bundle, calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+
+    quantize_static(
+        prepared,
+        out,
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def _calibration_batches(
+    bundle: ModelBundle, images: Sequence[ImageSource]
+) -> Iterator[np.ndarray]:
+    image_size, color = decode_settings(bundle.meta, bundle.prep)
+    for start in range(0, len(images), _CALIBRATION_BATCH):
+        chunk = images[start : start + _CALIBRATION_BATCH]
+        crops = [crop_tensor(load_image(image, rgb=True), image_size, color) for image in chunk]
+        yield model_input(crops, bundle.prep)
+
+
+def cached_onnx(model_file: Path) -> Path:
+    """The fp32 ONNX export of ``model_file``, made on first use in the ferlab cache folder."""
+    digest = hashlib.sha256(f"{ONNX_FORMAT_VERSION}|{torch.__version__}|".encode())
+    digest.update(model_file.read_bytes())
+    out = default_cache_dir() / "onnx" / f"{digest.hexdigest()[:24]}.onnx"
+    return out if out.is_file() else export_onnx(model_file, out)
+
+
+class OnnxModel:
+    """An exported model on onnxruntime's CPU provider: normalised (N, C, S, S) → probabilities."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable files
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        kind, _, version = meta.get("format", "").partition("/")
+        if kind != ONNX_FORMAT:
+            raise ModelError(f"{self.path}: not a ferlab ONNX export (made with 'ferlab export')")
+        if int(version) > ONNX_FORMAT_VERSION:
+            raise ModelError(f"{self.path}: written by a newer ferlab (format {version})")
+        decode = json.loads(meta["decode"])
+        self.name = meta["model"]
+        self.classes: list[str] = json.loads(meta["classes"])
+        self.prep = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
+        self.image_size = int(decode["image_size"])
+        self.color = str(decode["color"])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(["probs"], {"input": np.ascontiguousarray(batch, np.float32)})[0]

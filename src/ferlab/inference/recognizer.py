@@ -1,0 +1,148 @@
+"""Faces in images → expression probabilities: detect, crop, decode like training, classify."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ferlab.errors import ConfigError
+from ferlab.inference.backends import Classifier, open_classifier
+from ferlab.inference.detect import DEFAULT_MARGIN, Face, detect_faces, square_crop
+from ferlab.inference.images import ImageSource, load_image
+from ferlab.inference.preprocess import crop_tensor, model_input
+
+
+@dataclass
+class FaceResult:
+    """One face: its box (x1, y1, x2, y2; None for a whole-image prediction) and its expression."""
+
+    box: tuple[int, int, int, int] | None
+    label: str
+    score: float
+    probs: dict[str, float]
+    detection_score: float | None
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most probable classes with their probabilities, most probable first."""
+        return sorted(self.probs.items(), key=lambda item: -item[1])[:k]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": None if self.box is None else list(self.box),
+            "label": self.label,
+            "score": self.score,
+            "probs": dict(self.probs),
+            "detection_score": self.detection_score,
+        }
+
+
+class Recognizer:
+    """Finds faces and tells their expressions; ``load`` builds one from a model reference.
+
+    ``detect=False`` takes each image as one face crop. ``min_face``: smallest face side in
+    pixels; ``margin``: extra crop border per side as a fraction of the face box; ``tta``: average
+    the probabilities of each crop and its mirror image.
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        detect: bool = True,
+        min_face: int = 24,
+        margin: float = DEFAULT_MARGIN,
+        tta: bool = False,
+        min_score: float = 0.6,
+    ) -> None:
+        if min_face < 1 or margin < 0 or not 0 <= min_score <= 1:
+            raise ConfigError(
+                f"need min_face >= 1, margin >= 0 and min_score in [0, 1], "
+                f"got {min_face}, {margin}, {min_score}"
+            )
+        self.classifier = classifier
+        self.detect = detect
+        self.min_face = min_face
+        self.margin = margin
+        self.tta = tta
+        self.min_score = min_score
+
+    @classmethod
+    def load(
+        cls,
+        ref: str | Path = "default",
+        *,
+        backend: str = "auto",
+        detect: bool = True,
+        min_face: int = 24,
+        margin: float = DEFAULT_MARGIN,
+        tta: bool = False,
+    ) -> Recognizer:
+        """``ref``: "default" (the model shipped with ferlab), a run folder, a model file or an
+        ``.onnx`` export; ``backend``: auto | torch | onnx."""
+        classifier = open_classifier(ref, backend)
+        return cls(classifier, detect=detect, min_face=min_face, margin=margin, tta=tta)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.classifier.classes)
+
+    def predict(self, source: ImageSource, *, rgb: bool = False) -> list[FaceResult]:
+        """The faces in one image, left to right; an empty list when there is none."""
+        return self.predict_many([source], rgb=rgb)[0]
+
+    def predict_many(
+        self, sources: Iterable[ImageSource], *, batch_size: int = 64, rgb: bool = False
+    ) -> list[list[FaceResult]]:
+        """Per image, its faces; faces from several images share model batches of ``batch_size``.
+
+        An unreadable source raises DataError naming it; ``rgb``: numpy arrays are RGB, not BGR.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        results: list[list[FaceResult]] = []
+        pending: list[tuple[int, Face | None, torch.Tensor]] = []
+        for source in sources:
+            image = load_image(source, rgb=rgb)
+            pending.extend((len(results), face, crop) for face, crop in self._crops(image))
+            results.append([])
+            while len(pending) >= batch_size:
+                self._classify(pending[:batch_size], results)
+                del pending[:batch_size]
+        if pending:
+            self._classify(pending, results)
+        return results
+
+    def _crops(self, image: np.ndarray) -> list[tuple[Face | None, torch.Tensor]]:
+        size, color = self.classifier.image_size, self.classifier.color
+        if not self.detect:
+            return [(None, crop_tensor(image, size, color))]
+        faces = detect_faces(image, min_score=self.min_score, min_size=self.min_face)
+        return [
+            (face, crop_tensor(square_crop(image, face.box, self.margin), size, color))
+            for face in faces
+        ]
+
+    def _classify(
+        self, pending: list[tuple[int, Face | None, torch.Tensor]], results: list[list[FaceResult]]
+    ) -> None:
+        crops = [crop for _, _, crop in pending]
+        probs = self.classifier(model_input(crops, self.classifier.prep, flip=self.tta))
+        if self.tta:
+            probs = (probs[: len(crops)] + probs[len(crops) :]) / 2
+        classes = self.classifier.classes
+        for (index, face, _), row in zip(pending, probs, strict=True):
+            best = int(np.argmax(row))
+            results[index].append(
+                FaceResult(
+                    box=None if face is None else face.box,
+                    label=classes[best],
+                    score=float(row[best]),
+                    probs={name: float(p) for name, p in zip(classes, row, strict=True)},
+                    detection_score=None if face is None else face.score,
+                )
+            )

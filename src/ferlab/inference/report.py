@@ -1,0 +1,43 @@
+"""Predictions as text lines, CSV rows or JSON records, for the ``ferlab predict`` command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferlab.inference.recognizer import FaceResult
+
+
+def text_lines(path: str, faces: list[FaceResult], top_k: int = 3) -> list[str]:
+    """``path  face 1 (x1,y1,x2,y2)  happy 0.87  [surprise 0.06, neutral 0.03]`` per face."""
+    if not faces:
+        return [f"{path}  no face found"]
+    lines = []
+    for number, face in enumerate(faces, start=1):
+        where = (
+            "whole image" if face.box is None else f"face {number} ({','.join(map(str, face.box))})"
+        )
+        best, *others = face.top(max(1, top_k))
+        line = f"{path}  {where}  {best[0]} {best[1]:.2f}"
+        if others:
+            line += "  [" + ", ".join(f"{name} {p:.2f}" for name, p in others) + "]"
+        lines.append(line)
+    return lines
+
+
+def csv_header(classes: list[str]) -> list[str]:
+    return ["path", "face", "x1", "y1", "x2", "y2", "detection_score", "label", "score", *classes]
+
+
+def csv_rows(path: str, faces: list[FaceResult], classes: list[str]) -> list[list[Any]]:
+    """One row per face (box columns empty for whole-image predictions); none without faces."""
+    rows = []
+    for number, face in enumerate(faces, start=1):
+        box = list(face.box) if face.box is not None else ["", "", "", ""]
+        detection = "" if face.detection_score is None else f"{face.detection_score:.3f}"
+        probs = [f"{face.probs[name]:.4f}" for name in classes]
+        rows.append([path, number, *box, detection, face.label, f"{face.score:.4f}", *probs])
+    return rows
+
+
+def json_record(path: str, faces: list[FaceResult]) -> dict[str, Any]:
+    return {"path": path, "faces": [face.to_dict() for face in faces]}
