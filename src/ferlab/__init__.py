@@ -25,6 +25,8 @@ _EXPORTS = {
     "list_models": "ferlab.models.registry",
     "load_dataset": "ferlab.data.sources",
     "FerlabError": "ferlab.errors",
+    "Recognizer": "ferlab.inference.recognizer",
+    "FaceResult": "ferlab.inference.recognizer",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -184,7 +184,7 @@ def _add_predict_parser(commands: Any) -> None:
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="classes shown per face (default: 3)"
     )
-    parser.add_argument("--tta", action="store_true", help="also classify the mirrored face")
+    parser.add_argument("--tta", action="store_true", help="average with the mirrored face")
     parser.add_argument("--no-detect", action="store_true", help="take each image as one face crop")
     parser.add_argument(
         "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
@@ -192,7 +192,13 @@ def _add_predict_parser(commands: Any) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
     )
-    parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto: .onnx files on onnxruntime, model files on PyTorch; onnx: a model file is "
+        "exported once to the ferlab cache",
+    )
     parser.set_defaults(handler=_run_predict)
 
 

@@ -1,0 +1,162 @@
+"""Inference speed: classifier faces/s and latency on FER2013 test crops, torch vs ONNX vs int8,
+and end-to-end frames/s (detection included) on 640x480 frames with one face; a Markdown table.
+
+    python scripts/bench_predict.py --model runs/demo [--data ../shared/data/fer2013]
+        [--photos ../shared/data/photos] [--threads 2] [--frames 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+
+from ferlab.inference.backends import Classifier, TorchClassifier
+from ferlab.inference.batch import find_images
+from ferlab.inference.detect import detect_faces
+from ferlab.inference.images import load_image
+from ferlab.inference.onnx_export import OnnxModel, export_onnx
+from ferlab.inference.preprocess import crop_tensor, model_input
+from ferlab.inference.recognizer import Recognizer
+from ferlab.models.artifact import load_model_file, resolve_model_file
+
+SINGLE_RUNS = 200  # batch-1 calls timed per backend
+CALIBRATION = 512  # FER2013 train crops for static int8
+
+
+def timed(call: Callable[[], object], runs: int) -> np.ndarray:
+    """Milliseconds per call, after two warm-up calls."""
+    call(), call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(1000 * (time.perf_counter() - start))
+    return np.array(times)
+
+
+def spread(files: list[Path], count: int) -> list[Path]:
+    return files[:: max(1, len(files) // count)][:count]
+
+
+def load_crops(data: Path, split: str, classifier: Classifier) -> tuple[np.ndarray, np.ndarray]:
+    files, _ = find_images([str(data / split)])
+    crops = [
+        crop_tensor(load_image(f.path), classifier.image_size, classifier.color) for f in files
+    ]
+    labels = np.array([classifier.classes.index(f.path.parent.name) for f in files])
+    return model_input(crops, classifier.prep), labels
+
+
+def bench_classifier(name: str, model: Classifier, size_mb: float, x: np.ndarray, y: np.ndarray):
+    single = timed(lambda: model(x[:1]), SINGLE_RUNS)
+    batches = [x[i : i + 64] for i in range(0, len(x) - 63, 64)]
+    cycle = itertools.cycle(batches)
+    batched = timed(lambda: model(next(cycle)), len(batches))
+    probs = np.concatenate([model(x[i : i + 256]) for i in range(0, len(x), 256)])
+    accuracy = float((probs.argmax(1) == y).mean())
+    return (
+        f"| {name} | {size_mb:.1f} | {accuracy:.4f} | {np.median(single):.2f} "
+        f"| {np.percentile(single, 95):.2f} | {1000 / single.mean():.0f} "
+        f"| {np.median(batched):.1f} | {np.percentile(batched, 95):.1f} "
+        f"| {64000 / batched.mean():.0f} |"
+    )
+
+
+def make_frames(photos: Path, count: int) -> list[np.ndarray]:
+    """640x480 gray-background frames with the astronaut's face pasted at varying places."""
+    astronaut = load_image(photos / "astronaut.png", rgb=True)
+    x1, y1, x2, y2 = detect_faces(astronaut)[0].box
+    face = astronaut[max(0, y1 - 40) : y2 + 40, max(0, x1 - 40) : x2 + 40]
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(count):
+        frame = np.full((480, 640, 3), 110, np.uint8)
+        top, left = rng.integers(0, 480 - face.shape[0]), rng.integers(0, 640 - face.shape[1])
+        frame[top : top + face.shape[0], left : left + face.shape[1]] = face
+        frames.append(frame)
+    return frames
+
+
+def bench_frames(name: str, recognizer: Recognizer, frames: list[np.ndarray]) -> str:
+    found = [len(recognizer.predict(f, rgb=True)) for f in frames]
+    cycle = itertools.cycle(frames)
+    ms = timed(lambda: recognizer.predict(next(cycle), rgb=True), len(frames))
+    return (
+        f"| {name} | {1000 / ms.mean():.1f} | {np.median(ms):.1f} | {np.percentile(ms, 95):.1f} "
+        f"| {sum(found)}/{len(frames)} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="run folder or model file")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013"))
+    parser.add_argument("--photos", type=Path, default=Path("../shared/data/photos"))
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
+    parser.add_argument("--frames", type=int, default=40, help="640x480 frames timed per backend")
+    args = parser.parse_args()
+    if not (args.data / "test").is_dir():
+        sys.exit(f"skipped: FER2013 not found at {args.data} (needs test/ and train/ folders)")
+    if not (args.photos / "astronaut.png").is_file():
+        sys.exit(f"skipped: {args.photos / 'astronaut.png'} not found")
+    torch.set_num_threads(args.threads)
+    model_file = resolve_model_file(args.model)
+    torch_model = TorchClassifier(load_model_file(model_file))
+    x, y = load_crops(args.data, "test", torch_model)
+    train_files, _ = find_images([str(args.data / "train")])
+    calibration = spread([f.path for f in train_files], CALIBRATION)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(model_file, Path(tmp) / "fp32.onnx")
+        dynamic = export_onnx(model_file, Path(tmp) / "dynamic.onnx", "int8")
+        static = export_onnx(model_file, Path(tmp) / "static.onnx", "int8", calibration=calibration)
+        backends: list[tuple[str, Classifier, Path]] = [
+            ("torch fp32", torch_model, model_file),
+            ("ONNX fp32", OnnxModel(fp32, threads=args.threads), fp32),
+            ("ONNX int8 dynamic", OnnxModel(dynamic, threads=args.threads), dynamic),
+            ("ONNX int8 static QDQ", OnnxModel(static, threads=args.threads), static),
+        ]
+        print(
+            f"{model_file} ({torch_model.name}, {torch_model.prep.input_size} px), "
+            f"{platform.processor() or platform.machine()}, {args.threads} threads, "
+            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}\n"
+        )
+        print(
+            f"Classifier only, {len(x)} FER2013 test crops (accuracy over all of them; int8 "
+            f"static calibrated on {len(calibration)} train crops):\n"
+        )
+        print(
+            "| backend | file MB | test acc | b1 p50 ms | b1 p95 ms | b1 faces/s "
+            "| b64 p50 ms | b64 p95 ms | b64 faces/s |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name, model, path in backends:
+            print(bench_classifier(name, model, path.stat().st_size / 1e6, x, y), flush=True)
+        frames = make_frames(args.photos, args.frames)
+        print(
+            f"\nEnd to end, 640x480 frames with one face ({args.frames} frames, detection "
+            "included):\n"
+        )
+        print("| backend | frames/s | p50 ms | p95 ms | faces found |")
+        print("|---|---|---|---|---|")
+        cycle = itertools.cycle(frames)
+        detection = timed(lambda: detect_faces(next(cycle)), len(frames))
+        print(
+            f"| detection alone | {1000 / detection.mean():.1f} | {np.median(detection):.1f} "
+            f"| {np.percentile(detection, 95):.1f} | |"
+        )
+        for name, model, _ in backends:
+            print(bench_frames(name, Recognizer(model), frames), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Inference: image loading, face detection, Recognizer, ONNX export and `ferlab predict`."""
+
+from __future__ import annotations
+
+import io
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+from ferlab.cli import main
+from ferlab.data.cache import _decode_file
+from ferlab.data.transforms import Preprocessing
+from ferlab.errors import DataError, ModelError
+from ferlab.evaluation.evaluate import predict_probs
+from ferlab.inference import FaceResult, Recognizer, detect_faces
+from ferlab.inference.backends import TorchClassifier
+from ferlab.inference.images import load_image
+from ferlab.inference.onnx_export import OnnxModel, export_onnx
+from ferlab.inference.preprocess import model_input
+from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
+from ferlab.models.registry import create_model
+
+FER_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+PHOTO_CANDIDATES = [REPO.parent / "shared" / "data" / "photos", Path("/work/shared/data/photos")]
+ASTRONAUT_FACE = (170, 40, 260, 150)  # by eye, in the 512x512 photo
+
+
+@pytest.fixture(scope="module")
+def photos() -> Path:
+    found = next((p for p in PHOTO_CANDIDATES if (p / "astronaut.png").is_file()), None)
+    if found is None:
+        pytest.skip("test photos not found at ../shared/data/photos (astronaut.png, grace_hopper)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def astronaut(photos: Path) -> np.ndarray:
+    return load_image(photos / "astronaut.png")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 7-class baseline CNN with random weights, saved as a model file."""
+    torch.manual_seed(0)
+    bundle = ModelBundle(
+        model=create_model("baseline_cnn", 7).eval(),
+        name="baseline_cnn",
+        classes=FER_CLASSES,
+        prep=Preprocessing(48, 1, (0.5,), (0.5,)),
+        meta={"config": {"image_size": 48, "color": "gray"}},
+    )
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model_file(path, bundle)
+    return path
+
+
+@pytest.fixture(scope="module")
+def recognizer(model_file: Path) -> Recognizer:
+    return Recognizer.load(model_file)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert main(["export", str(model_file), "--format", "onnx", "--out", str(out)]) == 0
+    return out
+
+
+def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return inter / (area - inter)
+
+
+def _face_crop(image: np.ndarray, box: tuple[int, int, int, int], grow: float = 0.6) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    dx, dy = round((x2 - x1) * grow), round((y2 - y1) * grow)
+    return image[max(0, y1 - dy) : y2 + dy, max(0, x1 - dx) : x2 + dx]
+
+
+# --- detection ---------------------------------------------------------------------------------
+
+
+def test_detector_finds_the_astronaut_and_nothing_in_blank_or_noise(astronaut: np.ndarray) -> None:
+    faces = detect_faces(astronaut)
+    assert len(faces) == 1
+    assert _iou(faces[0].box, ASTRONAUT_FACE) > 0.4
+    assert 0.6 <= faces[0].score <= 1
+    big = np.asarray(Image.fromarray(astronaut).resize((1536, 1536)))  # detected at 640 px
+    (scaled,) = detect_faces(big)
+    assert _iou(tuple(v / 3 for v in scaled.box), faces[0].box) > 0.8
+    assert detect_faces(np.full((480, 640, 3), 128, np.uint8)) == []
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert detect_faces(noise) == []
+    assert detect_faces(np.zeros((1, 1, 3), np.uint8)) == []
+
+
+def test_two_pasted_faces_come_back_left_to_right(photos: Path, astronaut: np.ndarray) -> None:
+    hopper = load_image(photos / "grace_hopper.jpg")
+    hopper_face = _face_crop(hopper, detect_faces(hopper)[0].box)
+    astronaut_face = _face_crop(astronaut, detect_faces(astronaut)[0].box)
+    canvas = np.full((500, 1000, 3), 90, np.uint8)
+    canvas[20 : 20 + hopper_face.shape[0], 60 : 60 + hopper_face.shape[1]] = hopper_face
+    canvas[150 : 150 + astronaut_face.shape[0], 600 : 600 + astronaut_face.shape[1]] = (
+        astronaut_face
+    )
+    faces = detect_faces(canvas)
+    assert len(faces) == 2
+    assert faces[0].box[2] < 500 < faces[1].box[0]
+
+
+# --- the Recognizer API ------------------------------------------------------------------------
+
+
+def test_predict_returns_face_results(recognizer: Recognizer, astronaut: np.ndarray) -> None:
+    (face,) = recognizer.predict(astronaut, rgb=True)
+    assert isinstance(face, FaceResult)
+    assert _iou(face.box, ASTRONAUT_FACE) > 0.4
+    assert list(face.probs) == FER_CLASSES and face.label in FER_CLASSES
+    assert sum(face.probs.values()) == pytest.approx(1, abs=1e-5)
+    assert face.score == max(face.probs.values()) == face.probs[face.label]
+    assert 0.6 <= face.detection_score <= 1
+    record = json.loads(json.dumps(face.to_dict()))
+    assert record["box"] == list(face.box) and record["label"] == face.label
+    assert recognizer.predict(np.full((300, 300, 3), 128, np.uint8)) == []
+
+
+def test_bgr_array_pil_image_path_and_bytes_agree(
+    recognizer: Recognizer, photos: Path, astronaut: np.ndarray
+) -> None:
+    path = photos / "astronaut.png"
+    reference = recognizer.predict(Image.open(path))
+    for source in (astronaut[:, :, ::-1].copy(), path, str(path), path.read_bytes()):
+        (face,) = recognizer.predict(source)
+        assert face.box == reference[0].box
+        assert face.probs == pytest.approx(reference[0].probs, abs=1e-6)
+
+
+def test_predict_many_batches_faces_across_images(
+    recognizer: Recognizer, astronaut: np.ndarray
+) -> None:
+    blank = np.zeros((100, 100, 3), np.uint8)
+    one_by_one = [recognizer.predict(image, rgb=True) for image in (astronaut, blank, astronaut)]
+    batched = recognizer.predict_many([astronaut, blank, astronaut], batch_size=2, rgb=True)
+    assert [len(faces) for faces in batched] == [1, 0, 1]
+    for got, want in zip(batched, one_by_one, strict=True):
+        assert [f.probs for f in got] == [pytest.approx(f.probs, abs=1e-6) for f in want]
+
+
+def test_whole_image_matches_training_decode_and_tta_averages_the_mirror(
+    model_file: Path, tmp_path: Path
+) -> None:
+    """detect=False decodes a crop exactly as the training cache does; tta adds its mirror."""
+    rng = np.random.default_rng(1)
+    crop = tmp_path / "crop.png"
+    Image.fromarray(rng.integers(0, 256, (61, 53), dtype=np.uint8)).save(crop)
+    bundle = load_model_file(model_file)
+    expected = predict_probs(bundle, torch.tensor(_decode_file(crop, 48, "L"))[None])[0]
+    (face,) = Recognizer.load(model_file, detect=False).predict(crop)
+    assert face.box is None and face.detection_score is None
+    assert list(face.probs.values()) == pytest.approx(expected.tolist(), abs=1e-6)
+    mirrored = np.asarray(Image.open(crop))[:, ::-1]
+    (flipped,) = Recognizer.load(model_file, detect=False).predict(mirrored)
+    (tta,) = Recognizer.load(model_file, detect=False, tta=True).predict(crop)
+    for name in FER_CLASSES:
+        mean = (face.probs[name] + flipped.probs[name]) / 2
+        assert tta.probs[name] == pytest.approx(mean, abs=1e-5)
+
+
+def test_load_default_without_a_shipped_model() -> None:
+    if (resources.files("ferlab") / "weights" / "default.pt").is_file():
+        pytest.skip("this install ships a default model")
+    with pytest.raises(ModelError, match="no model ships in this install yet; pass a run folder"):
+        Recognizer.load("default")
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "ferlab-model", "payload": _RunsCode(marker)}, bad)
+    for backend in ("torch", "onnx"):
+        with pytest.raises(ModelError, match=r"evil\.pt: refused"):
+            Recognizer.load(bad, backend=backend)
+    assert not marker.exists()
+
+
+# --- image loading -----------------------------------------------------------------------------
+
+
+def test_image_modes_become_rgb(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    gray16 = (rng.integers(0, 256, (20, 30)) * 257).astype(np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "16bit.png")
+    assert np.array_equal(load_image(tmp_path / "16bit.png")[:, :, 0], gray16 // 257)
+    rgba = np.dstack([rgb, np.zeros((20, 30), np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "clear.png")
+    assert (load_image(tmp_path / "clear.png") == 255).all()  # transparent → white
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.gif")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    for name in ("palette.gif", "cmyk.jpg"):
+        image = load_image(tmp_path / name)
+        assert image.shape == (20, 30, 3) and image.dtype == np.uint8
+        assert np.abs(image.astype(int) - rgb).mean() < 40
+    assert np.array_equal(load_image(rgb[:, :, ::-1]), rgb)  # arrays are BGR by default
+    assert np.array_equal(load_image(rgb, rgb=True), rgb)
+    assert np.array_equal(load_image(rgb / 255.0, rgb=True), rgb)
+
+
+def test_bad_images_are_data_errors_naming_the_source(tmp_path: Path) -> None:
+    good = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(good, "PNG")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(good.getvalue()[:60])
+    (tmp_path / "text.jpg").write_text("not an image")
+    (tmp_path / "big.png").write_bytes(good.getvalue())
+    cases = {
+        truncated: r"cut\.png: cannot read image",
+        tmp_path / "text.jpg": r"text\.jpg: not an image file",
+        tmp_path / "missing.png": r"missing\.png: no such file",
+    }
+    for path, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            load_image(path)
+    with pytest.raises(DataError, match=r"big\.png: 64x64 image is over the 0.001 MP limit"):
+        load_image(tmp_path / "big.png", max_pixels=1000)
+    with pytest.raises(DataError, match="unsupported pixel values"):
+        load_image(np.full((4, 4), -1.0))
+
+
+def test_decompression_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "bomb.png"
+    Image.new("L", (200, 200)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own guard, as for 90+ MP files
+    with pytest.raises(DataError, match=r"bomb\.png: refused as a decompression bomb"):
+        load_image(path)
+
+
+# --- ONNX --------------------------------------------------------------------------------------
+
+
+def test_onnx_export_matches_torch(model_file: Path, onnx_file: Path) -> None:
+    onnx_model = OnnxModel(onnx_file)
+    torch_model = TorchClassifier(load_model_file(model_file))
+    assert onnx_model.classes == FER_CLASSES and onnx_model.prep == torch_model.prep
+    assert (onnx_model.image_size, onnx_model.color) == (48, "gray")
+    crops = torch.randint(0, 256, (64, 1, 48, 48), dtype=torch.uint8)
+    batch = model_input(list(crops), torch_model.prep)
+    assert np.abs(onnx_model(batch) - torch_model(batch)).max() < 1e-4
+    assert np.abs(onnx_model(batch[:1]) - torch_model(batch[:1])).max() < 1e-4
+
+
+def test_onnx_backend_gives_the_torch_results(
+    model_file: Path,
+    onnx_file: Path,
+    astronaut: np.ndarray,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (want,) = Recognizer.load(model_file).predict(astronaut, rgb=True)
+    monkeypatch.setenv("FERLAB_CACHE", str(tmp_path))
+    for recognizer in (Recognizer.load(onnx_file), Recognizer.load(model_file, backend="onnx")):
+        (got,) = recognizer.predict(astronaut, rgb=True)
+        assert got.box == want.box and got.probs == pytest.approx(want.probs, abs=1e-4)
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+    with pytest.raises(ModelError, match="runs on the onnx backend"):
+        Recognizer.load(onnx_file, backend="torch")
+    (tmp_path / "junk.onnx").write_text("junk")
+    with pytest.raises(ModelError, match=r"junk\.onnx: not a readable ONNX model"):
+        Recognizer.load(tmp_path / "junk.onnx")
+    bare = onnx.load(onnx_file)
+    del bare.metadata_props[:]
+    onnx.save(bare, tmp_path / "bare.onnx")
+    with pytest.raises(ModelError, match=r"bare\.onnx: not a ferlab ONNX export"):
+        Recognizer.load(tmp_path / "bare.onnx")
+
+
+def test_int8_exports_are_smaller_and_still_probabilities(
+    model_file: Path, onnx_file: Path, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    calibration = [rng.integers(0, 256, (48, 48), dtype=np.uint8) for _ in range(16)]
+    with pytest.warns(UserWarning, match="dynamic int8 convolutions run slower"):
+        dynamic = export_onnx(model_file, tmp_path / "dynamic.onnx", "int8")
+    static = export_onnx(model_file, tmp_path / "static.onnx", "int8", calibration=calibration)
+    batch = model_input([torch.from_numpy(c)[None] for c in calibration], OnnxModel(static).prep)
+    reference = OnnxModel(onnx_file)(batch)
+    for path in (dynamic, static):
+        assert path.stat().st_size < 0.5 * onnx_file.stat().st_size
+        probs = OnnxModel(path)(batch)
+        assert probs.sum(1) == pytest.approx(np.ones(16), abs=1e-3)
+        assert np.abs(probs - reference).max() < 0.1
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_cli_predict_reports_bad_files_and_goes_on(
+    model_file: Path,
+    astronaut: np.ndarray,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(astronaut).save(folder / "good.png")
+    encoded = (folder / "good.png").read_bytes()
+    (folder / "truncated.png").write_bytes(encoded[: len(encoded) // 2])
+    (folder / "text.jpg").write_text("hello")
+    Image.fromarray(astronaut).convert("RGBA").save(folder / "rgba.png")
+    gray16 = np.asarray(Image.fromarray(astronaut).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(gray16).save(folder / "sub" / "16bit.png")
+    Image.fromarray(astronaut).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.new("RGB", (1, 1)).save(folder / "tiny.png")
+    out_dir = tmp_path / "annotated"
+    code = main(["predict", str(folder), "--model", str(model_file), "--annotate", str(out_dir)])
+    assert code == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    for name in ("good.png", "rgba.png", "sub/16bit.png", "cmyk.jpg"):
+        assert any(line.startswith(f"{folder / name}  face 1 (") for line in lines), name
+        assert (out_dir / name).is_file()
+    assert f"{folder / 'tiny.png'}  no face found" in lines
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 3
+    assert errors[0].startswith(f"ferlab: error: {folder / 'text.jpg'}: not an image file")
+    assert errors[1].startswith(f"ferlab: error: {folder / 'truncated.png'}: cannot read image")
+    assert errors[2] == "ferlab: 2 of 7 inputs could not be read"
+
+
+def test_cli_predict_json_and_exit_code_when_nothing_reads(
+    model_file: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    astronaut = str(photos / "astronaut.png")
+    assert main(["predict", astronaut, "--model", str(model_file), "--json", "--tta"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["path"] == astronaut
+    (face,) = record["faces"]
+    assert set(face) == {"box", "label", "score", "probs", "detection_score"}
+    assert sum(face["probs"].values()) == pytest.approx(1, abs=1e-4)
+    (tmp_path / "bad.png").write_text("nope")
+    argv = ["predict", str(tmp_path / "bad.png"), str(tmp_path / "none.png")]
+    assert main([*argv, "--model", str(model_file)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.png: not an image file" in err and "none.png: no such file or folder" in err
+    assert "2 of 2 inputs could not be read" in err
