@@ -1,0 +1,1 @@
+"""One module per ``ferlab`` verb, each with ``add_parser(subparsers)``."""

@@ -1,0 +1,46 @@
+"""``ferlab evaluate``: score a run or model file on a split of a data set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ferlab.commands.train import FLAG_HELP
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("evaluate", help="score a trained model on a data split")
+    parser.add_argument("model", help="run folder or model file")
+    parser.add_argument("--data", required=True, help="data set path")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument(
+        "--out", type=Path, help="folder for metrics.json (default: beside the model)"
+    )
+    parser.add_argument("--keep", help=FLAG_HELP["keep"])
+    parser.add_argument("--rename", help=FLAG_HELP["rename"])
+    parser.add_argument("--merge", help=FLAG_HELP["merge"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from ferlab.evaluation.evaluate import evaluate
+    from ferlab.evaluation.metrics import format_report
+
+    result = evaluate(
+        args.model,
+        args.data,
+        split=args.split,
+        out=args.out,
+        keep=args.keep,
+        rename=args.rename,
+        merge=args.merge,
+        batch_size=args.batch_size,
+        on_bad_file=args.on_bad_file,
+    )
+    print(f"{result.metrics['model']} on {args.data} [{args.split}]")
+    print(format_report(result.metrics))
+    print(f"\nwrote {result.out_dir / 'metrics.json'}")
+    return 0

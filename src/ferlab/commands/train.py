@@ -1,0 +1,105 @@
+"""``ferlab train``: flags generated from TrainConfig; --config FILE.yaml underneath."""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ferlab.config import (
+    AUGMENT_PRESETS,
+    SCHEDULERS,
+    TRANSFER_STRATEGIES,
+    TrainConfig,
+    config_fields,
+)
+
+FLAG_HELP = {
+    "data": "data set: a class-folder tree, the FER2013 CSV or a path,label manifest CSV",
+    "model": "registry name (see 'ferlab models')",
+    "strategy": "frozen | finetune | progressive; a Lightning strategy such as ddp goes to "
+    "--distributed (the flag may be given twice: --strategy progressive --strategy ddp)",
+    "pretrained": "use the model's ImageNet weights where it has them (true/false)",
+    "weights": "a local weights file instead of downloading",
+    "keep": "classes to keep, e.g. angry,happy,sad (6-class: all but disgust)",
+    "rename": "rename classes, e.g. anger=angry,sadness=sad",
+    "merge": "merge classes, e.g. negative=angry+disgust+fear;positive=happy",
+    "limit_per_class": "use at most N training images per class (quick experiments)",
+    "image_size": "square size images are decoded and cached at",
+    "input_size": "model input size (default: the model's)",
+    "balance": "none | sampler (weighted sampling) | loss (class-weighted loss)",
+    "devices": "devices per node: a count, a list like 0,1, or auto",
+    "distributed": "Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...",
+    "max_steps_per_epoch": "cap the training batches per epoch",
+    "max_val_batches": "cap the validation batches per epoch",
+    "augment": " | ".join(AUGMENT_PRESETS),
+    "scheduler": " | ".join(SCHEDULERS),
+    "head": "linear | mlp",
+    "backbone_lr_factor": "backbone LR = lr x this",
+    "stage_lr_decay": "progressive: each deeper stage's LR = the one above x this",
+    "unfreeze_every": "progressive: epochs between unfreezing stages",
+    "unfreeze_stages": "progressive: how many stages, from the top, get unfrozen",
+    "precision": "auto (16-mixed on CUDA, else 32-true), bf16-mixed, ...",
+    "color": "gray | rgb: how images are decoded",
+    "on_bad_file": "skip | error: what to do with unreadable images",
+    "patience": "early stopping: epochs without a better val accuracy (0: off)",
+    "runs_dir": "where run folders are made",
+    "name": "run folder name (default: MODEL-STRATEGY, numbered if taken)",
+}
+
+
+def _flag_type(annotation: Any) -> Any:
+    args = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType):
+        annotation = next(a for a in args if a is not type(None))
+    return str if annotation is bool else annotation
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a model by transfer learning",
+        description="Train a model. Flags override the values of --config FILE.yaml.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file with training options")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    defaults = TrainConfig()
+    for name, annotation in config_fields().items():
+        flag = "--" + name.replace("_", "-")
+        text = FLAG_HELP.get(name, "")
+        default = getattr(defaults, name)
+        help_text = f"{text} (default: {default})" if text else f"default: {default}"
+        if name == "strategy":
+            parser.add_argument(flag, action="append", metavar="NAME", help=help_text)
+            continue
+        parser.add_argument(
+            flag, type=_flag_type(annotation), default=None, metavar="X", help=help_text
+        )
+    parser.set_defaults(handler=_run_train)
+
+
+def _split_strategies(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values or []:
+        out["strategy" if value in TRANSFER_STRATEGIES else "distributed"] = value
+    return out
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ferlab.config import load_config
+    from ferlab.training.run import train
+
+    values = {name: getattr(args, name) for name in config_fields() if name != "strategy"}
+    values.update(_split_strategies(args.strategy))
+    if args.resume is not None:
+        overrides = {k: v for k, v in values.items() if v is not None}
+        result = train(resume=args.resume, **overrides)
+    else:
+        result = train(load_config(args.config, **values))
+    best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+    print(f"run: {result.run_dir}")
+    print(f"epochs: {result.epochs_completed}  best val accuracy: {best}")
+    print(f"model file: {result.model_file}")
+    return 0
