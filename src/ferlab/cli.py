@@ -6,16 +6,22 @@ The commands only parse arguments and call the Python API that users import.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import typing
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ferlab.commands import evaluate, export, models, predict, train
 from ferlab.errors import FerlabError
 
-COMMANDS = (train, evaluate, models, predict, export)
+COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers); in --help order
+    "train",
+    "evaluate",
+    "models",
+    "predict",
+    "export",
+)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -29,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="ferlab", description="Facial expression recognition.")
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.add_parser(commands)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"ferlab.commands.{name}").add_parser(commands)
     return parser
 
 
