@@ -90,6 +90,10 @@ def test_decode_split_caches_on_disk_keyed_by_the_file_list(tmp_path: Path) -> N
     assert torch.equal(first.images, again.images)
     assert cache_key(table, 48, "gray") != cache_key(table.subset([0, 1]), 48, "gray")
     assert cache_key(table, 48, "gray") != cache_key(table, 64, "gray")
+    before = cache_key(table, 48, "gray")
+    Image.new("L", (48, 48), 7).save(table.paths[0])
+    assert cache_key(table, 48, "gray") != before
+    assert decode_split(table, image_size=48, cache_dir=tmp_path / "cache").images[0].max() == 7
 
 
 def test_decode_resizes_and_converts_modes(tmp_path: Path) -> None:

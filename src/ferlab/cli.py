@@ -21,6 +21,9 @@ COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers);
     "models",
     "predict",
     "export",
+    "explain",
+    "compare",
+    "data",
 )
 
 

@@ -49,7 +49,7 @@ def main() -> int:
     print(f"\nrun folder: {result.run_dir}")
     print(f"FER2013 PrivateTest ({report.metrics['samples']} images):")
     print(format_report(report.metrics))
-    print(f"\nwrote {report.out_dir / 'metrics.json'}")
+    print(f"\nwrote {report.out_dir}/: metrics.json, report.md, report.html")
     return 0
 
 

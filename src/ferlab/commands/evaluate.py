@@ -1,4 +1,4 @@
-"""``ferlab evaluate``: score a run or model file on a split of a data set."""
+"""``ferlab evaluate``: score a run or model file on a split of a data set and write a report."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--data", required=True, help="data set path")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument(
-        "--out", type=Path, help="folder for metrics.json (default: beside the model)"
+        "--out",
+        type=Path,
+        help="folder for metrics.json and the report (default: eval-SPLIT beside the model)",
     )
     parser.add_argument("--keep", help=FLAG_HELP["keep"])
     parser.add_argument("--rename", help=FLAG_HELP["rename"])
@@ -42,5 +44,5 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     )
     print(f"{result.metrics['model']} on {args.data} [{args.split}]")
     print(format_report(result.metrics))
-    print(f"\nwrote {result.out_dir / 'metrics.json'}")
+    print(f"\nwrote {result.out_dir}/: metrics.json, report.md, report.html")
     return 0

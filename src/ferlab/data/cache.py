@@ -40,12 +40,14 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(table: SplitTable, image_size: int, color: str) -> str:
-    """A digest of what determines the decoded tensor: the files (or CSV), size and colour mode."""
+    """A digest of what determines the decoded tensor: the files (paths, sizes, modification
+    times) or the CSV, the cache size and the colour mode; a rewritten file gets a new key."""
     digest = hashlib.sha256(f"v{CACHE_FORMAT}|{image_size}|{color}|{table.origin}".encode())
     if table.paths is not None:
         for path in table.paths:
+            stat = os.stat(path)
             digest.update(os.fsencode(path))
-            digest.update(b"\0")
+            digest.update(f"|{stat.st_size}|{stat.st_mtime_ns}\0".encode())
     if table.pixels is not None:
         origin = Path(table.origin)
         if origin.is_file():

@@ -1,7 +1,12 @@
-"""``ferlab.evaluate``: score a trained model on a split of a data set and write metrics.json."""
+"""``ferlab.evaluate``: score a trained model on a split of a data set; write metrics and a report.
+
+The output folder gets ``metrics.json``, ``report.md`` (figures in ``plots/``) and a self-contained
+``report.html``.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from dataclasses import dataclass
@@ -12,11 +17,19 @@ import numpy as np
 import torch
 
 from ferlab.data.classes import ClassMapping, parse_class_options
-from ferlab.data.datamodule import load_labelled_split
-from ferlab.data.sources import load_dataset
+from ferlab.data.datamodule import LabelledImages, load_labelled_split
+from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.transforms import eval_transform
 from ferlab.errors import DataError
-from ferlab.evaluation.metrics import classification_metrics
+from ferlab.evaluation.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    probs_to_logits,
+)
+from ferlab.evaluation.metrics import ECE_BINS, classification_metrics
+from ferlab.evaluation.plots import report_plots
+from ferlab.evaluation.report import write_report
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 
 
@@ -26,6 +39,7 @@ class EvaluationResult:
     out_dir: Path
     probs: np.ndarray
     labels: np.ndarray
+    report: Path
 
 
 def predict_probs(bundle: ModelBundle, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
@@ -61,6 +75,56 @@ def _mapping_for(
     return mapping
 
 
+def _calibrate(
+    metrics: dict[str, Any],
+    probs: np.ndarray,
+    labels: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray] | str,
+) -> np.ndarray | None:
+    """Fit a temperature on the val split's (probs, labels) and record what it does to ``probs``.
+
+    ``val`` is the reason when there is no val split to fit on. Returns the recalibrated
+    ``probs`` (None without a fit).
+    """
+    if isinstance(val, str):
+        metrics["calibration_note"] = f"no temperature fitted: {val}"
+        return None
+    temperature = fit_temperature(probs_to_logits(val[0]), val[1])
+    scaled = apply_temperature(probs_to_logits(probs), temperature)
+    metrics["temperature"] = temperature
+    metrics["ece_after_temperature"] = expected_calibration_error(scaled, labels, ECE_BINS)
+    if metrics["split"] == "val":
+        metrics["calibration_note"] = "temperature fitted on the evaluated split itself (val)"
+    return scaled
+
+
+def _training_history(model_file: Path) -> tuple[list[dict[str, str]], str | None]:
+    """The rows of the run's metrics.csv, or none and the reason why."""
+    run_dir = model_file.parent
+    if not (run_dir / "config.yaml").is_file():
+        return [], "training curves: the model is not in a run folder"
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return [], "training curves: no metrics.csv in the run"
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows, None if rows else "training curves: metrics.csv has no epochs"
+
+
+def _predict_split(
+    bundle: ModelBundle,
+    source: DatasetSource,
+    mapping: ClassMapping,
+    split: str,
+    load: dict[str, Any],
+    batch_size: int,
+) -> tuple[LabelledImages, np.ndarray, np.ndarray]:
+    """The split's images, its labels as model class ids, and the model's probabilities."""
+    data = load_labelled_split(source, split, mapping, **load)
+    to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
+    return data, to_model[data.labels].numpy(), predict_probs(bundle, data.images, batch_size)
+
+
 def evaluate(
     model: str | Path,
     data: str | Path,
@@ -73,7 +137,12 @@ def evaluate(
     batch_size: int = 256,
     on_bad_file: str = "skip",
 ) -> EvaluationResult:
-    """Evaluate a run folder or model file on ``split`` of ``data``; writes ``metrics.json``."""
+    """Evaluate a run folder or model file on ``split`` of ``data``.
+
+    Writes ``metrics.json``, ``report.md`` and ``report.html`` to ``out`` (default: the
+    ``eval-<split>`` folder beside the model). A temperature for calibration is fitted on the
+    data's val split, never on the split that is scored.
+    """
     model_file = resolve_model_file(model)
     bundle = load_model_file(model_file)
     trained = bundle.meta.get("config", {})
@@ -85,23 +154,33 @@ def evaluate(
         on_bad_file=on_bad_file,
     )
     mapping = _mapping_for(bundle, source.classes, keep, rename, merge)
-    split_data = load_labelled_split(
-        source,
-        split,
-        mapping,
-        image_size=int(trained.get("image_size", bundle.prep.input_size)),
-        color=str(trained.get("color", "gray")),
-        on_bad_file=on_bad_file,
-        cache_dir=Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
-    )
-    to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
-    labels = to_model[split_data.labels].numpy()
-    probs = predict_probs(bundle, split_data.images, batch_size)
+    load = {
+        "image_size": int(trained.get("image_size", bundle.prep.input_size)),
+        "color": str(trained.get("color", "gray")),
+        "on_bad_file": on_bad_file,
+        "cache_dir": Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
+    }
+    split_data, labels, probs = _predict_split(bundle, source, mapping, split, load, batch_size)
     metrics = classification_metrics(labels, probs, bundle.classes)
     metrics.update({"model": str(model_file), "data": str(data), "split": split})
+    val: tuple[np.ndarray, np.ndarray] | str = (probs, labels)
+    if split != "val":
+        try:
+            _, val_labels, val_probs = _predict_split(
+                bundle, source, mapping, "val", load, batch_size
+            )
+            val = (val_probs, val_labels)
+        except DataError as exc:
+            val = str(exc)
+    scaled = _calibrate(metrics, probs, labels, val)
+    history, history_note = _training_history(model_file)
+    figures = report_plots(
+        bundle, metrics, split_data.images, labels, probs, scaled, history, bins=ECE_BINS
+    )
     out_dir = Path(out) if out is not None else model_file.parent / f"eval-{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / ".metrics.json.tmp"
     partial.write_text(json.dumps(metrics, indent=2) + "\n")
     os.replace(partial, out_dir / "metrics.json")
-    return EvaluationResult(metrics, out_dir, probs, labels)
+    _, page = write_report(out_dir, metrics, figures, [history_note] if history_note else [])
+    return EvaluationResult(metrics, out_dir, probs, labels, page)

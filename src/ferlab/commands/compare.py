@@ -1,0 +1,40 @@
+"""``ferlab compare``: trained models side by side on one split, with McNemar's tests."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "compare",
+        help="compare trained models on one data split",
+        description="Score runs or model files on the same split (accuracy, macro-F1, kappa, "
+        "ECE, size, training time, speed), test each pair with McNemar's test, print a Markdown "
+        "table and write compare.md and compare.html.",
+    )
+    parser.add_argument("models", nargs="+", metavar="RUN_OR_MODEL", help="run folders or files")
+    parser.add_argument("--data", required=True, help="data set path")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level (default: 0.05)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("."), metavar="DIR", help="default: the current folder"
+    )
+    parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
+    parser.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from ferlab.evaluation.compare import compare_models
+
+    comparison = compare_models(
+        args.models, args.data, split=args.split, alpha=args.alpha, on_bad_file=args.on_bad_file
+    )
+    print(comparison.markdown())
+    for path in comparison.write(args.out):
+        print(f"wrote {path}")
+    return 0

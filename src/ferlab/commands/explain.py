@@ -1,0 +1,86 @@
+"""``ferlab explain``: heatmaps of what the model looked at, one PNG per face."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ferlab.errors import DataError
+
+METHOD_CHOICES = ("gradcam", "gradcam++", "eigencam", "scorecam")
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "explain",
+        help="heatmaps of the face regions behind each prediction",
+        description="Write a class activation heatmap over each detected face as "
+        "<stem>_face<k>_<class>.png and print one line per file; unreadable files are reported "
+        "on stderr (exit code 2 when nothing was written).",
+    )
+    parser.add_argument(
+        "sources", nargs="+", metavar="IMAGE", help="image files, folders (recursive) or globs"
+    )
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="run folder or model file (default: the model shipped with ferlab)",
+    )
+    parser.add_argument("--method", choices=METHOD_CHOICES, default="gradcam")
+    parser.add_argument(
+        "--target-class", metavar="C", help="class to explain (default: each face's prediction)"
+    )
+    parser.add_argument(
+        "--target-layer",
+        metavar="L",
+        help="dotted module path below the backbone (default: its last convolutional stage)",
+    )
+    parser.add_argument("--no-detect", action="store_true", help="take each image as one face crop")
+    parser.add_argument(
+        "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("."), metavar="DIR", help="default: the current folder"
+    )
+    parser.set_defaults(handler=_run_explain)
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from ferlab.inference.batch import find_images
+    from ferlab.inference.explain import explain_image, load_explainable
+
+    files, problems = find_images(args.sources)
+    if not files:
+        raise DataError("; ".join(problems))
+    bundle = load_explainable(args.model)
+    errors, written = list(problems), 0
+    for file in files:
+        try:
+            explanations = explain_image(
+                bundle,
+                file.path,
+                method=args.method,
+                target_class=args.target_class,
+                target_layer=args.target_layer,
+                detect=not args.no_detect,
+                min_face=args.min_face,
+            )
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        if not explanations:
+            print(f"{file.path}  no face found")
+        stem = file.name.with_suffix("")
+        for item in explanations:
+            out = args.out / stem.with_name(f"{stem.name}_face{item.face}_{item.label}.png")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(item.overlay).save(out)
+            written += 1
+            print(f"{out}  {item.label} {item.score:.2f}  ({args.method}, {file.path})")
+    for message in errors:
+        print(f"ferlab: error: {message}", file=sys.stderr)
+    return 0 if written else 2

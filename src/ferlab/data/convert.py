@@ -1,0 +1,167 @@
+"""Convert between the FER2013 CSV and class folders, never leaving a half-written output.
+
+The output is written to a temporary sibling of DST and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ferlab.data.classes import CANONICAL_CLASSES
+from ferlab.data.sources import DatasetSource, load_dataset
+from ferlab.errors import DataError
+
+FER2013_SIDE = 48
+USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+FER2013_CLASSES = CANONICAL_CLASSES["fer2013"]
+ALIASES = {
+    "anger": "angry",
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "happiness": "happy",
+    "sadness": "sad",
+    "surprised": "surprise",
+}
+"""Other spellings of the FER2013 class names, as in CK+ or AffectNet folders."""
+_PIXEL_TEXT = [str(value) for value in range(256)]
+
+
+@dataclass
+class Conversion:
+    """What `convert_dataset` wrote."""
+
+    dst: Path
+    direction: str
+    """"csv->folders" or "folders->csv"."""
+    counts: dict[str, int]
+    """Samples written per split."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(file, reason) for inputs left out."""
+    val_from_train: bool = False
+    """True when the source had no val split and one was split off train."""
+
+
+def fer2013_class(name: str) -> str | None:
+    """The FER2013 class a folder name stands for (case-insensitive, aliases), or None."""
+    lowered = name.strip().lower()
+    lowered = ALIASES.get(lowered, lowered)
+    return lowered if lowered in FER2013_CLASSES else None
+
+
+def _temporary(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _write_folders(source: DatasetSource, out: Path) -> dict[str, int]:
+    """DST/<split>/<class>/<Usage>_<row>.png, row = index within the split."""
+    counts = {}
+    for split, table in source.splits.items():
+        assert table.pixels is not None
+        width = max(5, len(str(len(table))))
+        for name in source.classes:
+            (out / split / name).mkdir(parents=True, exist_ok=True)
+        for row, (label, pixels) in enumerate(zip(table.labels, table.pixels, strict=True)):
+            Image.fromarray(pixels).save(
+                out / split / label / f"{USAGE[split]}_{row:0{width}d}.png"
+            )
+        counts[split] = len(table)
+    return counts
+
+
+def _gray48(path: Path) -> np.ndarray:
+    """An image file as 48x48 gray pixels (stretched if not square)."""
+    with Image.open(path) as image:
+        gray = image.convert("L")
+        if gray.size != (FER2013_SIDE, FER2013_SIDE):
+            gray = gray.resize((FER2013_SIDE, FER2013_SIDE), Image.Resampling.BILINEAR)
+        return np.asarray(gray, dtype=np.uint8)
+
+
+def _write_csv(source: DatasetSource, out: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """emotion,pixels,Usage rows: splits in train/val/test order, then by file name."""
+    mapped = {name: fer2013_class(name) for name in source.classes}
+    unknown = sorted(name for name, fer in mapped.items() if fer is None)
+    if unknown:
+        raise DataError(
+            f"{source.root}: classes not in FER2013 ({', '.join(FER2013_CLASSES)}): "
+            f"{', '.join(unknown)}"
+        )
+    codes = {name: FER2013_CLASSES.index(fer) for name, fer in mapped.items() if fer}
+    counts: dict[str, int] = {}
+    skipped: list[tuple[str, str]] = []
+    with out.open("w", newline="") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for split, table in source.splits.items():
+            assert table.paths is not None
+            rows = sorted(
+                zip(table.paths, table.labels, strict=True), key=lambda r: (r[0].name, r[1])
+            )
+            counts[split] = 0
+            for path, label in rows:
+                try:
+                    pixels = _gray48(path)
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                    skipped.append((str(path), str(exc).splitlines()[0] or type(exc).__name__))
+                    continue
+                text = " ".join([_PIXEL_TEXT[v] for v in pixels.ravel().tolist()])
+                writer.writerow([codes[label], text, USAGE[split]])
+                counts[split] += 1
+    return counts, skipped
+
+
+def convert_dataset(src: str | Path, dst: str | Path, *, force: bool = False) -> Conversion:
+    """FER2013 CSV -> class folders at `dst`, or class folders (or a manifest) -> FER2013 CSV.
+
+    A missing val split is split off train, as for training. Refuses an existing `dst` unless
+    `force`; the old `dst` is replaced only once the new one is complete.
+    """
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    if dst.exists() and not force:
+        raise DataError(f"{dst}: already exists (use --force to replace it)")
+    if dst.resolve() == src.resolve():
+        raise DataError(f"{dst}: is the source itself")
+    source = load_dataset(src)
+    to_folders = source.kind == "fer2013_csv"
+    if not to_folders and dst.suffix.lower() != ".csv":
+        raise DataError(f"{dst}: converting {source.kind} to FER2013 needs a .csv destination")
+    if not dst.parent.is_dir():
+        raise DataError(f"{dst.parent}: no such folder")
+    partial = _temporary(dst)
+    _remove(partial)
+    skipped = list(source.skipped)
+    try:
+        if to_folders:
+            partial.mkdir()
+            counts = _write_folders(source, partial)
+        else:
+            counts, bad = _write_csv(source, partial)
+            skipped += bad
+        if dst.exists() or dst.is_symlink():
+            _remove(dst)
+        os.replace(partial, dst)
+    except BaseException:
+        _remove(partial)
+        raise
+    splits = source.splits
+    return Conversion(
+        dst=dst,
+        direction="csv->folders" if to_folders else "folders->csv",
+        counts=counts,
+        skipped=skipped,
+        val_from_train=splits["val"].origin == splits["train"].origin and source.kind == "folders",
+    )

@@ -1,0 +1,266 @@
+"""Several trained models side by side on one split: scores, cost, speed and McNemar's tests.
+
+The split is loaded once, with the first model's split settings (fractions, seed), and decoded per
+model the way it was trained (image size, colour). Pairs are tested on the samples both models
+scored (all of them unless class options differ); no correction for multiple pairs is applied.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import binomtest, chi2
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+
+from ferlab.data.datamodule import load_labelled_split
+from ferlab.data.sources import DatasetSource, load_dataset
+from ferlab.errors import ConfigError
+from ferlab.evaluation.calibration import expected_calibration_error
+from ferlab.evaluation.evaluate import _mapping_for, predict_probs
+from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+
+EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
+SPEED_BATCH = 64
+SCORE_HEADER = (
+    "run/model",
+    "arch",
+    "accuracy",
+    "macro-F1",
+    "kappa",
+    "ECE (15 bins)",
+    "params",
+    "file",
+    "train time",
+    "faces/s",
+)
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """``b``: samples only the first model got right, ``c``: only the second; two-sided ``p``."""
+
+    b: int
+    c: int
+    p: float
+    method: str  # "exact" (binomial) or "chi2" (with continuity correction)
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
+    """McNemar's test on two boolean per-sample correctness vectors over the same samples."""
+    a, b_ok = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    b, c = int(np.sum(a & ~b_ok)), int(np.sum(~a & b_ok))
+    if b + c < EXACT_BELOW:
+        p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+        return McNemar(b, c, float(p), "exact")
+    statistic = (abs(b - c) - 1) ** 2 / (b + c)
+    return McNemar(b, c, float(chi2.sf(statistic, df=1)), "chi2")
+
+
+@dataclass
+class ModelScore:
+    """One model's row; ``train_seconds`` is None unless the model file sits in its run folder."""
+
+    ref: str
+    model: str
+    samples: int
+    accuracy: float
+    macro_f1: float
+    kappa: float
+    ece: float
+    params: int
+    file_bytes: int
+    train_seconds: float | None
+    faces_per_s: float
+
+
+@dataclass
+class PairTest:
+    first: str
+    second: str
+    samples: int
+    test: McNemar
+    significant: bool
+
+
+@dataclass
+class Comparison:
+    data: str
+    split: str
+    alpha: float
+    scores: list[ModelScore]
+    pairs: list[PairTest]
+    threads: int  # CPU threads PyTorch ran the speed measurement on
+
+    def tables(self) -> list[tuple[list[str], list[list[str]]]]:
+        """The score table and the pairwise table, as (header, rows) of strings."""
+        scores = [
+            [
+                s.ref,
+                s.model,
+                f"{s.accuracy:.4f}",
+                f"{s.macro_f1:.4f}",
+                f"{s.kappa:.4f}",
+                f"{s.ece:.4f}",
+                f"{s.params / 1e6:.2f} M",
+                f"{s.file_bytes / 1e6:.1f} MB",
+                "n/a" if s.train_seconds is None else f"{s.train_seconds:.0f} s",
+                f"{s.faces_per_s:.0f}",
+            ]
+            for s in self.scores
+        ]
+        pairs = [
+            [
+                p.first,
+                p.second,
+                str(p.samples),
+                str(p.test.b),
+                str(p.test.c),
+                p.test.method,
+                f"{p.test.p:.4g}",
+                "yes" if p.significant else "no",
+            ]
+            for p in self.pairs
+        ]
+        return [
+            (
+                list(SCORE_HEADER),
+                scores,
+            ),
+            (["A", "B", "n", "b (A only)", "c (B only)", "test", "p", f"p < {self.alpha}"], pairs),
+        ]
+
+    def caption(self) -> str:
+        return (
+            f"{self.data} [{self.split}]; faces/s: PyTorch on {self.threads} CPU "
+            f"threads, batch {SPEED_BATCH}; McNemar: exact binomial when b + c < {EXACT_BELOW}, "
+            "else chi-square with continuity correction, no correction for multiple pairs"
+        )
+
+    def markdown(self) -> str:
+        parts = [f"Comparison on {self.caption()}."]
+        for header, rows in self.tables():
+            lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            parts.append("\n".join(lines))
+        return "\n\n".join(parts) + "\n"
+
+    def html(self) -> str:
+        body = [f"<p>Comparison on {html.escape(self.caption())}.</p>"]
+        for header, rows in self.tables():
+            cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            lines = [f"<table>\n<tr>{cells}</tr>"]
+            for row in rows:
+                lines.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>")
+            body.append("\n".join(lines) + "\n</table>")
+        style = (
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #999;padding:4px}"
+        )
+        return (
+            f'<!doctype html>\n<html><head><meta charset="utf-8"><title>ferlab compare</title>'
+            f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
+
+    def write(self, out_dir: str | Path) -> tuple[Path, Path]:
+        """Write ``compare.md`` and ``compare.html`` into ``out_dir``; returns their paths."""
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        md, page = folder / "compare.md", folder / "compare.html"
+        md.write_text(self.markdown())
+        page.write_text(self.html())
+        return md, page
+
+
+def _train_seconds(model_file: Path) -> float | None:
+    run_json = model_file.parent / "run.json"
+    if not run_json.is_file():
+        return None
+    try:
+        summary = json.loads(run_json.read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("model_file") != model_file.name or "train_seconds" not in summary:
+        return None
+    return float(summary["train_seconds"])
+
+
+def _score(
+    ref: str, bundle: ModelBundle, model_file: Path, source: DatasetSource, split: str, bad: str
+) -> tuple[ModelScore, np.ndarray, np.ndarray]:
+    """The model's row, its per-sample correctness and the source rows of the samples."""
+    trained = bundle.meta.get("config", {})
+    mapping = _mapping_for(bundle, source.classes, None, None, None)
+    data = load_labelled_split(
+        source,
+        split,
+        mapping,
+        image_size=int(trained.get("image_size", bundle.prep.input_size)),
+        color=str(trained.get("color", "gray")),
+        on_bad_file=bad,
+        cache_dir=Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
+    )
+    to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
+    labels = to_model[data.labels].numpy()
+    predict_probs(bundle, data.images[:SPEED_BATCH], SPEED_BATCH)  # warm-up
+    start = time.perf_counter()
+    probs = predict_probs(bundle, data.images, SPEED_BATCH)
+    elapsed = time.perf_counter() - start
+    predicted = probs.argmax(axis=1)
+    score = ModelScore(
+        ref=ref,
+        model=bundle.name,
+        samples=len(labels),
+        accuracy=float(accuracy_score(labels, predicted)),
+        macro_f1=float(f1_score(labels, predicted, average="macro", zero_division=0)),
+        kappa=float(cohen_kappa_score(labels, predicted)),
+        ece=expected_calibration_error(probs, labels, bins=15),
+        params=sum(p.numel() for p in bundle.model.parameters()),
+        file_bytes=model_file.stat().st_size,
+        train_seconds=_train_seconds(model_file),
+        faces_per_s=len(labels) / max(elapsed, 1e-9),
+    )
+    return score, predicted == labels, data.rows.numpy()
+
+
+def compare_models(
+    refs: list[str | Path],
+    data: str | Path,
+    *,
+    split: str = "test",
+    alpha: float = 0.05,
+    on_bad_file: str = "skip",
+) -> Comparison:
+    """Score each run folder or model file in ``refs`` on ``split`` of ``data``; test each pair."""
+    if not refs or len({str(ref) for ref in refs}) < len(refs):
+        raise ConfigError(
+            f"compare needs distinct models, got {', '.join(map(str, refs)) or 'none'}"
+        )
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
+    files = [resolve_model_file(ref) for ref in refs]
+    bundles = [load_model_file(file) for file in files]
+    first = bundles[0].meta.get("config", {})
+    source = load_dataset(
+        data,
+        val_fraction=float(first.get("val_fraction", 0.1)),
+        test_fraction=float(first.get("test_fraction", 0.1)),
+        seed=int(first.get("seed", 0)),
+        on_bad_file=on_bad_file,
+    )
+    scores, correct, rows = [], {}, {}
+    for ref, bundle, file in zip(refs, bundles, files, strict=True):
+        score, hits, sample_rows = _score(str(ref), bundle, file, source, split, on_bad_file)
+        scores.append(score)
+        correct[score.ref], rows[score.ref] = hits, sample_rows
+    pairs = []
+    for a, b in combinations([s.ref for s in scores], 2):
+        _, in_a, in_b = np.intersect1d(rows[a], rows[b], return_indices=True)
+        test = mcnemar(correct[a][in_a], correct[b][in_b])
+        pairs.append(PairTest(a, b, len(in_a), test, test.p < alpha))
+    return Comparison(str(data), split, alpha, scores, pairs, torch.get_num_threads())

@@ -1,0 +1,90 @@
+"""Why a face got its expression: Grad-CAM style heatmaps over the face crops of a photo.
+
+Faces are found, cropped and decoded the way :class:`ferlab.inference.Recognizer` does it; each
+heatmap is computed at the model's decode size and blended onto the crop at the crop's own size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferlab.errors import ConfigError, ModelError
+from ferlab.evaluation.evaluate import predict_probs
+from ferlab.evaluation.gradcam import gradcam_heatmaps, overlay_heatmap
+from ferlab.inference.backends import default_model_file
+from ferlab.inference.detect import DEFAULT_MARGIN, detect_faces, square_crop
+from ferlab.inference.images import ImageSource, load_image
+from ferlab.inference.preprocess import crop_tensor, decode_settings
+from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+
+
+@dataclass
+class Explanation:
+    """One face (numbered from 1, left to right): the class explained, its probability, the
+    face box (None for a whole image) and the heatmap overlay, RGB uint8 at the crop's size."""
+
+    face: int
+    label: str
+    score: float
+    box: tuple[int, int, int, int] | None
+    overlay: np.ndarray
+
+
+def load_explainable(ref: str | Path = "default") -> ModelBundle:
+    """A PyTorch model to explain: "default", a run folder or a model file (not ONNX)."""
+    file = default_model_file() if str(ref) == "default" else resolve_model_file(ref)
+    if file.suffix.lower() == ".onnx":
+        raise ModelError(f"{file}: heatmaps need the PyTorch model file, not an ONNX export")
+    return load_model_file(file)
+
+
+def explain_image(
+    bundle: ModelBundle,
+    source: ImageSource,
+    *,
+    method: str = "gradcam",
+    target_class: str | None = None,
+    target_layer: str | None = None,
+    detect: bool = True,
+    min_face: int = 24,
+    margin: float = DEFAULT_MARGIN,
+) -> list[Explanation]:
+    """Heatmaps for the faces in ``source`` (or for the whole image with ``detect=False``);
+    ``target_class``: the class to explain instead of each face's predicted one."""
+    if target_class is not None and target_class not in bundle.classes:
+        raise ConfigError(
+            f"unknown target class '{target_class}'; model classes: {', '.join(bundle.classes)}"
+        )
+    image = load_image(source)
+    if detect:
+        faces = detect_faces(image, min_size=min_face)
+        boxes: list[tuple[int, int, int, int] | None] = [face.box for face in faces]
+        crops = [square_crop(image, face.box, margin) for face in faces]
+    else:
+        boxes, crops = [None], [image]
+    if not crops:
+        return []
+    image_size, color = decode_settings(bundle.meta, bundle.prep)
+    tensors = torch.stack([crop_tensor(crop, image_size, color) for crop in crops])
+    probs = predict_probs(bundle, tensors)
+    if target_class is None:
+        targets = probs.argmax(axis=1).tolist()
+    else:
+        targets = [bundle.classes.index(target_class)] * len(crops)
+    heatmaps = gradcam_heatmaps(bundle, tensors, targets, method, target_layer)
+    return [
+        Explanation(
+            face=number,
+            label=bundle.classes[target],
+            score=float(row[target]),
+            box=box,
+            overlay=overlay_heatmap(crop, heatmap),
+        )
+        for number, (box, crop, target, row, heatmap) in enumerate(
+            zip(boxes, crops, targets, probs, heatmaps, strict=True), start=1
+        )
+    ]
