@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,48 @@ def make_pattern_tree(
 def pattern_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-class tree (train 40, val 8, test 8 per class) that a small net learns in an epoch."""
     return make_pattern_tree(tmp_path_factory.mktemp("pattern"), {"train": 40, "val": 8, "test": 8})
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+needs_chromium = pytest.mark.skipif(
+    chromium() is None, reason="chromium not installed (apt-get install chromium)"
+)
+
+
+def _headless(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+    ]
+    return subprocess.run(
+        [browser, *flags, *args], capture_output=True, text=True, timeout=180, check=True
+    )
+
+
+def render_report_in_chromium(report: Path, tmp_path: Path, images: int) -> Path:
+    """Open ``report`` in headless Chromium: all ``images`` plots load and a screenshot is drawn."""
+    browser, url = str(chromium()), report.resolve().as_uri()
+    dom = _headless(browser, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom", url)
+    assert f'data-images-total="{images}"' in dom.stdout, dom.stdout[-2000:]
+    assert f'data-images-loaded="{images}"' in dom.stdout
+    screenshot = tmp_path / "report.png"
+    _headless(
+        browser, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1280,4000", url
+    )
+    print(f"report screenshot: {screenshot}")
+    picture = Image.open(screenshot).convert("RGB")
+    assert picture.size == (1280, 4000)
+    colours = picture.getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 50  # not blank: text, tables and plots drawn
+    return screenshot

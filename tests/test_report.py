@@ -6,14 +6,12 @@ from __future__ import annotations
 import html
 import json
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import krippendorff
 import numpy as np
 import pytest
-from PIL import Image
 from scipy.special import softmax
 from sklearn.metrics import (
     accuracy_score,
@@ -26,7 +24,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from conftest import make_pattern_tree
+from conftest import make_pattern_tree, needs_chromium, render_report_in_chromium
 from ferlab import evaluate, train
 from ferlab.errors import DataError
 from ferlab.evaluation.calibration import (
@@ -273,44 +271,9 @@ def test_empty_split_is_a_data_error(trained_run: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _headless(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-    ]
-    return subprocess.run(
-        [browser, *flags, *args], capture_output=True, text=True, timeout=180, check=True
-    )
-
-
-@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install chromium)")
+@needs_chromium
 def test_report_renders_in_headless_chromium(
     trained_run: Path, pattern_tree: Path, tmp_path: Path
 ) -> None:
     result = evaluate(trained_run, pattern_tree, out=tmp_path / "eval")
-    browser, url = str(_chromium()), result.report.resolve().as_uri()
-    dom = _headless(browser, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom", url)
-    assert f'data-images-total="{PLOTS_IN_A_RUN}"' in dom.stdout, dom.stdout[-2000:]
-    assert f'data-images-loaded="{PLOTS_IN_A_RUN}"' in dom.stdout
-
-    screenshot = tmp_path / "report.png"
-    _headless(
-        browser, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1280,4000", url
-    )
-    print(f"report screenshot: {screenshot}")
-    picture = Image.open(screenshot).convert("RGB")
-    assert picture.size == (1280, 4000)
-    colours = picture.getcolors(maxcolors=1 << 20)
-    assert colours is None or len(colours) > 50  # not blank: text, tables and plots drawn
+    render_report_in_chromium(result.report, tmp_path, PLOTS_IN_A_RUN)
