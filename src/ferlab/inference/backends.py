@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -45,14 +44,6 @@ class TorchClassifier:
             return torch.softmax(logits.float(), dim=1).numpy()
 
 
-def default_model_file() -> Path:
-    """The model shipped inside the package, or ModelError where this install has none."""
-    shipped = resources.files("ferlab") / "weights" / "default.pt"
-    if not shipped.is_file():
-        raise ModelError("no model ships in this install yet; pass a run folder or model file")
-    return Path(str(shipped))
-
-
 def open_classifier(ref: str | Path, backend: str = "auto") -> Classifier:
     """``"default"``, a run folder, a model file or an ``.onnx`` export, on ``backend``.
 
@@ -61,7 +52,7 @@ def open_classifier(ref: str | Path, backend: str = "auto") -> Classifier:
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend: unknown '{backend}'; available: {', '.join(BACKENDS)}")
-    file = default_model_file() if str(ref) == "default" else resolve_model_file(ref)
+    file = resolve_model_file(ref)
     if file.suffix.lower() == ".onnx":
         if backend == "torch":
             raise ModelError(f"{file}: an ONNX export runs on the onnx backend, not torch")

@@ -15,7 +15,6 @@ import torch
 from ferlab.errors import ConfigError, ModelError
 from ferlab.evaluation.evaluate import predict_probs
 from ferlab.evaluation.gradcam import gradcam_heatmaps, overlay_heatmap
-from ferlab.inference.backends import default_model_file
 from ferlab.inference.detect import DEFAULT_MARGIN, detect_faces, square_crop
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, decode_settings
@@ -36,7 +35,7 @@ class Explanation:
 
 def load_explainable(ref: str | Path = "default") -> ModelBundle:
     """A PyTorch model to explain: "default", a run folder or a model file (not ONNX)."""
-    file = default_model_file() if str(ref) == "default" else resolve_model_file(ref)
+    file = resolve_model_file(ref)
     if file.suffix.lower() == ".onnx":
         raise ModelError(f"{file}: heatmaps need the PyTorch model file, not an ONNX export")
     return load_model_file(file)

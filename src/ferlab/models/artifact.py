@@ -6,6 +6,7 @@ import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,19 @@ def load_model_file(path: str | Path) -> ModelBundle:
     )
 
 
+def default_model_file() -> Path:
+    """The model shipped inside the package, or ModelError where this install has none."""
+    shipped = resources.files("ferlab") / "weights" / "default.pt"
+    if not shipped.is_file():
+        raise ModelError("no model ships in this install yet; pass a run folder or model file")
+    return Path(str(shipped))
+
+
 def resolve_model_file(ref: str | Path) -> Path:
-    """A model reference → its file: a run folder (its ``model.pt``) or a model file."""
+    """A model reference → its file: ``"default"`` (the shipped model), a run folder (its
+    ``model.pt``) or a model file."""
+    if str(ref) == "default":
+        return default_model_file()
     path = Path(ref)
     if path.is_dir():
         candidate = path / "model.pt"
