@@ -71,6 +71,31 @@ def pattern_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_pattern_tree(tmp_path_factory.mktemp("pattern"), {"train": 40, "val": 8, "test": 8})
 
 
+def quick_options(data: Path, runs_dir: Path, **overrides: object) -> dict[str, object]:
+    """``ferlab.train`` options for a fast, deterministic CPU run on a tiny tree."""
+    values: dict[str, object] = {
+        "data": str(data),
+        "model": "baseline_cnn",
+        "epochs": 4,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "augment": "none",
+        "num_workers": 0,
+        "runs_dir": str(runs_dir),
+        "patience": 0,
+    }
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture(scope="session")
+def pattern_run(pattern_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder of baseline_cnn trained on ``pattern_tree`` (val accuracy > 0.8)."""
+    from ferlab import train
+
+    return train(**quick_options(pattern_tree, tmp_path_factory.mktemp("runs"))).run_dir
+
+
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

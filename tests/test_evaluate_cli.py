@@ -12,27 +12,10 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from conftest import make_pattern_tree
-from ferlab import evaluate, train
+from ferlab import evaluate
 from ferlab.cli import main
 from ferlab.errors import DataError, ModelError
 from ferlab.evaluation.metrics import classification_metrics, format_report
-
-
-@pytest.fixture(scope="module")
-def trained_run(pattern_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    result = train(
-        data=str(pattern_tree),
-        model="baseline_cnn",
-        epochs=4,
-        batch_size=8,
-        lr=3e-3,
-        augment="none",
-        num_workers=0,
-        runs_dir=str(runs),
-        patience=0,
-    )
-    return result.run_dir
 
 
 def test_metrics_match_scikit_learn() -> None:
@@ -51,9 +34,9 @@ def test_metrics_match_scikit_learn() -> None:
     assert f"{metrics['accuracy']:.4f}" in text and "confusion matrix" in text
 
 
-def test_evaluate_writes_metrics_json(trained_run: Path, pattern_tree: Path) -> None:
-    result = evaluate(trained_run, pattern_tree, split="test")
-    written = json.loads((trained_run / "eval-test" / "metrics.json").read_text())
+def test_evaluate_writes_metrics_json(pattern_run: Path, pattern_tree: Path) -> None:
+    result = evaluate(pattern_run, pattern_tree, split="test")
+    written = json.loads((pattern_run / "eval-test" / "metrics.json").read_text())
     assert written["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert written["samples"] == 24
     assert written["classes"] == ["happy", "sad", "surprise"]
@@ -62,11 +45,11 @@ def test_evaluate_writes_metrics_json(trained_run: Path, pattern_tree: Path) -> 
     assert written["confusion_matrix"] == confusion_matrix(result.labels, predicted).tolist()
 
 
-def test_evaluate_on_data_with_other_classes(trained_run: Path, tmp_path: Path) -> None:
+def test_evaluate_on_data_with_other_classes(pattern_run: Path, tmp_path: Path) -> None:
     other = make_pattern_tree(tmp_path / "other", {"train": 2, "test": 2}, ("happy", "sad", "fear"))
     with pytest.raises(DataError, match=r"classes the model does not know \(fear\)"):
-        evaluate(trained_run, other)
-    result = evaluate(trained_run, other, keep="happy,sad", out=tmp_path / "out")
+        evaluate(pattern_run, other)
+    result = evaluate(pattern_run, other, keep="happy,sad", out=tmp_path / "out")
     assert result.metrics["samples"] == 4
     assert (tmp_path / "out" / "metrics.json").is_file()
 
@@ -83,9 +66,9 @@ def test_evaluate_refuses_what_is_not_a_model(tmp_path: Path, pattern_tree: Path
 
 
 def test_cli_evaluate_prints_report(
-    trained_run: Path, pattern_tree: Path, capsys: pytest.CaptureFixture[str]
+    pattern_run: Path, pattern_tree: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["evaluate", str(trained_run), "--data", str(pattern_tree)]) == 0
+    assert main(["evaluate", str(pattern_run), "--data", str(pattern_tree)]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "macro-F1" in out and "surprise" in out
     assert "metrics.json" in out

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, quick_options
 from ferlab import train
 from ferlab.cli import main
 from ferlab.commands.explain import METHOD_CHOICES
@@ -57,17 +57,7 @@ def quadrant_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def quadrant_run(quadrant_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    result = train(
-        data=str(quadrant_tree),
-        model="baseline_cnn",
-        epochs=4,
-        batch_size=8,
-        lr=3e-3,
-        augment="none",
-        num_workers=0,
-        runs_dir=str(tmp_path_factory.mktemp("runs")),
-        patience=0,
-    )
+    result = train(**quick_options(quadrant_tree, tmp_path_factory.mktemp("runs")))
     return result.run_dir
 
 

@@ -25,7 +25,7 @@ from sklearn.metrics import (
 from sklearn.preprocessing import label_binarize
 
 from conftest import make_pattern_tree, needs_chromium, render_report_in_chromium
-from ferlab import evaluate, train
+from ferlab import evaluate
 from ferlab.errors import DataError
 from ferlab.evaluation.calibration import (
     expected_calibration_error,
@@ -38,22 +38,6 @@ from ferlab.evaluation.metrics import classification_metrics
 from ferlab.evaluation.report import format_value, resolve_pointer
 
 PLOTS_IN_A_RUN = 6  # confusion, ROC/PR, reliability, training curves, samples, Grad-CAM
-
-
-@pytest.fixture(scope="module")
-def trained_run(pattern_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    result = train(
-        data=str(pattern_tree),
-        model="baseline_cnn",
-        epochs=3,
-        batch_size=8,
-        lr=3e-3,
-        augment="none",
-        num_workers=0,
-        runs_dir=str(tmp_path_factory.mktemp("runs")),
-        patience=0,
-    )
-    return result.run_dir
 
 
 def test_metrics_match_scikit_learn_and_krippendorff() -> None:
@@ -197,9 +181,9 @@ class _Cells(HTMLParser):
             self._open = None
 
 
-def test_report_numbers_equal_metrics_json(trained_run: Path, pattern_tree: Path) -> None:
-    result = evaluate(trained_run, pattern_tree, split="test")
-    out = trained_run / "eval-test"
+def test_report_numbers_equal_metrics_json(pattern_run: Path, pattern_tree: Path) -> None:
+    result = evaluate(pattern_run, pattern_tree, split="test")
+    out = pattern_run / "eval-test"
     written = json.loads((out / "metrics.json").read_text())
     assert result.report == out / "report.html"
     assert written["temperature"] > 0 and 0 <= written["ece_after_temperature"] <= 1
@@ -226,12 +210,12 @@ def test_report_numbers_equal_metrics_json(trained_run: Path, pattern_tree: Path
 
 
 def test_report_without_metrics_csv_or_run_folder(
-    trained_run: Path, pattern_tree: Path, tmp_path: Path
+    pattern_run: Path, pattern_tree: Path, tmp_path: Path
 ) -> None:
     bare_run = tmp_path / "run"
     bare_run.mkdir()
     for name in ("model.pt", "config.yaml"):
-        shutil.copy(trained_run / name, bare_run / name)
+        shutil.copy(pattern_run / name, bare_run / name)
     evaluate(bare_run, pattern_tree)
     page = (bare_run / "eval-test" / "report.html").read_text()
     assert "training curves: no metrics.csv in the run" in page
@@ -243,37 +227,37 @@ def test_report_without_metrics_csv_or_run_folder(
 
     loose = tmp_path / "loose" / "model.pt"
     loose.parent.mkdir()
-    shutil.copy(trained_run / "model.pt", loose)
+    shutil.copy(pattern_run / "model.pt", loose)
     result = evaluate(loose, pattern_tree, out=tmp_path / "out")
     assert "training curves: the model is not in a run folder" in result.report.read_text()
 
 
-def test_calibration_note_without_a_usable_val_split(trained_run: Path, tmp_path: Path) -> None:
+def test_calibration_note_without_a_usable_val_split(pattern_run: Path, tmp_path: Path) -> None:
     data = make_pattern_tree(tmp_path / "data", {"train": 2, "test": 3}, ("happy", "sad", "fear"))
     shutil.rmtree(data / "val", ignore_errors=True)
     (data / "val" / "fear").mkdir(parents=True)
     for i in range(2):
         shutil.copy(data / "train" / "fear" / f"{i:03d}.png", data / "val" / "fear" / f"{i}.png")
     with pytest.warns(UserWarning):
-        result = evaluate(trained_run, data, keep="happy,sad", out=tmp_path / "out")
+        result = evaluate(pattern_run, data, keep="happy,sad", out=tmp_path / "out")
     note = result.metrics["calibration_note"]
     assert note.startswith("no temperature fitted: ") and "'val' has no images" in note
     assert "temperature" not in result.metrics
     assert html.escape(note) in result.report.read_text()
 
 
-def test_empty_split_is_a_data_error(trained_run: Path, tmp_path: Path) -> None:
+def test_empty_split_is_a_data_error(pattern_run: Path, tmp_path: Path) -> None:
     data = make_pattern_tree(tmp_path / "data", {"train": 2, "val": 2})
     for name in ("happy", "sad", "surprise"):
         (data / "test" / name).mkdir(parents=True)
     with pytest.raises(DataError, match="no samples in split 'test'"):
-        evaluate(trained_run, data, out=tmp_path / "out")
+        evaluate(pattern_run, data, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 @needs_chromium
 def test_report_renders_in_headless_chromium(
-    trained_run: Path, pattern_tree: Path, tmp_path: Path
+    pattern_run: Path, pattern_tree: Path, tmp_path: Path
 ) -> None:
-    result = evaluate(trained_run, pattern_tree, out=tmp_path / "eval")
+    result = evaluate(pattern_run, pattern_tree, out=tmp_path / "eval")
     render_report_in_chromium(result.report, tmp_path, PLOTS_IN_A_RUN)

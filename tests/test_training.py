@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import quick_options
 from ferlab import evaluate, train
 from ferlab.config import load_config
 from ferlab.errors import ConfigError, DataError, ModelError
@@ -18,20 +19,8 @@ from ferlab.models.artifact import load_model_file
 
 
 def quick(pattern_tree: Path, tmp_path: Path, **overrides: object) -> dict[str, object]:
-    """Options for a fast run on the pattern tree."""
-    values: dict[str, object] = {
-        "data": str(pattern_tree),
-        "model": "baseline_cnn",
-        "epochs": 2,
-        "batch_size": 16,
-        "lr": 3e-3,
-        "augment": "none",
-        "num_workers": 0,
-        "runs_dir": str(tmp_path / "runs"),
-        "patience": 0,
-    }
-    values.update(overrides)
-    return values
+    """Options for a fast run on the pattern tree: 2 epochs of batch 16 unless overridden."""
+    return {**quick_options(pattern_tree, tmp_path / "runs", epochs=2, batch_size=16), **overrides}
 
 
 def epochs_logged(run_dir: Path) -> list[int]:
