@@ -23,7 +23,7 @@ from ferlab.data.datamodule import load_labelled_split
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.errors import ConfigError
 from ferlab.evaluation.calibration import expected_calibration_error
-from ferlab.evaluation.evaluate import _mapping_for, predict_probs
+from ferlab.evaluation.evaluate import map_classes_to_model, predict_probs
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
@@ -195,7 +195,7 @@ def _score(
 ) -> tuple[ModelScore, np.ndarray, np.ndarray]:
     """The model's row, its per-sample correctness and the source rows of the samples."""
     trained = bundle.meta.get("config", {})
-    mapping = _mapping_for(bundle, source.classes, None, None, None)
+    mapping = map_classes_to_model(bundle, source.classes, None, None, None)
     data = load_labelled_split(
         source,
         split,

@@ -53,7 +53,7 @@ def predict_probs(bundle: ModelBundle, images: torch.Tensor, batch_size: int = 2
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(bundle.classes)))
 
 
-def _mapping_for(
+def map_classes_to_model(
     bundle: ModelBundle,
     data_classes: list[str],
     keep: str | None,
@@ -153,7 +153,7 @@ def evaluate(
         seed=int(trained.get("seed", 0)),
         on_bad_file=on_bad_file,
     )
-    mapping = _mapping_for(bundle, source.classes, keep, rename, merge)
+    mapping = map_classes_to_model(bundle, source.classes, keep, rename, merge)
     load = {
         "image_size": int(trained.get("image_size", bundle.prep.input_size)),
         "color": str(trained.get("color", "gray")),
