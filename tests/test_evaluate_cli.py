@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from conftest import make_pattern_tree
+from conftest import RunsCode, make_pattern_tree
 from ferlab import evaluate
 from ferlab.cli import main
 from ferlab.errors import DataError, ModelError
@@ -108,14 +108,6 @@ def test_cli_models_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert "2.23M" in mobilenet and " 96 " in mobilenet
 
 
-class _RunsCode:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return (Path.touch, (self.marker,))
-
-
 def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
     import torch
 
@@ -123,7 +115,7 @@ def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
 
     marker = tmp_path / "ran"
     bad = tmp_path / "evil.pt"
-    torch.save({"format": "ferlab-model", "payload": _RunsCode(marker)}, bad)
+    torch.save({"format": "ferlab-model", "payload": RunsCode(marker)}, bad)
     with pytest.raises(ModelError, match=r"evil\.pt: refused"):
         load_model_file(bad)
     assert not marker.exists()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, RunsCode
 from ferlab.cli import main
 from ferlab.data.cache import _decode_file
 from ferlab.data.transforms import Preprocessing
@@ -181,18 +181,10 @@ def test_load_default_without_a_shipped_model() -> None:
         Recognizer.load("default")
 
 
-class _RunsCode:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return (Path.touch, (self.marker,))
-
-
 def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     bad = tmp_path / "evil.pt"
-    torch.save({"format": "ferlab-model", "payload": _RunsCode(marker)}, bad)
+    torch.save({"format": "ferlab-model", "payload": RunsCode(marker)}, bad)
     for backend in ("torch", "onnx"):
         with pytest.raises(ModelError, match=r"evil\.pt: refused"):
             Recognizer.load(bad, backend=backend)
