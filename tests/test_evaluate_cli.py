@@ -132,3 +132,30 @@ def test_default_model_is_a_clear_error_until_one_ships(pattern_tree: Path) -> N
             evaluate("default", pattern_tree)
     else:
         assert shipped.is_file() and shipped.name == "default.pt"
+
+
+def test_evaluate_tta_outside_a_run_folder(
+    pattern_run: Path, pattern_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import torch
+
+    from ferlab.evaluation.evaluate import predict_probs
+    from ferlab.models.artifact import load_model_file
+
+    loose = tmp_path / "models" / "mine.pt"
+    loose.parent.mkdir()
+    shutil.copy(pattern_run / "model.pt", loose)
+    monkeypatch.chdir(tmp_path)
+    result = evaluate(loose, pattern_tree, split="test", tta=True)
+    assert result.out_dir == Path("evaluations/mine-test")
+    assert json.loads((tmp_path / "evaluations/mine-test/metrics.json").read_text())["tta"] is True
+    bundle = load_model_file(loose)
+    images = torch.stack([torch.zeros(1, 48, 48, dtype=torch.uint8)] * 2)
+    images[0, 0, :, :24] = 200
+    mirrored = images.flip(-1)
+    both = predict_probs(bundle, images, tta=True)
+    expected = (predict_probs(bundle, images) + predict_probs(bundle, mirrored)) / 2
+    np.testing.assert_allclose(both, expected, atol=1e-6)
+    assert not np.allclose(predict_probs(bundle, images)[0], expected[0], atol=1e-4)

@@ -11,7 +11,7 @@ from ferlab.commands.train import FLAG_HELP
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("evaluate", help="score a trained model on a data split")
-    parser.add_argument("model", help="run folder or model file")
+    parser.add_argument("model", help='"default" (the shipped model), run folder or model file')
     parser.add_argument("--data", required=True, help="data set path")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument(
@@ -24,6 +24,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--merge", help=FLAG_HELP["merge"])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
+    parser.add_argument(
+        "--tta", action="store_true", help="average each image with its mirror image"
+    )
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -41,8 +44,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         merge=args.merge,
         batch_size=args.batch_size,
         on_bad_file=args.on_bad_file,
+        tta=args.tta,
     )
-    print(f"{result.metrics['model']} on {args.data} [{args.split}]")
+    tta = ", flip TTA" if args.tta else ""
+    print(f"{result.metrics['model']} on {args.data} [{args.split}{tta}]")
     print(format_report(result.metrics))
     print(f"\nwrote {result.out_dir}/: metrics.json, report.md, report.html")
     return 0

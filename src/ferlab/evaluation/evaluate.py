@@ -42,14 +42,20 @@ class EvaluationResult:
     report: Path
 
 
-def predict_probs(bundle: ModelBundle, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities for uint8 images (N, C, H, W), in batches, on the CPU."""
+def predict_probs(
+    bundle: ModelBundle, images: torch.Tensor, batch_size: int = 256, *, tta: bool = False
+) -> np.ndarray:
+    """Class probabilities for uint8 images (N, C, H, W), in batches, on the CPU; ``tta``: the
+    mean of each image's and its mirror image's probabilities."""
     transform = eval_transform(bundle.prep)
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = transform(images[start : start + batch_size])
-            outputs.append(torch.softmax(bundle.model(batch).float(), dim=1))
+            probs = torch.softmax(bundle.model(batch).float(), dim=1)
+            if tta:
+                probs = (probs + torch.softmax(bundle.model(batch.flip(-1)).float(), dim=1)) / 2
+            outputs.append(probs)
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(bundle.classes)))
 
 
@@ -118,11 +124,21 @@ def _predict_split(
     split: str,
     load: dict[str, Any],
     batch_size: int,
+    tta: bool,
 ) -> tuple[LabelledImages, np.ndarray, np.ndarray]:
     """The split's images, its labels as model class ids, and the model's probabilities."""
     data = load_labelled_split(source, split, mapping, **load)
     to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
-    return data, to_model[data.labels].numpy(), predict_probs(bundle, data.images, batch_size)
+    probs = predict_probs(bundle, data.images, batch_size, tta=tta)
+    return data, to_model[data.labels].numpy(), probs
+
+
+def _default_out(model_file: Path, split: str) -> Path:
+    """``eval-<split>`` in the model's run folder; for a file outside a run (the shipped model
+    in the installed package, a downloaded file), ``evaluations/<stem>-<split>`` here."""
+    if (model_file.parent / "config.yaml").is_file():
+        return model_file.parent / f"eval-{split}"
+    return Path("evaluations") / f"{model_file.stem}-{split}"
 
 
 def evaluate(
@@ -136,12 +152,14 @@ def evaluate(
     merge: str | None = None,
     batch_size: int = 256,
     on_bad_file: str = "skip",
+    tta: bool = False,
 ) -> EvaluationResult:
-    """Evaluate a run folder or model file on ``split`` of ``data``.
+    """Evaluate a run folder, model file or ``"default"`` on ``split`` of ``data``.
 
     Writes ``metrics.json``, ``report.md`` and ``report.html`` to ``out`` (default: the
-    ``eval-<split>`` folder beside the model). A temperature for calibration is fitted on the
-    data's val split, never on the split that is scored.
+    ``eval-<split>`` folder beside the model in a run folder, else ``evaluations/<model>-<split>``
+    in the working folder). A temperature for calibration is fitted on the data's val split,
+    never on the split that is scored. ``tta``: average each image with its mirror image.
     """
     model_file = resolve_model_file(model)
     bundle = load_model_file(model_file)
@@ -160,14 +178,16 @@ def evaluate(
         "on_bad_file": on_bad_file,
         "cache_dir": Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
     }
-    split_data, labels, probs = _predict_split(bundle, source, mapping, split, load, batch_size)
+    split_data, labels, probs = _predict_split(
+        bundle, source, mapping, split, load, batch_size, tta
+    )
     metrics = classification_metrics(labels, probs, bundle.classes)
-    metrics.update({"model": str(model_file), "data": str(data), "split": split})
+    metrics.update({"model": str(model_file), "data": str(data), "split": split, "tta": tta})
     val: tuple[np.ndarray, np.ndarray] | str = (probs, labels)
     if split != "val":
         try:
             _, val_labels, val_probs = _predict_split(
-                bundle, source, mapping, "val", load, batch_size
+                bundle, source, mapping, "val", load, batch_size, tta
             )
             val = (val_probs, val_labels)
         except DataError as exc:
@@ -177,7 +197,7 @@ def evaluate(
     figures = report_plots(
         bundle, metrics, split_data.images, labels, probs, scaled, history, bins=ECE_BINS
     )
-    out_dir = Path(out) if out is not None else model_file.parent / f"eval-{split}"
+    out_dir = Path(out) if out is not None else _default_out(model_file, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / ".metrics.json.tmp"
     partial.write_text(json.dumps(metrics, indent=2) + "\n")
