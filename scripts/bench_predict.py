@@ -1,8 +1,8 @@
 """Inference speed: classifier faces/s and latency on FER2013 test crops, torch vs ONNX vs int8,
 and end-to-end frames/s (detection included) on 640x480 frames with one face; a Markdown table.
 
-    python scripts/bench_predict.py --model runs/demo [--data ../shared/data/fer2013]
-        [--photos ../shared/data/photos] [--threads 2] [--frames 40]
+    python scripts/bench_predict.py [--model default] [--data ../shared/data/fer2013]
+        [--photos ../shared/data/photos] [--threads 2] [--frames 40] [--detect-sides 640,320]
 """
 
 from __future__ import annotations
@@ -87,23 +87,33 @@ def make_frames(photos: Path, count: int) -> list[np.ndarray]:
     return frames
 
 
+def time_detection(frames: list[np.ndarray], side: int) -> np.ndarray:
+    cycle = itertools.cycle(frames)
+    return timed(lambda: detect_faces(next(cycle), max_side=side), len(frames))
+
+
 def bench_frames(name: str, recognizer: Recognizer, frames: list[np.ndarray]) -> str:
     found = [len(recognizer.predict(f, rgb=True)) for f in frames]
     cycle = itertools.cycle(frames)
     ms = timed(lambda: recognizer.predict(next(cycle), rgb=True), len(frames))
     return (
-        f"| {name} | {1000 / ms.mean():.1f} | {np.median(ms):.1f} | {np.percentile(ms, 95):.1f} "
-        f"| {sum(found)}/{len(frames)} |"
+        f"| {name} | {recognizer.detect_side} px | {1000 / ms.mean():.1f} | {np.median(ms):.1f} "
+        f"| {np.percentile(ms, 95):.1f} | {sum(found)}/{len(frames)} |"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="run folder or model file")
+    parser.add_argument("--model", default="default", help="run folder or model file")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013"))
     parser.add_argument("--photos", type=Path, default=Path("../shared/data/photos"))
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     parser.add_argument("--frames", type=int, default=40, help="640x480 frames timed per backend")
+    parser.add_argument(
+        "--detect-sides",
+        default="640,320",
+        help="longer sides frames are shrunk to for detection, compared on ONNX fp32",
+    )
     args = parser.parse_args()
     if not (args.data / "test").is_dir():
         sys.exit(f"skipped: FER2013 not found at {args.data} (needs test/ and train/ folders)")
@@ -146,16 +156,20 @@ def main() -> None:
             f"\nEnd to end, 640x480 frames with one face ({args.frames} frames, detection "
             "included):\n"
         )
-        print("| backend | frames/s | p50 ms | p95 ms | faces found |")
-        print("|---|---|---|---|---|")
-        cycle = itertools.cycle(frames)
-        detection = timed(lambda: detect_faces(next(cycle)), len(frames))
-        print(
-            f"| detection alone | {1000 / detection.mean():.1f} | {np.median(detection):.1f} "
-            f"| {np.percentile(detection, 95):.1f} | |"
-        )
+        print("| backend | detection at | frames/s | p50 ms | p95 ms | faces found |")
+        print("|---|---|---|---|---|---|")
+        sides = [int(side) for side in args.detect_sides.split(",")]
+        for side in sides:
+            detection = time_detection(frames, side)
+            print(
+                f"| detection alone | {side} px | {1000 / detection.mean():.1f} "
+                f"| {np.median(detection):.1f} | {np.percentile(detection, 95):.1f} | |"
+            )
         for name, model, _ in backends:
-            print(bench_frames(name, Recognizer(model), frames), flush=True)
+            print(bench_frames(name, Recognizer(model, detect_side=sides[0]), frames), flush=True)
+        for side in sides[1:]:
+            recognizer = Recognizer(backends[1][1], detect_side=side)
+            print(bench_frames(backends[1][0], recognizer, frames), flush=True)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,16 @@ def pattern_run(pattern_tree: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return train(**quick_options(pattern_tree, tmp_path_factory.mktemp("runs"))).run_dir
 
 
+@pytest.fixture(scope="session")
+def photos() -> Path:
+    """The demo photos (astronaut.png, grace_hopper.jpg); tests that need them skip without."""
+    candidates = [REPO.parent / "shared" / "data" / "photos", Path("/work/shared/data/photos")]
+    found = next((p for p in candidates if (p / "astronaut.png").is_file()), None)
+    if found is None:
+        pytest.skip("test photos not found at ../shared/data/photos (astronaut.png, grace_hopper)")
+    return found
+
+
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -121,19 +121,6 @@ def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_default_model_is_a_clear_error_until_one_ships(pattern_tree: Path) -> None:
-    from ferlab.models.artifact import default_model_file
-
-    try:
-        shipped = default_model_file()
-    except ModelError as exc:
-        assert "no model ships in this install yet" in str(exc)
-        with pytest.raises(ModelError, match="no model ships in this install yet"):
-            evaluate("default", pattern_tree)
-    else:
-        assert shipped.is_file() and shipped.name == "default.pt"
-
-
 def test_evaluate_tta_outside_a_run_folder(
     pattern_run: Path, pattern_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -172,13 +171,6 @@ def test_whole_image_matches_training_decode_and_tta_averages_the_mirror(
     for name in FER_CLASSES:
         mean = (face.probs[name] + flipped.probs[name]) / 2
         assert tta.probs[name] == pytest.approx(mean, abs=1e-5)
-
-
-def test_load_default_without_a_shipped_model() -> None:
-    if (resources.files("ferlab") / "weights" / "default.pt").is_file():
-        pytest.skip("this install ships a default model")
-    with pytest.raises(ModelError, match="no model ships in this install yet; pass a run folder"):
-        Recognizer.load("default")
 
 
 def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:

@@ -20,10 +20,13 @@ COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers);
     "evaluate",
     "models",
     "predict",
+    "video",
+    "webcam",
     "export",
     "explain",
     "compare",
     "data",
+    "serve",
 )
 
 

@@ -19,6 +19,7 @@ BALANCE_MODES = ("none", "sampler", "loss")
 AUGMENT_PRESETS = ("none", "light", "standard", "strong")
 COLOR_MODES = ("gray", "rgb")
 BAD_FILE_MODES = ("skip", "error")
+VA_LOSSES = ("mse", "ccc")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 5
     balance: str = "none"
+    va_loss: str = "ccc"
+    valence_weight: float = 1.0
+    arousal_weight: float = 1.0
 
     augment: str = "standard"
     image_size: int = 48
@@ -57,6 +61,7 @@ class TrainConfig:
     rename: str | None = None
     merge: str | None = None
     limit_per_class: int | None = None
+    limit: int | None = None
     on_bad_file: str = "skip"
     num_workers: int | None = None
     cache_dir: str | None = None
@@ -86,6 +91,7 @@ class TrainConfig:
             "augment": AUGMENT_PRESETS,
             "color": COLOR_MODES,
             "on_bad_file": BAD_FILE_MODES,
+            "va_loss": VA_LOSSES,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -99,6 +105,11 @@ class TrainConfig:
             raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be at least 1, got {self.limit}")
+        for name in ("valence_weight", "arousal_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be at least 0, got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise ConfigError("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
         return self

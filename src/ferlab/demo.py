@@ -1,55 +1,58 @@
-"""``make demo``: a short, real train-and-evaluate run on FER2013, until a model ships.
+"""``make demo``: the shipped model on a bundled public-domain photo, through the public API.
 
-Fine-tunes ImageNet MobileNetV2 (64 px) for a few epochs on a per-class slice of the FER2013
-training split, selects on the validation split, and evaluates on PrivateTest; prints the report
-and where the run lies.
+    python -m ferlab.demo [IMAGE] [--out FILE]
+
+Finds the faces, prints each one's box and most probable expressions, and writes the annotated
+image (default: ``demo-output/<image>-annotated.jpg``).
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 import sys
+import time
+from importlib import resources
 from pathlib import Path
 
 from ferlab.errors import FerlabError
 
-DEFAULT_DATA = Path("../shared/data/fer2013")
+DEMO_PHOTO = "astronaut.jpg"
 
 
-def main() -> int:
-    from ferlab.evaluation.evaluate import evaluate
-    from ferlab.evaluation.metrics import format_report
-    from ferlab.training.run import train
+def bundled_photo() -> Path:
+    """The public-domain photo that ships with ferlab (NASA's portrait of Eileen Collins)."""
+    return Path(str(resources.files("ferlab") / "assets" / DEMO_PHOTO))
 
-    data = Path(os.environ.get("FERLAB_DEMO_DATA", DEFAULT_DATA))
-    if not data.is_dir():
-        print(
-            f"ferlab demo: error: {data}: FER2013 folders not found "
-            "(set FERLAB_DEMO_DATA to a {train,val,test}/<class>/ tree)",
-            file=sys.stderr,
-        )
-        return 2
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ferlab.demo", description=__doc__)
+    parser.add_argument("image", nargs="?", type=Path, default=None, help="default: bundled photo")
+    parser.add_argument("--out", type=Path, help="annotated image to write")
+    args = parser.parse_args(argv)
+    from ferlab.inference.annotate import write_annotated
+    from ferlab.inference.images import load_image
+    from ferlab.inference.recognizer import Recognizer
+    from ferlab.inference.report import text_lines
+
+    image_path = args.image or bundled_photo()
+    out = args.out or Path("demo-output") / f"{image_path.stem}-annotated.jpg"
     try:
-        result = train(
-            data=str(data),
-            model="mobilenet_v2",
-            strategy="finetune",
-            input_size=64,
-            epochs=3,
-            limit_per_class=600,
-            batch_size=64,
-            backbone_lr_factor=0.5,
-            runs_dir="runs",
-            name="demo",
-        )
-        report = evaluate(result.run_dir, data, split="test")
+        started = time.perf_counter()
+        recognizer = Recognizer.load("default")
+        image = load_image(image_path, rgb=True)
+        faces = recognizer.predict(image, rgb=True)
+        elapsed = time.perf_counter() - started
+        written = write_annotated(out, image, faces)
     except FerlabError as exc:
         print(f"ferlab demo: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\nrun folder: {result.run_dir}")
-    print(f"FER2013 PrivateTest ({report.metrics['samples']} images):")
-    print(format_report(report.metrics))
-    print(f"\nwrote {report.out_dir}/: metrics.json, report.md, report.html")
+    classifier = recognizer.classifier
+    print(f"model: {classifier.name} on {classifier.runtime}, {elapsed:.2f} s in all")
+    print(f"{image_path}: {len(faces)} face(s)")
+    for line in text_lines(str(image_path), faces):
+        print(line)
+    print(f"wrote {written}")
+    print(f"same from the command line: ferlab predict {image_path} --annotate {out.parent}")
     return 0
 
 

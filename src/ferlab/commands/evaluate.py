@@ -25,7 +25,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
     parser.add_argument(
-        "--tta", action="store_true", help="average each image with its mirror image"
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average each image with its mirror image (default: as the model file says; on "
+        "for the shipped model)",
     )
     parser.set_defaults(handler=_run_evaluate)
 
@@ -46,8 +49,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         on_bad_file=args.on_bad_file,
         tta=args.tta,
     )
-    tta = ", flip TTA" if args.tta else ""
+    tta = ", flip TTA" if result.metrics["tta"] else ""
     print(f"{result.metrics['model']} on {args.data} [{args.split}{tta}]")
+    if "data_note" in result.metrics:
+        print(f"data: {result.metrics['data_note']}")
     print(format_report(result.metrics))
     print(f"\nwrote {result.out_dir}/: metrics.json, report.md, report.html")
     return 0

@@ -36,10 +36,36 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="classes shown per face (default: 3)"
     )
-    parser.add_argument("--tta", action="store_true", help="average with the mirrored face")
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average with the mirrored face (default: as the model file says; on for the "
+        "shipped model)",
+    )
     parser.add_argument("--no-detect", action="store_true", help="take each image as one face crop")
     parser.add_argument(
         "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
+    )
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=0.6,
+        metavar="P",
+        help="smallest detector confidence kept, 0-1 (default: 0.6)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="extra crop border per side, as a fraction of the face box (default: 0)",
+    )
+    parser.add_argument(
+        "--detect-side",
+        type=int,
+        default=640,
+        metavar="PX",
+        help="larger images are shrunk to this longer side for detection only (default: 640)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
@@ -48,8 +74,8 @@ def add_parser(commands: Any) -> None:
         "--backend",
         choices=["auto", "torch", "onnx"],
         default="auto",
-        help="auto: .onnx files on onnxruntime, model files on PyTorch; onnx: a model file is "
-        "exported once to the ferlab cache",
+        help="auto: the shipped model and .onnx files on onnxruntime, other model files on "
+        "PyTorch; onnx: a model file is exported once to the ferlab cache",
     )
     parser.set_defaults(handler=_run_predict)
 
@@ -71,12 +97,15 @@ def _run_predict(args: argparse.Namespace) -> int:
         backend=args.backend,
         detect=not args.no_detect,
         min_face=args.min_face,
+        margin=args.margin,
         tta=args.tta,
+        min_score=args.min_score,
+        detect_side=args.detect_side,
     )
     records = []
     writer = csv.writer(sys.stdout) if args.csv else None
     if writer is not None:
-        writer.writerow(csv_header(recognizer.classes))
+        writer.writerow(csv_header(recognizer.classes, recognizer.va))
     show_bar = any(Path(source).is_dir() for source in args.sources)
     errors, readable = list(problems), 0
     with _progress(len(files), show_bar) as advance:

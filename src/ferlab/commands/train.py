@@ -27,6 +27,10 @@ FLAG_HELP = {
     "rename": "rename classes, e.g. anger=angry,sadness=sad",
     "merge": "merge classes, e.g. negative=angry+disgust+fear;positive=happy",
     "limit_per_class": "use at most N training images per class (quick experiments)",
+    "limit": "use N training images in all, a stratified seeded sample (quick experiments)",
+    "va_loss": "multitask head: mse | ccc (1 - concordance) for valence and arousal",
+    "valence_weight": "multitask head: weight of the valence loss beside cross-entropy",
+    "arousal_weight": "multitask head: weight of the arousal loss beside cross-entropy",
     "image_size": "square size images are decoded and cached at",
     "input_size": "model input size (default: the model's)",
     "balance": "none | sampler (weighted sampling) | loss (class-weighted loss)",
@@ -36,7 +40,7 @@ FLAG_HELP = {
     "max_val_batches": "cap the validation batches per epoch",
     "augment": " | ".join(AUGMENT_PRESETS),
     "scheduler": " | ".join(SCHEDULERS),
-    "head": "linear | mlp",
+    "head": "linear | mlp | multitask (expression + valence and arousal)",
     "backbone_lr_factor": "backbone LR = lr x this",
     "stage_lr_decay": "progressive: each deeper stage's LR = the one above x this",
     "unfreeze_every": "progressive: epochs between unfreezing stages",
@@ -99,7 +103,14 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         result = train(load_config(args.config, **values))
     best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+    if result.data_note:
+        print(f"data: {result.data_note}")
     print(f"run: {result.run_dir}")
     print(f"epochs: {result.epochs_completed}  best val accuracy: {best}")
+    row = result.best_epoch or {}
+    if row.get("val_score"):
+        values = {d: row.get(f"val_ccc_{d}") for d in ("valence", "arousal")}
+        ccc = "  ".join(f"{d} {float(v):.4f}" if v else f"{d} n/a" for d, v in values.items())
+        print(f"val CCC at that epoch: {ccc}")
     print(f"model file: {result.model_file}")
     return 0

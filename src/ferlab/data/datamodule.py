@@ -20,35 +20,52 @@ from ferlab.errors import DataError
 
 
 class TensorImageDataset(Dataset):
-    """Samples ``(transform(images[i]), labels[i])`` from a uint8 image tensor."""
+    """Samples ``(transform(images[i]), labels[i])`` from a uint8 image tensor.
+
+    With ``va`` (float (N, 2), NaN where missing) a sample is ``(image, label, va, va_mask)``:
+    valence and arousal with 0 where missing, and a bool (2,) mask of the values present.
+    """
 
     def __init__(
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
         transform: Callable[[torch.Tensor], torch.Tensor],
+        va: torch.Tensor | None = None,
     ) -> None:
         self.images = images
         self.labels = labels
         self.transform = transform
+        self.va_mask = None if va is None else ~torch.isnan(va)
+        self.va = None if va is None else torch.nan_to_num(va, nan=0.0)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[index]), self.labels[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        image, label = self.transform(self.images[index]), self.labels[index]
+        if self.va is None or self.va_mask is None:
+            return image, label
+        return image, label, self.va[index], self.va_mask[index]
 
 
 @dataclass
 class LabelledImages:
-    """A split ready for training: uint8 images, target class ids and the source row of each."""
+    """A split ready for training: uint8 images, target class ids and the source row of each;
+    ``va``: float32 (N, 2) valence and arousal, NaN where missing, None if the data has none."""
 
     images: torch.Tensor
     labels: torch.Tensor
     rows: torch.Tensor
+    va: torch.Tensor | None = None
 
     def class_counts(self, num_classes: int) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=num_classes)
+
+    def subset(self, indices: torch.Tensor) -> LabelledImages:
+        """The samples at ``indices``, in that order."""
+        va = None if self.va is None else self.va[indices]
+        return LabelledImages(self.images[indices], self.labels[indices], self.rows[indices], va)
 
 
 def limit_per_class(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
@@ -62,6 +79,34 @@ def limit_per_class(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor
     return torch.from_numpy(np.sort(np.concatenate(keep)))
 
 
+def stratified_limit(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``limit`` samples (all if fewer), drawn per class in proportion to its
+    share (largest remainders round up; every class keeps one where ``limit`` allows)."""
+    array = labels.numpy()
+    if limit >= len(array):
+        return torch.arange(len(array))
+    classes, counts = np.unique(array, return_counts=True)
+    quota = counts * limit / counts.sum()
+    take = np.floor(quota).astype(int)
+    if limit >= len(classes):
+        take = np.maximum(take, 1)
+    order = np.argsort(-(quota - np.floor(quota)), kind="stable")
+    for k in order[: max(0, limit - take.sum())]:
+        take[k] += 1
+    while take.sum() > limit:
+        take[np.argmax(take)] -= 1
+    rng = np.random.default_rng(seed)
+    keep = [
+        rng.permutation(np.flatnonzero(array == label))[:n]
+        for label, n in zip(classes, take, strict=True)
+    ]
+    return torch.from_numpy(np.sort(np.concatenate(keep)))
+
+
+def _va_column(values: np.ndarray | None, rows: list[int]) -> np.ndarray:
+    return np.full(len(rows), np.nan, np.float32) if values is None else values[rows]
+
+
 def load_labelled_split(
     source: DatasetSource,
     split: str,
@@ -72,9 +117,14 @@ def load_labelled_split(
     on_bad_file: str = "skip",
     cache_dir: Path | None = None,
     per_class: int | None = None,
+    limit: int | None = None,
     seed: int = 0,
 ) -> LabelledImages:
-    """Decode ``split`` (cached), map its class names to target ids and drop unmapped classes."""
+    """Decode ``split`` (cached), map its class names to target ids and drop unmapped classes.
+
+    ``per_class`` keeps at most that many samples per class, then ``limit`` a stratified sample
+    of that many in all; both seeded.
+    """
     if split not in source.splits:
         raise DataError(f"{source.root}: no '{split}' split (have {', '.join(source.splits)})")
     table = source.splits[split]
@@ -88,11 +138,18 @@ def load_labelled_split(
             f"{source.root}: split '{split}' has no images of {', '.join(mapping.names)}"
         )
     labels = torch.tensor([ids[i] for i in kept.tolist()], dtype=torch.long)
-    images, rows = decoded.images[kept], decoded.rows[kept]
+    rows = decoded.rows[kept]
+    va = None
+    if table.valence is not None or table.arousal is not None:
+        picked = rows.tolist()
+        columns = [_va_column(table.valence, picked), _va_column(table.arousal, picked)]
+        va = torch.from_numpy(np.stack(columns, axis=1))
+    data = LabelledImages(decoded.images[kept], labels, rows, va)
     if per_class is not None:
-        chosen = limit_per_class(labels, per_class, seed)
-        images, labels, rows = images[chosen], labels[chosen], rows[chosen]
-    return LabelledImages(images, labels, rows)
+        data = data.subset(limit_per_class(data.labels, per_class, seed))
+    if limit is not None:
+        data = data.subset(stratified_limit(data.labels, limit, seed))
+    return data
 
 
 class EpochSampler(Sampler[int]):
@@ -144,6 +201,8 @@ class FERDataModule(L.LightningDataModule):
         batch_size: int = 64,
         balance: str = "none",
         per_class: int | None = None,
+        limit: int | None = None,
+        with_va: bool = False,
         on_bad_file: str = "skip",
         num_workers: int | None = None,
         cache_dir: Path | None = None,
@@ -159,6 +218,8 @@ class FERDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.balance = balance
         self.per_class = per_class
+        self.limit = limit
+        self.with_va = with_va
         self.on_bad_file = on_bad_file
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.cache_dir = cache_dir
@@ -166,8 +227,8 @@ class FERDataModule(L.LightningDataModule):
         self.splits: dict[str, LabelledImages] = {}
 
     def _load(self, split: str) -> LabelledImages:
-        per_class = self.per_class if split == "train" else None
-        return load_labelled_split(
+        train = split == "train"
+        data = load_labelled_split(
             self.source,
             split,
             self.mapping,
@@ -175,9 +236,16 @@ class FERDataModule(L.LightningDataModule):
             color=self.color,
             on_bad_file=self.on_bad_file,
             cache_dir=self.cache_dir,
-            per_class=per_class,
+            per_class=self.per_class if train else None,
+            limit=self.limit if train else None,
             seed=self.seed,
         )
+        if self.with_va and (data.va is None or torch.isnan(data.va).all()):
+            raise DataError(
+                f"{self.source.root}: split '{split}' has no valence/arousal values, which a "
+                "multi-task model needs (AffectNet layout, or a manifest with valence,arousal)"
+            )
+        return data
 
     def prepare_data(self) -> None:
         for split in ("train", "val"):
@@ -205,7 +273,10 @@ class FERDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         split = self.splits["train"]
         dataset = TensorImageDataset(
-            split.images, split.labels, train_transform(self.augment, self.prep)
+            split.images,
+            split.labels,
+            train_transform(self.augment, self.prep),
+            split.va if self.with_va else None,
         )
         weights = None
         if self.balance == "sampler":
@@ -216,6 +287,7 @@ class FERDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         split = self.splits["val"]
+        va = split.va if self.with_va else None
         return self._loader(
-            TensorImageDataset(split.images, split.labels, eval_transform(self.prep))
+            TensorImageDataset(split.images, split.labels, eval_transform(self.prep), va)
         )

@@ -13,7 +13,7 @@ import stat
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,13 +89,26 @@ class DatasetSource:
 
     root: Path
     kind: str
-    """"folders", "fer2013_csv" or "manifest"."""
+    """"folders", "affectnet", "fer2013_csv" or "manifest"."""
     splits: dict[str, SplitTable]
     """Always "train" and "val"; "test" when available."""
     classes: list[str]
     """All source class names, canonical order."""
     skipped: list[tuple[str, str]]
     """(file, reason) for files or rows skipped while loading."""
+    excluded: dict[str, int] = field(default_factory=dict)
+    """Samples left out by a rule of the data set (not errors), counted by reason."""
+
+    def loading_note(self) -> str | None:
+        """One line on what was excluded and skipped while reading, or None if nothing was."""
+        parts = []
+        if self.excluded:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in self.excluded.items())
+            parts.append(f"excluded {sum(self.excluded.values())} ({reasons})")
+        if self.skipped:
+            where, reason = self.skipped[0]
+            parts.append(f"skipped {len(self.skipped)} (first: {where}: {reason})")
+        return f"{self.root}: " + "; ".join(parts) if parts else None
 
 
 class _BadFiles:
@@ -148,7 +161,7 @@ def load_dataset(
     seed: int = 0,
     on_bad_file: str = "skip",
 ) -> DatasetSource:
-    """Read class folders, a FER2013 CSV or a CSV manifest into train/val[/test] tables.
+    """Read class folders, the AffectNet layout, a FER2013 CSV or a CSV manifest into tables.
 
     A missing val split is split off train (`val_fraction`); data without any splits is split
     into train/val/test (`val_fraction`, `test_fraction` of the total). Splits are stratified
@@ -162,8 +175,15 @@ def load_dataset(
         )
     bad = _BadFiles(on_bad_file)
     root = Path(path).expanduser()
+    excluded: dict[str, int] = {}
     if root.is_dir():
-        kind, found = "folders", _read_folders(root, bad)
+        # Imported here: the AffectNet reader builds on this module's tables.
+        from ferlab.data.affectnet import is_affectnet, read_affectnet
+
+        if is_affectnet(root):
+            kind, (found, excluded) = "affectnet", read_affectnet(root, bad)
+        else:
+            kind, found = "folders", _read_folders(root, bad)
     elif root.is_file() and root.suffix.lower() == ".csv":
         kind, found = _read_csv(root, bad)
     elif root.exists():
@@ -176,7 +196,8 @@ def load_dataset(
     for table in found.values():
         if not table:
             where = "" if table.name == _UNSPLIT else f" in split '{table.name}'"
-            raise DataError(f"{table.origin}: no samples{where}{_skip_note(bad.skipped)}")
+            note = f" (excluded: {dict(excluded)})" if excluded else ""
+            raise DataError(f"{table.origin}: no samples{where}{note}{_skip_note(bad.skipped)}")
     if _UNSPLIT in found:
         rest = found[_UNSPLIT]
         found = {}
@@ -200,7 +221,14 @@ def load_dataset(
                 f"{table.origin}: split '{table.name}' has no samples of {', '.join(missing)}",
                 stacklevel=2,
             )
-    return DatasetSource(root=root, kind=kind, splits=splits, classes=classes, skipped=bad.skipped)
+    return DatasetSource(
+        root=root,
+        kind=kind,
+        splits=splits,
+        classes=classes,
+        skipped=bad.skipped,
+        excluded=dict(excluded),
+    )
 
 
 def _skip_note(skipped: list[tuple[str, str]]) -> str:

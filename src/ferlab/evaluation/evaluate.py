@@ -28,8 +28,10 @@ from ferlab.evaluation.calibration import (
     probs_to_logits,
 )
 from ferlab.evaluation.metrics import ECE_BINS, classification_metrics
-from ferlab.evaluation.plots import report_plots
+from ferlab.evaluation.plots import Plot, report_plots
 from ferlab.evaluation.report import write_report
+from ferlab.evaluation.va_metrics import va_metrics
+from ferlab.evaluation.va_plots import va_plots
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 
 
@@ -47,16 +49,36 @@ def predict_probs(
 ) -> np.ndarray:
     """Class probabilities for uint8 images (N, C, H, W), in batches, on the CPU; ``tta``: the
     mean of each image's and its mirror image's probabilities."""
+    return predict_outputs(bundle, images, batch_size, tta=tta)[0]
+
+
+def predict_outputs(
+    bundle: ModelBundle, images: torch.Tensor, batch_size: int = 256, *, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities, and for a valence/arousal model its (N, 2) predictions (else None),
+    as :func:`predict_probs` computes them."""
     transform = eval_transform(bundle.prep)
-    outputs = []
+    model = bundle.model
+
+    def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits, va = model.split(model.outputs(batch).float())
+        return torch.softmax(logits, dim=1), va
+
+    probs, va = [], []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = transform(images[start : start + batch_size])
-            probs = torch.softmax(bundle.model(batch).float(), dim=1)
+            p, v = run(batch)
             if tta:
-                probs = (probs + torch.softmax(bundle.model(batch.flip(-1)).float(), dim=1)) / 2
-            outputs.append(probs)
-    return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(bundle.classes)))
+                p_flip, v_flip = run(batch.flip(-1))
+                p = (p + p_flip) / 2
+                v = None if v is None or v_flip is None else (v + v_flip) / 2
+            probs.append(p)
+            if v is not None:
+                va.append(v)
+    if not probs:
+        return np.zeros((0, len(bundle.classes))), np.zeros((0, 2)) if bundle.va else None
+    return torch.cat(probs).numpy(), torch.cat(va).numpy() if va else None
 
 
 def map_classes_to_model(
@@ -125,12 +147,31 @@ def _predict_split(
     load: dict[str, Any],
     batch_size: int,
     tta: bool,
-) -> tuple[LabelledImages, np.ndarray, np.ndarray]:
-    """The split's images, its labels as model class ids, and the model's probabilities."""
+) -> tuple[LabelledImages, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The split's images, its labels as model class ids, the model's probabilities and its
+    valence/arousal predictions (None for a classification-only model)."""
     data = load_labelled_split(source, split, mapping, **load)
     to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
-    probs = predict_probs(bundle, data.images, batch_size, tta=tta)
-    return data, to_model[data.labels].numpy(), probs
+    probs, va = predict_outputs(bundle, data.images, batch_size, tta=tta)
+    return data, to_model[data.labels].numpy(), probs, va
+
+
+def _valence_arousal(
+    metrics: dict[str, Any],
+    data: LabelledImages,
+    va_pred: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+) -> list[Plot]:
+    """Add the valence/arousal metrics to ``metrics`` (or a note why there are none); their
+    plots."""
+    if data.va is None or bool(torch.isnan(data.va).all()):
+        metrics["va_note"] = "valence/arousal: the data has no values in this split"
+        return []
+    va_true = data.va.numpy()
+    metrics["valence_arousal"] = va_metrics(va_true, va_pred)
+    return va_plots(va_true, va_pred, labels, probs.argmax(axis=1), classes)
 
 
 def _default_out(model_file: Path, split: str) -> Path:
@@ -152,17 +193,19 @@ def evaluate(
     merge: str | None = None,
     batch_size: int = 256,
     on_bad_file: str = "skip",
-    tta: bool = False,
+    tta: bool | None = None,
 ) -> EvaluationResult:
     """Evaluate a run folder, model file or ``"default"`` on ``split`` of ``data``.
 
     Writes ``metrics.json``, ``report.md`` and ``report.html`` to ``out`` (default: the
     ``eval-<split>`` folder beside the model in a run folder, else ``evaluations/<model>-<split>``
     in the working folder). A temperature for calibration is fitted on the data's val split,
-    never on the split that is scored. ``tta``: average each image with its mirror image.
+    never on the split that is scored. ``tta``: average each image with its mirror image (None:
+    as the model file says).
     """
     model_file = resolve_model_file(model)
     bundle = load_model_file(model_file)
+    tta = bool(bundle.meta.get("tta", False)) if tta is None else tta
     trained = bundle.meta.get("config", {})
     source = load_dataset(
         data,
@@ -178,15 +221,17 @@ def evaluate(
         "on_bad_file": on_bad_file,
         "cache_dir": Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
     }
-    split_data, labels, probs = _predict_split(
+    split_data, labels, probs, va_pred = _predict_split(
         bundle, source, mapping, split, load, batch_size, tta
     )
     metrics = classification_metrics(labels, probs, bundle.classes)
     metrics.update({"model": str(model_file), "data": str(data), "split": split, "tta": tta})
+    if source.loading_note():
+        metrics["data_note"] = source.loading_note()
     val: tuple[np.ndarray, np.ndarray] | str = (probs, labels)
     if split != "val":
         try:
-            _, val_labels, val_probs = _predict_split(
+            _, val_labels, val_probs, _ = _predict_split(
                 bundle, source, mapping, "val", load, batch_size, tta
             )
             val = (val_probs, val_labels)
@@ -197,6 +242,8 @@ def evaluate(
     figures = report_plots(
         bundle, metrics, split_data.images, labels, probs, scaled, history, bins=ECE_BINS
     )
+    if va_pred is not None:
+        figures += _valence_arousal(metrics, split_data, va_pred, labels, probs, bundle.classes)
     out_dir = Path(out) if out is not None else _default_out(model_file, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / ".metrics.json.tmp"

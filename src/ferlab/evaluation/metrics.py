@@ -20,6 +20,7 @@ from sklearn.metrics import (
 )
 
 from ferlab.evaluation.calibration import expected_calibration_error
+from ferlab.evaluation.va_metrics import format_va
 
 ECE_BINS = 15
 MOST_CONFUSED = 5
@@ -177,4 +178,6 @@ def format_report(metrics: dict[str, Any]) -> str:
     lines.append(" " * width + "".join(f"{n:>{cell}}" for n in names))
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+    if "valence_arousal" in metrics:
+        lines += ["", "valence and arousal", *format_va(metrics["valence_arousal"])]
     return "\n".join(lines)

@@ -138,13 +138,19 @@ def _column(rows: list[dict[str, str]], name: str) -> np.ndarray:
 
 
 def training_curves_plot(rows: list[dict[str, str]]) -> bytes:
-    """Loss, accuracy (and val macro-F1) and learning rate per epoch from a run's metrics.csv."""
+    """Loss, accuracy (and val macro-F1, and val CCCs of a multi-task run) and learning rate per
+    epoch from a run's metrics.csv."""
     epochs = _column(rows, "epoch")
     figure = _figure(15, 4)
     loss_ax, acc_ax, lr_ax = figure.subplots(1, 3)
+    ccc = tuple(name for name in ("val_ccc_valence", "val_ccc_arousal") if name in rows[0])
     for ax, names, title in (
         (loss_ax, ("train_loss", "val_loss"), "loss"),
-        (acc_ax, ("train_acc", "val_acc", "val_f1"), "accuracy"),
+        (
+            acc_ax,
+            ("train_acc", "val_acc", "val_f1", *ccc),
+            "accuracy" + (" and CCC" if ccc else ""),
+        ),
         (lr_ax, ("lr",), "learning rate"),
     ):
         for name in names:

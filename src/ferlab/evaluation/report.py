@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.evaluation.plots import Plot
+from ferlab.evaluation.va_metrics import VA_DIMENSIONS, VA_LABELS, VA_METRICS
 
 # A cell is plain text, or a path into the metrics dict whose value it shows.
 Cell = str | tuple[str | int, ...]
@@ -40,7 +41,7 @@ SUMMARY = [
 ]
 PER_CLASS = ["precision", "recall", "f1-score", "support", "roc_auc", "pr_auc"]
 CONFUSED = ["true", "predicted", "count", "rate"]
-NOTE_KEYS = ["auc_note", "calibration_note"]
+NOTE_KEYS = ["data_note", "auc_note", "calibration_note", "va_note"]
 
 
 @dataclass
@@ -86,12 +87,21 @@ def tables(metrics: dict[str, Any]) -> list[Table]:
         [name, *(("confusion_matrix", i, j) for j in range(len(classes)))]
         for i, name in enumerate(classes)
     ]
-    return [
+    found = [
         Table("Summary", ["metric", "value"], summary),
         Table("Per class", ["class", *PER_CLASS], per_class),
         Table("Most confused (rate: share of the true class)", CONFUSED, confused),
         Table("Confusion matrix (rows: true, columns: predicted)", ["", *classes], matrix),
     ]
+    if "valence_arousal" in metrics:
+        columns = ["samples", *VA_METRICS]
+        rows = [
+            [name, *(("valence_arousal", name, column) for column in columns)]
+            for name in VA_DIMENSIONS
+        ]
+        header = ["dimension", *(VA_LABELS[column] for column in columns)]
+        found.insert(1, Table("Valence and arousal", header, rows))
+    return found
 
 
 def _text(metrics: dict[str, Any], cell: Cell) -> str:

@@ -1,4 +1,5 @@
-"""Draw predictions on an image with OpenCV: box, label and score, and probability bars per face."""
+"""Draw predictions on an image with OpenCV: box, label and score, probability bars per face, and
+valence and arousal where the model predicts them."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ _PALETTE = [  # BGR, by class index
 
 
 def annotate(image_rgb: np.ndarray, faces: list[FaceResult], *, top_k: int = 3) -> np.ndarray:
-    """A BGR copy of ``image_rgb`` with each face's box, a panel with its label and score and
-    bars for its ``top_k`` classes; a whole-image prediction (no box) gets only the panel."""
+    """A BGR copy of ``image_rgb`` with each face's box, a panel with its label and score, bars
+    for its ``top_k`` classes and a valence/arousal row where the face has them; a whole-image
+    prediction (no box) gets only the panel."""
     canvas = np.ascontiguousarray(image_rgb[:, :, ::-1])
     scale = max(0.4, min(canvas.shape[:2]) / 900)
     for face in faces:
@@ -51,7 +53,11 @@ def _panel(
     names_w = max(cv2.getTextSize(f"{n} 0.00", _FONT, small, 1)[0][0] for n in classes)
     width = max(title_w, bar + names_w + 6) + 6
     top = face.top(top_k)
-    height = row * (1 + len(top)) + 4
+    va_text = None
+    if face.valence is not None and face.arousal is not None:
+        va_text = f"V {face.valence:+.2f} A {face.arousal:+.2f}"
+        width = max(width, cv2.getTextSize(va_text, _FONT, small, 1)[0][0] + 12)
+    height = row * (1 + len(top) + (va_text is not None)) + 4
     rows, cols = canvas.shape[:2]
     x1, y1, _, y2 = face.box if face.box is not None else (0, 0, 0, 0)
     x = min(max(0, x1), max(0, cols - width))
@@ -70,6 +76,9 @@ def _panel(
         label = f"{name} {prob:.2f}"
         origin = (x + bar + 8, top_y + row - 6)
         cv2.putText(canvas, label, origin, _FONT, small, _WHITE, 1, cv2.LINE_AA)
+    if va_text is not None:
+        origin = (x + 3, y + (len(top) + 2) * row - 4)
+        cv2.putText(canvas, va_text, origin, _FONT, small, _WHITE, 1, cv2.LINE_AA)
 
 
 def write_annotated(

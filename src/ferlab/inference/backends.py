@@ -24,35 +24,57 @@ class Classifier(Protocol):
     prep: Preprocessing
     image_size: int  # side crops are decoded at before the model's own resize
     color: str  # "gray" or "rgb"
+    runtime: str  # what runs it: "torch" or "onnxruntime"
+    default_tta: bool  # whether the model is meant to be run with flip averaging
+    va: bool  # whether the model also predicts valence and arousal
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and, for a ``va`` model, valence and arousal (N, 2), else None."""
+        ...
 
 
 class TorchClassifier:
     """A loaded model file run by PyTorch in inference mode."""
 
+    runtime = "torch"
+
     def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle  # for heatmaps on the same weights (the web service)
         self.model = bundle.model.eval()
         self.name = bundle.name
         self.classes = bundle.classes
         self.prep = bundle.prep
         self.image_size, self.color = decode_settings(bundle.meta, bundle.prep)
+        self.default_tta = bool(bundle.meta.get("tta", False))
+        self.va = bundle.va
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.outputs(batch)[0]
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
-            return torch.softmax(logits.float(), dim=1).numpy()
+            output = self.model.outputs(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
+            logits, va = self.model.split(output.float())
+            return torch.softmax(logits, dim=1).numpy(), None if va is None else va.numpy()
 
 
 def open_classifier(ref: str | Path, backend: str = "auto") -> Classifier:
     """``"default"``, a run folder, a model file or an ``.onnx`` export, on ``backend``.
 
-    ``auto`` runs ``.onnx`` files on onnxruntime and model files on PyTorch; ``onnx`` with a model
-    file exports it once to the ferlab cache folder and runs that.
+    ``auto`` runs the shipped model and ``.onnx`` files on onnxruntime (the shipped model has its
+    ONNX export beside it) and other model files on PyTorch; ``onnx`` with a model file exports it
+    once to the ferlab cache folder and runs that.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend: unknown '{backend}'; available: {', '.join(BACKENDS)}")
     file = resolve_model_file(ref)
+    shipped_onnx = file.with_suffix(".onnx")
+    if str(ref) == "default" and backend != "torch" and shipped_onnx.is_file():
+        from ferlab.inference.onnx_export import OnnxModel
+
+        return OnnxModel(shipped_onnx)
     if file.suffix.lower() == ".onnx":
         if backend == "torch":
             raise ModelError(f"{file}: an ONNX export runs on the onnx backend, not torch")

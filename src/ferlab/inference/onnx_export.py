@@ -1,7 +1,9 @@
 """Export a ferlab model to a self-contained ONNX file, optionally int8, and run it on the CPU.
 
 The graph maps normalised float32 (N, C, S, S) input, any N, to class probabilities (softmax
-included); the class names and preprocessing travel in the file's ``metadata_props``.
+included), output ``probs``; for a valence/arousal model the one output is ``probs_va``, the
+probabilities followed by valence and arousal (metadata ``va``: ``true``). The class names and
+preprocessing travel in the file's ``metadata_props``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+from ferlab.models.registry import FERModel
 
 ONNX_FORMAT = "ferlab-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -64,16 +67,36 @@ def export_onnx(
     return out
 
 
+class _ProbsAndVA(torch.nn.Module):
+    """A valence/arousal model as one output: probabilities, then valence and arousal."""
+
+    def __init__(self, model: FERModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs, classes = self.model.outputs(x), self.model.num_classes
+        return torch.cat([torch.softmax(outputs[:, :classes], dim=1), outputs[:, classes:]], dim=1)
+
+
+def _output_name(va: bool) -> str:
+    return "probs_va" if va else "probs"
+
+
 def _export_fp32(bundle: ModelBundle, out: Path) -> None:
     size, channels = bundle.prep.input_size, bundle.prep.in_channels
-    network = torch.nn.Sequential(bundle.model, torch.nn.Softmax(dim=1)).eval()
+    network = (
+        _ProbsAndVA(bundle.model)
+        if bundle.va
+        else torch.nn.Sequential(bundle.model, torch.nn.Softmax(dim=1))
+    ).eval()
     example = torch.zeros(2, channels, size, size)
     torch.onnx.export(
         network,
         (example,),
         out,
         input_names=["input"],
-        output_names=["probs"],
+        output_names=[_output_name(bundle.va)],
         opset_version=OPSET,
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         external_data=False,
@@ -89,6 +112,8 @@ def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle) -> None:
         "classes": json.dumps(bundle.classes),
         "preprocessing": json.dumps(bundle.prep.to_dict()),
         "decode": json.dumps({"image_size": image_size, "color": color}),
+        "va": json.dumps(bundle.va),
+        "tta": json.dumps(bool(bundle.meta.get("tta", False))),
     }
     del model.metadata_props[:]
     for key, value in values.items():
@@ -163,6 +188,8 @@ def cached_onnx(model_file: Path) -> Path:
 class OnnxModel:
     """An exported model on onnxruntime's CPU provider: normalised (N, C, S, S) → probabilities."""
 
+    runtime = "onnxruntime"
+
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         import onnxruntime as ort
 
@@ -189,6 +216,16 @@ class OnnxModel:
         self.prep = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
         self.image_size = int(decode["image_size"])
         self.color = str(decode["color"])
+        self.default_tta = bool(json.loads(meta.get("tta", "false")))
+        self.va = bool(json.loads(meta.get("va", "false")))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(["probs"], {"input": np.ascontiguousarray(batch, np.float32)})[0]
+        return self.outputs(batch)[0]
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and, for a ``va`` export, valence and arousal (N, 2)."""
+        feed = {"input": np.ascontiguousarray(batch, np.float32)}
+        output = self.session.run([_output_name(self.va)], feed)[0]
+        if not self.va:
+            return output, None
+        return output[:, : len(self.classes)], output[:, len(self.classes) :]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,30 +15,38 @@ from ferlab.inference.backends import Classifier, open_classifier
 from ferlab.inference.detect import DEFAULT_MARGIN, Face, detect_faces, square_crop
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, model_input
+from ferlab.inference.stream import FrameResult, stream_results
 
 
 @dataclass
 class FaceResult:
-    """One face: its box (x1, y1, x2, y2; None for a whole-image prediction) and its expression."""
+    """One face: its box (x1, y1, x2, y2; None for a whole-image prediction) and its expression;
+    ``valence`` and ``arousal`` in [-1, 1] from a multi-task model, else None."""
 
     box: tuple[int, int, int, int] | None
     label: str
     score: float
     probs: dict[str, float]
     detection_score: float | None
+    valence: float | None = None
+    arousal: float | None = None
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` most probable classes with their probabilities, most probable first."""
         return sorted(self.probs.items(), key=lambda item: -item[1])[:k]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-safe form; ``valence`` and ``arousal`` only where the model predicts them."""
+        record = {
             "box": None if self.box is None else list(self.box),
             "label": self.label,
             "score": self.score,
             "probs": dict(self.probs),
             "detection_score": self.detection_score,
         }
+        if self.valence is not None and self.arousal is not None:
+            record.update(valence=self.valence, arousal=self.arousal)
+        return record
 
 
 class Recognizer:
@@ -46,7 +54,10 @@ class Recognizer:
 
     ``detect=False`` takes each image as one face crop. ``min_face``: smallest face side in
     pixels; ``margin``: extra crop border per side as a fraction of the face box; ``tta``: average
-    the probabilities of each crop and its mirror image.
+    the probabilities of each crop and its mirror image (None: as the model file says; the
+    shipped model is meant to run with it); ``detect_side``: images with a longer
+    side are shrunk to it for detection only (detection time grows with the pixel count; faces
+    are still cropped from the full image).
     """
 
     def __init__(
@@ -56,20 +67,22 @@ class Recognizer:
         detect: bool = True,
         min_face: int = 24,
         margin: float = DEFAULT_MARGIN,
-        tta: bool = False,
+        tta: bool | None = None,
         min_score: float = 0.6,
+        detect_side: int = 640,
     ) -> None:
-        if min_face < 1 or margin < 0 or not 0 <= min_score <= 1:
+        if min_face < 1 or margin < 0 or not 0 <= min_score <= 1 or detect_side < 32:
             raise ConfigError(
-                f"need min_face >= 1, margin >= 0 and min_score in [0, 1], "
-                f"got {min_face}, {margin}, {min_score}"
+                f"need min_face >= 1, margin >= 0, min_score in [0, 1] and detect_side >= 32, "
+                f"got {min_face}, {margin}, {min_score}, {detect_side}"
             )
         self.classifier = classifier
         self.detect = detect
         self.min_face = min_face
         self.margin = margin
-        self.tta = tta
+        self.tta = classifier.default_tta if tta is None else tta
         self.min_score = min_score
+        self.detect_side = detect_side
 
     @classmethod
     def load(
@@ -80,16 +93,31 @@ class Recognizer:
         detect: bool = True,
         min_face: int = 24,
         margin: float = DEFAULT_MARGIN,
-        tta: bool = False,
+        tta: bool | None = None,
+        min_score: float = 0.6,
+        detect_side: int = 640,
     ) -> Recognizer:
         """``ref``: "default" (the model shipped with ferlab), a run folder, a model file or an
         ``.onnx`` export; ``backend``: auto | torch | onnx."""
         classifier = open_classifier(ref, backend)
-        return cls(classifier, detect=detect, min_face=min_face, margin=margin, tta=tta)
+        return cls(
+            classifier,
+            detect=detect,
+            min_face=min_face,
+            margin=margin,
+            tta=tta,
+            min_score=min_score,
+            detect_side=detect_side,
+        )
 
     @property
     def classes(self) -> list[str]:
         return list(self.classifier.classes)
+
+    @property
+    def va(self) -> bool:
+        """Whether results carry valence and arousal (a multi-task model)."""
+        return self.classifier.va
 
     def predict(self, source: ImageSource, *, rgb: bool = False) -> list[FaceResult]:
         """The faces in one image, left to right; an empty list when there is none."""
@@ -117,11 +145,41 @@ class Recognizer:
             self._classify(pending, results)
         return results
 
+    def stream(
+        self,
+        frames: Iterable[np.ndarray],
+        *,
+        fps: float = 30.0,
+        every: int = 1,
+        smooth: float = 0.5,
+        batch_size: int = 64,
+        frames_per_batch: int = 8,
+        rgb: bool = False,
+    ) -> Generator[FrameResult, None, None]:
+        """Per-frame results for video frames (BGR arrays unless ``rgb``), lazily, in order.
+
+        Faces keep a track id across frames and their probabilities are smoothed over ``smooth``
+        seconds (0: off); the model runs on every ``every``-th frame, the frames between repeat
+        its faces. See ``ferlab.inference.stream``.
+        """
+        return stream_results(
+            self,
+            frames,
+            fps=fps,
+            every=every,
+            smooth=smooth,
+            batch_size=batch_size,
+            frames_per_batch=frames_per_batch,
+            rgb=rgb,
+        )
+
     def _crops(self, image: np.ndarray) -> list[tuple[Face | None, torch.Tensor]]:
         size, color = self.classifier.image_size, self.classifier.color
         if not self.detect:
             return [(None, crop_tensor(image, size, color))]
-        faces = detect_faces(image, min_score=self.min_score, min_size=self.min_face)
+        faces = detect_faces(
+            image, min_score=self.min_score, min_size=self.min_face, max_side=self.detect_side
+        )
         return [
             (face, crop_tensor(square_crop(image, face.box, self.margin), size, color))
             for face in faces
@@ -131,11 +189,12 @@ class Recognizer:
         self, pending: list[tuple[int, Face | None, torch.Tensor]], results: list[list[FaceResult]]
     ) -> None:
         crops = [crop for _, _, crop in pending]
-        probs = self.classifier(model_input(crops, self.classifier.prep, flip=self.tta))
+        probs, va = self.classifier.outputs(model_input(crops, self.classifier.prep, flip=self.tta))
         if self.tta:
             probs = (probs[: len(crops)] + probs[len(crops) :]) / 2
+            va = None if va is None else (va[: len(crops)] + va[len(crops) :]) / 2
         classes = self.classifier.classes
-        for (index, face, _), row in zip(pending, probs, strict=True):
+        for k, ((index, face, _), row) in enumerate(zip(pending, probs, strict=True)):
             best = int(np.argmax(row))
             results[index].append(
                 FaceResult(
@@ -144,5 +203,7 @@ class Recognizer:
                     score=float(row[best]),
                     probs={name: float(p) for name, p in zip(classes, row, strict=True)},
                     detection_score=None if face is None else face.score,
+                    valence=None if va is None else float(va[k, 0]),
+                    arousal=None if va is None else float(va[k, 1]),
                 )
             )

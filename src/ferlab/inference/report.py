@@ -20,21 +20,28 @@ def text_lines(path: str, faces: list[FaceResult], top_k: int = 3) -> list[str]:
         line = f"{path}  {where}  {best[0]} {best[1]:.2f}"
         if others:
             line += "  [" + ", ".join(f"{name} {p:.2f}" for name, p in others) + "]"
+        if face.valence is not None and face.arousal is not None:
+            line += f"  valence {face.valence:+.2f} arousal {face.arousal:+.2f}"
         lines.append(line)
     return lines
 
 
-def csv_header(classes: list[str]) -> list[str]:
-    return ["path", "face", "x1", "y1", "x2", "y2", "detection_score", "label", "score", *classes]
+def csv_header(classes: list[str], va: bool = False) -> list[str]:
+    """The CSV columns; ``va``: valence and arousal after the class probabilities."""
+    columns = ["path", "face", "x1", "y1", "x2", "y2", "detection_score", "label", "score"]
+    return [*columns, *classes, *(["valence", "arousal"] if va else [])]
 
 
 def csv_rows(path: str, faces: list[FaceResult], classes: list[str]) -> list[list[Any]]:
-    """One row per face (box columns empty for whole-image predictions); none without faces."""
+    """One row per face (box columns empty for whole-image predictions); none without faces.
+    Faces with valence and arousal get them as the last two cells."""
     rows = []
     for number, face in enumerate(faces, start=1):
         box = list(face.box) if face.box is not None else ["", "", "", ""]
         detection = "" if face.detection_score is None else f"{face.detection_score:.3f}"
         probs = [f"{face.probs[name]:.4f}" for name in classes]
+        if face.valence is not None and face.arousal is not None:
+            probs += [f"{face.valence:.4f}", f"{face.arousal:.4f}"]
         rows.append([path, number, *box, detection, face.label, f"{face.score:.4f}", *probs])
     return rows
 

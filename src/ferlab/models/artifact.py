@@ -31,6 +31,11 @@ class ModelBundle:
     head: str = "linear"
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def va(self) -> bool:
+        """Whether the model also predicts valence and arousal (see ``FERModel.outputs``)."""
+        return self.model.va
+
 
 def save_model_file(path: Path, bundle: ModelBundle) -> None:
     """Write ``bundle`` atomically; the file loads with ``torch.load(weights_only=True)``."""
@@ -39,6 +44,7 @@ def save_model_file(path: Path, bundle: ModelBundle) -> None:
         "version": MODEL_FORMAT_VERSION,
         "model": bundle.name,
         "head": bundle.head,
+        "va": bundle.va,
         "classes": list(bundle.classes),
         "preprocessing": bundle.prep.to_dict(),
         "meta": bundle.meta,
@@ -80,6 +86,11 @@ def load_model_file(path: str | Path) -> ModelBundle:
         raise ModelError(
             f"{file}: weights do not fit model '{payload['model']}' ({first})"
         ) from None
+    if bool(payload.get("va", False)) != model.va:
+        raise ModelError(
+            f"{file}: the file says valence/arousal outputs {payload.get('va')}, "
+            f"but head '{head}' has {model.va}"
+        )
     model.eval()
     return ModelBundle(
         model=model,

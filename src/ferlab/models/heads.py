@@ -1,19 +1,21 @@
-"""Classification heads mapping ``(N, feature_dim)`` features to ``(N, num_classes)`` logits.
+"""Heads mapping ``(N, feature_dim)`` features to ``(N, num_classes)`` logits.
 
-Heads live in a small registry so that new kinds (e.g. a multi-task head) can be added with
-:func:`register_head` without touching the factory.  A head builder is called as
-``builder(feature_dim, num_classes, dropout)`` and returns an ``nn.Module``.
+Heads live in a small registry so that new kinds can be added with :func:`register_head` without
+touching the factory.  A head builder is called as ``builder(feature_dim, num_classes, dropout)``
+and returns an ``nn.Module``.  A head whose ``predicts_va`` attribute is true (``multitask``)
+returns ``(N, num_classes + 2)``: the logits, then valence and arousal in [-1, 1].
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from ferlab.errors import ModelError
 
-__all__ = ["HeadBuilder", "build_head", "list_heads", "register_head"]
+__all__ = ["HeadBuilder", "MultiTaskHead", "build_head", "list_heads", "register_head"]
 
 HeadBuilder = Callable[[int, int, float], nn.Module]
 
@@ -72,3 +74,47 @@ def mlp_head(feature_dim: int, num_classes: int, dropout: float) -> nn.Module:
         nn.Dropout(0.6 * dropout),
         nn.Linear(256, num_classes),
     )
+
+
+class MultiTaskHead(nn.Module):
+    """Expression logits plus valence and arousal from one shared layer.
+
+    ``Dropout(dropout) -> Linear(feature_dim, 512) -> BN -> ReLU`` is shared; the expression
+    branch is ``Linear(512, 256) -> ReLU -> Dropout(0.6 * dropout) -> Linear(256, num_classes)``,
+    valence and arousal each ``Linear(512, 128) -> ReLU -> Linear(128, 1) -> tanh``.
+    """
+
+    predicts_va = True
+
+    def __init__(self, feature_dim: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.shared = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(feature_dim, 512),
+            nn.BatchNorm1d(512),
+            nn.ReLU(inplace=True),
+        )
+        self.expression = nn.Sequential(
+            nn.Linear(512, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.6 * dropout),
+            nn.Linear(256, num_classes),
+        )
+        self.valence = _regression_branch()
+        self.arousal = _regression_branch()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        shared = self.shared(features)
+        return torch.cat(
+            [self.expression(shared), self.valence(shared), self.arousal(shared)], dim=1
+        )
+
+
+def _regression_branch() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(512, 128), nn.ReLU(inplace=True), nn.Linear(128, 1), nn.Tanh())
+
+
+@register_head("multitask")
+def multitask_head(feature_dim: int, num_classes: int, dropout: float) -> nn.Module:
+    """:class:`MultiTaskHead`: expression logits, valence and arousal."""
+    return MultiTaskHead(feature_dim, num_classes, dropout)

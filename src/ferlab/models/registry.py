@@ -61,7 +61,13 @@ class ModelInfo:
 
 
 class FERModel(nn.Module):
-    """A backbone producing pooled features and a classification head on top."""
+    """A backbone producing pooled features and a head on top.
+
+    ``forward`` gives class logits ``(N, num_classes)`` whatever the head, so classification code
+    (evaluation, Grad-CAM, comparison) works on every model; ``outputs`` gives the head's whole
+    output: for a valence/arousal model (``va``) ``(N, num_classes + 2)``, the logits followed by
+    valence and arousal in [-1, 1] (the layout training, ONNX export and inference rely on).
+    """
 
     def __init__(
         self,
@@ -80,9 +86,20 @@ class FERModel(nn.Module):
         self.info = info
         self.num_classes = num_classes
         self.head_name = head_name
+        self.va = bool(getattr(head, "predicts_va", False))
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's output: logits, then valence and arousal for a ``va`` model."""
+        return self.head(self.backbone(x))
+
+    def split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``outputs`` → (logits ``(N, num_classes)``, valence/arousal ``(N, 2)`` or None)."""
+        if not self.va:
+            return outputs, None
+        return outputs[:, : self.num_classes], outputs[:, self.num_classes :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.split(self.outputs(x))[0]
 
 
 _REGISTRY: dict[str, tuple[ModelInfo, BackboneBuilder]] = {}

@@ -8,14 +8,21 @@ import lightning as L
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.regression import ConcordanceCorrCoef
 
 from ferlab.models.registry import FERModel
+from ferlab.training.losses import MultiTaskLoss
 
 MIN_ONECYCLE_STEPS = 10  # below this a one-cycle schedule has no room for its phases: constant LR
 
 
 class FERClassifier(L.LightningModule):
     """Cross-entropy training of a FERModel with per-stage learning rates.
+
+    A valence/arousal model (``model.va``) trains on batches ``(images, labels, va, va_mask)``
+    with :class:`MultiTaskLoss` and logs ``val_ccc_valence``, ``val_ccc_arousal`` (torchmetrics'
+    CCC, sample variances) and ``val_score``, the mean of val accuracy and the two CCCs, which
+    checkpointing and early stopping follow for such models.
 
     ``channels_last`` memory format speeds convolutions up on CPUs and tensor cores alike.
     Param groups: the head at ``lr``; backbone stages from the top at
@@ -37,6 +44,9 @@ class FERClassifier(L.LightningModule):
         class_weights: torch.Tensor | None = None,
         progressive: bool = False,
         channels_last: bool = True,
+        va_loss: str = "ccc",
+        valence_weight: float = 1.0,
+        arousal_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
@@ -51,31 +61,78 @@ class FERClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.multitask = None
+        if model.va:
+            self.multitask = MultiTaskLoss(
+                class_weights=class_weights,
+                label_smoothing=label_smoothing,
+                regression=va_loss,
+                valence_weight=valence_weight,
+                arousal_weight=arousal_weight,
+            )
+            self.val_ccc = nn.ModuleDict(
+                {name: ConcordanceCorrCoef() for name in ("valence", "arousal")}
+            )
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def _outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images)
+        return self.model.split(self.model.outputs(images))
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
-        images, labels = batch
-        logits = self(images)
-        loss = self.criterion(logits, labels)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._outputs(images)[0]
+
+    def _step(
+        self, batch: tuple[torch.Tensor, ...], stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, logits, labels); for a multi-task model also logs the parts of the loss and
+        feeds the val CCCs."""
+        images, labels = batch[0], batch[1]
+        logits, va_pred = self._outputs(images)
+        if self.multitask is None or va_pred is None:
+            return self.criterion(logits, labels), logits, labels
+        va_true, va_mask = batch[2], batch[3]
+        loss, parts = self.multitask(logits, labels, va_pred, va_true, va_mask)
+        self.log_dict(
+            {f"{stage}_{name}_loss": value for name, value in parts.items()},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
+        if stage == "val":
+            for k, metric in enumerate(self.val_ccc.values()):
+                present = va_mask[:, k]
+                if present.any():
+                    metric.update(va_pred[present, k].float(), va_true[present, k].float())
+        return loss, logits, labels
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        loss, logits, labels = self._step(batch, "train")
         self.train_acc(logits, labels)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        images, labels = batch
-        logits = self(images)
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        loss, logits, labels = self._step(batch, "val")
         self.val_acc(logits, labels)
         self.val_f1(logits, labels)
-        self.log("val_loss", self.criterion(logits, labels), prog_bar=True, sync_dist=True)
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True)
         self.log("val_acc", self.val_acc, prog_bar=True)
         self.log("val_f1", self.val_f1)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.multitask is None:
+            return
+        scores = [self.val_acc.compute().float()]
+        for name, metric in self.val_ccc.items():
+            ccc = metric.compute().float().reshape(()) if metric.update_called else None
+            metric.reset()
+            if ccc is None or not torch.isfinite(ccc):
+                continue
+            self.log(f"val_ccc_{name}", ccc)
+            scores.append(ccc)
+        self.log("val_score", torch.stack(scores).mean(), prog_bar=True)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimizer groups: head, then backbone stages top-first, then the rest of the backbone."""

@@ -21,6 +21,7 @@ EPOCH_COLUMNS = [
     "data_wait_frac",
     "epoch_s",
 ]
+VA_COLUMNS = ["val_ccc_valence", "val_ccc_arousal", "val_score"]  # multi-task runs only
 
 
 class EpochRecorder(L.Callback):
@@ -28,10 +29,12 @@ class EpochRecorder(L.Callback):
 
     Throughput counts the training step only; ``data_wait_frac`` is the share of the epoch spent
     between the end of one step and the start of the next, i.e. waiting for the loader.
+    ``extra``: further logged metrics to record, as columns after the standard ones.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, extra: tuple[str, ...] | list[str] = ()) -> None:
         self.path = path
+        self.columns = [*EPOCH_COLUMNS, *extra]
         self._reset()
 
     def _reset(self) -> None:
@@ -56,7 +59,7 @@ class EpochRecorder(L.Callback):
     def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
         new = mode == "w" or not self.path.is_file()
         with self.path.open(mode, newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
             if new:
                 writer.writeheader()
             writer.writerows(rows)
@@ -102,7 +105,8 @@ class EpochRecorder(L.Callback):
             "epoch_s": round(time.perf_counter() - self.epoch_start, 3),
             **{k: round(v, 4) for k, v in self.stats().items()},
         }
-        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1"):
+        metric_columns = ["train_loss", "train_acc", "val_loss", "val_acc", "val_f1"]
+        for name in metric_columns + self.columns[len(EPOCH_COLUMNS) :]:
             value = metrics.get(name, metrics.get(f"{name}_epoch"))
             row[name] = "" if value is None else round(value, 5)
         self._write([row], mode="a")

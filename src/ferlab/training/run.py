@@ -34,7 +34,7 @@ from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, create_model, model_info
 from ferlab.training.finetuning import StagedUnfreeze
 from ferlab.training.module import FERClassifier
-from ferlab.training.monitor import EpochRecorder
+from ferlab.training.monitor import VA_COLUMNS, EpochRecorder
 
 RUN_DIR_ENV = "FERLAB_RUN_DIR"
 
@@ -62,6 +62,10 @@ class TrainResult:
     best_val_acc: float | None
     epochs_completed: int
     history: list[dict[str, str]]
+    best_epoch: dict[str, str] | None = None
+    """The metrics.csv row of the epoch model.pt comes from (None if it cannot be told)."""
+    data_note: str | None = None
+    """What reading the data excluded or skipped, in one line (None if nothing)."""
 
 
 @dataclass
@@ -119,6 +123,8 @@ def prepare(config: TrainConfig) -> PreparedRun:
         batch_size=config.batch_size,
         balance=config.balance,
         per_class=config.limit_per_class,
+        limit=config.limit,
+        with_va=model.va,
         on_bad_file=config.on_bad_file,
         num_workers=config.num_workers,
         cache_dir=Path(config.cache_dir) if config.cache_dir else None,
@@ -232,12 +238,16 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
         class_weights=class_weights,
         progressive=config.strategy == "progressive",
         channels_last=config.channels_last,
+        va_loss=config.va_loss,
+        valence_weight=config.valence_weight,
+        arousal_weight=config.arousal_weight,
     )
+    monitor = "val_score" if prepared.model.va else "val_acc"
     stages_top_first = list(reversed(prepared.model.info.stages))
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor="val_acc",
+        monitor=monitor,
         mode="max",
         save_top_k=1,
         save_on_train_epoch_end=True,
@@ -255,12 +265,12 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
         StagedUnfreeze(
             config.strategy, stages_top_first, config.unfreeze_every, config.unfreeze_stages
         ),
-        EpochRecorder(run_dir / "metrics.csv"),
+        EpochRecorder(run_dir / "metrics.csv", VA_COLUMNS if prepared.model.va else ()),
         checkpoint,
         every_epoch,
     ]
     if config.patience > 0:
-        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=config.patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=config.patience))
 
     train_batches = len(prepared.datamodule.splits["train"].labels) // config.batch_size
     history = _read_json(run_dir / "run.json").get("sessions", [])
@@ -295,13 +305,38 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
     model_file = run_dir / MODEL_FILE
     epochs_completed = trainer.current_epoch
     best = checkpoint.best_model_score
-    best_val_acc = float(best) if best is not None else None
+    best_score = float(best) if best is not None else None
+    best_epoch = _best_epoch(read_epoch_metrics(run_dir), monitor, best_score)
+    best_val_acc = best_score
+    if monitor != "val_acc":
+        best_val_acc = float(best_epoch["val_acc"]) if best_epoch else None
     if trainer.is_global_zero:
         _export(prepared, checkpoint, model_file)
         history = _finish_session(
             run_dir, history, epochs_completed, best_val_acc, time.perf_counter() - started
         )
-    return TrainResult(run_dir, model_file, best_val_acc, epochs_completed, history)
+    return TrainResult(
+        run_dir,
+        model_file,
+        best_val_acc,
+        epochs_completed,
+        history,
+        best_epoch=best_epoch,
+        data_note=prepared.source.loading_note(),
+    )
+
+
+def _best_epoch(
+    rows: list[dict[str, str]], monitor: str, best: float | None
+) -> dict[str, str] | None:
+    """The first row whose ``monitor`` equals the checkpoint's best score (to the 5 decimals
+    metrics.csv keeps)."""
+    if best is None:
+        return None
+    for row in rows:
+        if row.get(monitor) and abs(float(row[monitor]) - best) <= 1e-5:
+            return row
+    return None
 
 
 def _start_session(

@@ -1,0 +1,58 @@
+"""Make a trained run the model that ships in the package: its model file and ONNX export.
+
+    python scripts/ship_model.py runs/default-model
+
+Writes src/ferlab/weights/default.pt (the run's model, weights only, with its flip-TTA default)
+and default.onnx (its fp32 export, which `Recognizer.load("default")` runs on onnxruntime), then
+checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferlab.inference.backends import TorchClassifier
+from ferlab.inference.onnx_export import OnnxModel, export_onnx
+from ferlab.models.artifact import load_model_file, resolve_model_file, save_model_file
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ferlab" / "weights"
+MAX_BYTES = 25 * 10**6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="run folder or model file")
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record that the model runs with flip averaging by default (default: yes)",
+    )
+    args = parser.parse_args()
+    source = resolve_model_file(args.run)
+    bundle = load_model_file(source)
+    if source.stat().st_size > MAX_BYTES:
+        sys.exit(f"{source}: {source.stat().st_size / 1e6:.1f} MB: too big to ship (limit 25 MB)")
+    bundle.meta["tta"] = args.tta
+    shipped = WEIGHTS / "default.pt"
+    save_model_file(shipped, bundle)
+    onnx_file = export_onnx(shipped, WEIGHTS / "default.onnx")
+    batch = torch.rand(16, bundle.prep.in_channels, bundle.prep.input_size, bundle.prep.input_size)
+    batch = ((batch - 0.5) / 0.25).numpy()
+    torch_probs = TorchClassifier(load_model_file(shipped))(batch)
+    onnx_probs = OnnxModel(onnx_file)(batch)
+    difference = float(np.abs(torch_probs - onnx_probs).max())
+    print(
+        f"wrote {shipped} ({shipped.stat().st_size / 1e6:.1f} MB), {onnx_file} "
+        f"({onnx_file.stat().st_size / 1e6:.1f} MB); max probability difference {difference:.2e}"
+    )
+    return 0 if difference < 1e-4 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Video files and cameras opened with OpenCV, and stream results drawn onto their frames.
+
+OpenCV's and FFmpeg's own messages on stderr are silenced while a source is opened (FFmpeg's for
+the whole process, through ``OPENCV_FFMPEG_LOGLEVEL``): a source that cannot be opened is reported
+once, as a DataError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+import cv2
+import numpy as np
+
+from ferlab.errors import DataError
+from ferlab.inference.annotate import annotate
+from ferlab.inference.stream import FrameResult
+
+DEFAULT_FPS = 30.0
+
+
+@dataclass
+class Capture:
+    """An open video source: ``fps`` (``DEFAULT_FPS`` where the source does not say) and
+    ``frame_count`` (0 where unknown, as for cameras)."""
+
+    name: str
+    capture: cv2.VideoCapture
+    fps: float
+    frame_count: int
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """BGR frames until the source ends (or the consumer stops); the source is then closed."""
+        try:
+            while True:
+                ok, frame = self.capture.read()
+                if not ok:
+                    return
+                yield frame
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+def open_video(path: str | Path) -> Capture:
+    """Open a video file, or raise DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with _quiet():
+        capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise DataError(f"{path}: not a video OpenCV can decode")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    if not 0 < fps <= 1000:
+        warnings.warn(f"{path}: frame rate unknown, taking {DEFAULT_FPS:g} fps", stacklevel=2)
+        fps = DEFAULT_FPS
+    count = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+    return Capture(str(path), capture, fps, count)
+
+
+def open_camera(camera: int | str) -> Capture:
+    """Open a camera by index (0 is the first) or device path/URL, or raise DataError."""
+    with _quiet():
+        capture = cv2.VideoCapture(camera)
+    if not capture.isOpened():
+        capture.release()
+        raise DataError(f"camera {camera}: cannot open it (no such device, or busy)")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return Capture(f"camera {camera}", capture, fps if 0 < fps <= 1000 else DEFAULT_FPS, 0)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """OpenCV logs errors only, for the duration of the block."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def draw(result: FrameResult, *, top_k: int = 3) -> np.ndarray:
+    """A BGR copy of the frame with each face's box, smoothed label, bars and track id."""
+    canvas = annotate(
+        result.frame[:, :, ::-1], [tracked.face for tracked in result.faces], top_k=top_k
+    )
+    scale = max(0.4, min(canvas.shape[:2]) / 900)
+    for tracked in result.faces:
+        if tracked.face.box is None:
+            continue
+        x1, y1, _, _ = tracked.face.box
+        (_, height), _ = cv2.getTextSize("#", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        origin = (x1 + 4, y1 + height + 4)
+        for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+            cv2.putText(
+                canvas,
+                f"#{tracked.track}",
+                origin,
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                colour,
+                thickness,
+                cv2.LINE_AA,
+            )
+    return canvas

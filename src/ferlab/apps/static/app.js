@@ -1,0 +1,232 @@
+"use strict";
+// The ferlab page: a photo or webcam frames go to POST v1/predict; boxes and labels are drawn on
+// the canvas, and each face gets a card with its probability bars. Everything is served locally.
+
+const PALETTE = ["#e6553c", "#3ca03c", "#aa3caa", "#f0b428", "#2878c8", "#3cc8e6", "#8c8c8c"];
+const byId = (id) => document.getElementById(id);
+const canvas = byId("canvas");
+const context = canvas.getContext("2d");
+const video = byId("video");
+const camera = { stream: null, timer: null, frames: 0, started: 0, busy: 0 };
+let classes = [];
+
+function colour(label) {
+  const index = classes.indexOf(label);
+  return PALETTE[(index < 0 ? 0 : index) % PALETTE.length];
+}
+
+function setStatus(text, isError = false) {
+  const status = byId("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+async function call(path, body) {
+  const headers = {};
+  const key = byId("key").value.trim();
+  if (key) headers["X-API-Key"] = key;
+  const response = await fetch(path, { method: body ? "POST" : "GET", headers, body });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try {
+      message = (await response.json()).error || message;
+    } catch (ignored) {
+      // not JSON: keep the status line
+    }
+    throw new Error(message);
+  }
+  return response.json();
+}
+
+async function describeModel() {
+  try {
+    const [model] = (await call("v1/models")).models;
+    classes = model.classes;
+    byId("model").textContent = `model: ${model.name} (${model.ref}) on ${model.runtime}; ` +
+      `classes: ${model.classes.join(", ")}`;
+  } catch (error) {
+    byId("model").textContent = `model: ${error.message}`;
+  }
+}
+
+async function predict(blob, name) {
+  const form = new FormData();
+  form.append("file", blob, name);
+  const started = performance.now();
+  const result = await call("v1/predict", form);
+  return { result, ms: performance.now() - started };
+}
+
+function draw(source, width, height, result) {
+  canvas.width = width;
+  canvas.height = height;
+  context.drawImage(source, 0, 0, width, height);
+  const sx = width / result.width;
+  const sy = height / result.height;
+  const line = Math.max(2, Math.round(width / 320));
+  const size = Math.max(14, Math.round(width / 36));
+  context.font = `${size}px system-ui, sans-serif`;
+  context.textBaseline = "top";
+  result.faces.forEach((face, i) => {
+    const [x1, y1, x2, y2] = face.box || [0, 0, result.width, result.height];
+    const x = x1 * sx;
+    const y = y1 * sy;
+    context.lineWidth = line;
+    context.strokeStyle = colour(face.label);
+    context.strokeRect(x, y, (x2 - x1) * sx, (y2 - y1) * sy);
+    const text = `${i + 1}. ${face.label} ${face.score.toFixed(2)}`;
+    const textWidth = context.measureText(text).width + 8;
+    const top = y >= size + 6 ? y - size - 6 : y + (y2 - y1) * sy;
+    context.fillStyle = colour(face.label);
+    context.fillRect(x - line / 2, top, textWidth, size + 6);
+    context.fillStyle = "#fff";
+    context.fillText(text, x + 4 - line / 2, top + 3);
+  });
+}
+
+function signed(value) {
+  return `${value >= 0 ? "+" : "−"}${Math.abs(value).toFixed(2)}`;
+}
+
+function showFaces(faces) {
+  const list = byId("faces");
+  list.replaceChildren();
+  faces.forEach((face, i) => {
+    const item = document.createElement("li");
+    item.className = "face";
+    item.style.setProperty("--colour", colour(face.label));
+    const title = document.createElement("h2");
+    const label = document.createElement("span");
+    label.className = "face-label";
+    label.textContent = face.label;
+    title.append(`${i + 1}. `, label, ` ${face.score.toFixed(2)}`);
+    item.append(title);
+    if (face.valence != null && face.arousal != null) {
+      const affect = document.createElement("p");
+      affect.className = "affect";
+      affect.textContent = `valence ${signed(face.valence)} · arousal ${signed(face.arousal)}`;
+      item.append(affect);
+    }
+    const probs = Object.entries(face.probs).sort((a, b) => b[1] - a[1]);
+    for (const [name, p] of probs) {
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.style.setProperty("--colour", colour(name));
+      const nameCell = document.createElement("span");
+      nameCell.textContent = name;
+      const track = document.createElement("span");
+      track.className = "track";
+      const fill = document.createElement("span");
+      fill.className = "fill";
+      fill.style.width = `${(100 * p).toFixed(1)}%`;
+      track.append(fill);
+      const value = document.createElement("span");
+      value.className = "value";
+      value.textContent = p.toFixed(2);
+      bar.append(nameCell, track, value);
+      item.append(bar);
+    }
+    list.append(item);
+  });
+}
+
+function facesText(faces) {
+  return faces.length === 1 ? "1 face" : `${faces.length || "no"} faces`;
+}
+
+async function onPhoto(file) {
+  stopCamera();
+  setStatus(`sending ${file.name}…`);
+  try {
+    const picture = await createImageBitmap(file);
+    const { result, ms } = await predict(file, file.name);
+    draw(picture, picture.width, picture.height, result);
+    showFaces(result.faces);
+    setStatus(`${file.name}: ${facesText(result.faces)} · ${Math.round(ms)} ms`);
+  } catch (error) {
+    setStatus(`${file.name}: ${error.message}`, true);
+  }
+}
+
+function grabFrame() {
+  const frame = document.createElement("canvas");
+  frame.width = video.videoWidth;
+  frame.height = video.videoHeight;
+  frame.getContext("2d").drawImage(video, 0, 0);
+  return frame;
+}
+
+async function cameraStep() {
+  if (!camera.stream) return;
+  const started = performance.now();
+  try {
+    const frame = grabFrame();
+    const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", 0.85));
+    const { result, ms } = await predict(blob, "frame.jpg");
+    if (!camera.stream) return;
+    draw(frame, frame.width, frame.height, result);
+    showFaces(result.faces);
+    camera.frames += 1;
+    camera.busy += ms;
+    const rate = camera.frames / ((performance.now() - camera.started) / 1000);
+    const status = byId("status");
+    status.dataset.frames = String(camera.frames);
+    setStatus(`webcam: ${facesText(result.faces)} · ${rate.toFixed(1)} frames/s · ` +
+      `${Math.round(camera.busy / camera.frames)} ms per request`);
+  } catch (error) {
+    stopCamera();
+    setStatus(`webcam: ${error.message}`, true);
+    return;
+  }
+  const interval = 1000 / Number(byId("fps").value);
+  camera.timer = setTimeout(cameraStep, Math.max(0, interval - (performance.now() - started)));
+}
+
+async function startCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus("this browser gives no webcam access to this page (it needs https or localhost)", true);
+    return;
+  }
+  try {
+    camera.stream = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 } },
+      audio: false,
+    });
+  } catch (error) {
+    setStatus(`webcam: ${error.message}`, true);
+    return;
+  }
+  video.srcObject = camera.stream;
+  await video.play();
+  Object.assign(camera, { frames: 0, busy: 0, started: performance.now() });
+  byId("camera").textContent = "Stop webcam";
+  byId("camera").classList.add("active");
+  setStatus("webcam: waiting for the first answer…");
+  cameraStep();
+}
+
+function stopCamera() {
+  if (!camera.stream) return;
+  clearTimeout(camera.timer);
+  camera.stream.getTracks().forEach((track) => track.stop());
+  camera.stream = null;
+  video.srcObject = null;
+  byId("camera").textContent = "Start webcam";
+  byId("camera").classList.remove("active");
+}
+
+byId("file").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  if (file) onPhoto(file);
+  event.target.value = "";
+});
+byId("camera").addEventListener("click", () => {
+  if (camera.stream) {
+    stopCamera();
+    setStatus("webcam stopped");
+  } else {
+    startCamera();
+  }
+});
+byId("key").addEventListener("change", describeModel);
+describeModel();

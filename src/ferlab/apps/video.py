@@ -1,0 +1,145 @@
+"""A video file through the frame loop: annotated video, timeline CSV and plots per track.
+
+Outputs are written under hidden ``.partial`` names beside their targets and renamed into place
+only when the whole video is done, so an error or an interrupt leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from ferlab.apps.capture import Capture, draw
+from ferlab.apps.timeline import TrackTimeline, add_frame, csv_header, csv_rows, plot_timeline
+from ferlab.errors import DataError
+from ferlab.inference.recognizer import Recognizer
+from ferlab.inference.stream import FrameResult
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+
+
+@dataclass
+class VideoSummary:
+    """What a video gave: frame count and size, tracks, faceless frames, time taken, files."""
+
+    frames: int = 0
+    size: tuple[int, int] = (0, 0)
+    tracks: dict[int, TrackTimeline] = field(default_factory=dict)
+    no_face_frames: int = 0
+    seconds: float = 0.0
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def check_video_out(path: Path) -> None:
+    """Raise DataError unless ``path`` has a video extension this module can write."""
+    if path.suffix.lower() not in FOURCC:
+        raise DataError(f"{path}: cannot write this video type; use {', '.join(sorted(FOURCC))}")
+
+
+def process_video(
+    recognizer: Recognizer,
+    video: Capture,
+    *,
+    out: Path | None = None,
+    csv_path: Path | None = None,
+    every: int = 1,
+    smooth: float = 0.5,
+    batch_size: int = 64,
+    top_k: int = 3,
+    on_frame: Callable[[FrameResult], None] | None = None,
+) -> VideoSummary:
+    """Run ``video`` through ``recognizer.stream``; write the annotated video to ``out`` and the
+    timeline to ``csv_path`` with one plot per track beside it (``<csv stem>-track<id>.png``)."""
+    if out is not None:
+        check_video_out(out)
+    partials: dict[Path, Path] = {}
+    try:
+        summary = _run(
+            recognizer, video, out, csv_path, partials, every, smooth, batch_size, top_k, on_frame
+        )
+    except BaseException:
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
+        raise
+    for target, partial in partials.items():
+        os.replace(partial, target)
+        summary.written.append(target)
+    return summary
+
+
+def _run(
+    recognizer: Recognizer,
+    video: Capture,
+    out: Path | None,
+    csv_path: Path | None,
+    partials: dict[Path, Path],
+    every: int,
+    smooth: float,
+    batch_size: int,
+    top_k: int,
+    on_frame: Callable[[FrameResult], None] | None,
+) -> VideoSummary:
+    """Write every output to its partial file (registered in ``partials``)."""
+    classes = recognizer.classes
+    summary = VideoSummary()
+    started = time.perf_counter()
+    video_partial = None if out is None else _partial(out, partials)
+    with contextlib.ExitStack() as stack:
+        table = None
+        if csv_path is not None:
+            handle = stack.enter_context(_partial(csv_path, partials).open("w", newline=""))
+            table = csv.writer(handle)
+            table.writerow(csv_header(classes, recognizer.va))
+        writer = None
+        results = recognizer.stream(
+            video.frames(), fps=video.fps, every=every, smooth=smooth, batch_size=batch_size
+        )
+        for result in results:
+            if out is not None and video_partial is not None:
+                if writer is None:
+                    writer = _video_writer(out, video_partial, video.fps, result)
+                    stack.callback(writer.release)
+                writer.write(draw(result, top_k=top_k))
+            if table is not None:
+                table.writerows(csv_rows(result, classes, recognizer.va))
+            add_frame(summary.tracks, result, classes)
+            summary.frames += 1
+            summary.no_face_frames += not result.faces
+            summary.size = (result.frame.shape[1], result.frame.shape[0])
+            if on_frame is not None:
+                on_frame(result)
+    if summary.frames == 0:
+        raise DataError(f"{video.name}: no frame could be decoded")
+    summary.seconds = time.perf_counter() - started
+    if csv_path is not None:
+        for track, timeline in summary.tracks.items():
+            plot = csv_path.with_name(f"{csv_path.stem}-track{track}.png")
+            plot_timeline(_partial(plot, partials), track, timeline, classes)
+    return summary
+
+
+def _partial(target: Path, partials: dict[Path, Path]) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+    partials[target] = partial
+    return partial
+
+
+def _video_writer(out: Path, partial: Path, fps: float, first: FrameResult) -> cv2.VideoWriter:
+    height, width = first.frame.shape[:2]
+    fourcc = cv2.VideoWriter.fourcc(*FOURCC[out.suffix.lower()])
+    writer = cv2.VideoWriter(str(partial), fourcc, fps, (width, height))
+    if not writer.isOpened():
+        raise DataError(f"{out}: OpenCV cannot write a {out.suffix} video here")
+    return writer

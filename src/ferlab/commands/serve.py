@@ -1,0 +1,72 @@
+"""``ferlab serve``: the web service and its page, on this machine only unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ferlab.errors import ConfigError
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="web service and page: predictions, heatmaps, webcam",
+        description="Serve POST /v1/predict, POST /v1/explain, GET /v1/models, GET /healthz, the "
+        "web page at / and the API docs at /docs. Set FERLAB_API_KEY to require that key in the "
+        "X-API-Key header of every /v1 request.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="run folder, model file or .onnx export (default: the model shipped with ferlab)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto: the shipped model and .onnx files on onnxruntime, other model files on PyTorch",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=10.0,
+        metavar="MB",
+        help="largest request body in MiB (default: 10)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a request may take before it gets 504 (default: 30)",
+    )
+    parser.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ferlab.apps.server import API_KEY_ENV, ServerSettings, create_app
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    settings = ServerSettings(
+        max_upload_bytes=round(args.max_upload_mb * 2**20), timeout_s=args.timeout
+    )
+    if args.host not in LOOPBACK and settings.api_key is None:
+        print(
+            f"ferlab: warning: listening on {args.host} without an API key "
+            f"(set {API_KEY_ENV} to require one)",
+            file=sys.stderr,
+        )
+    app = create_app(args.model, settings, backend=args.backend)
+    uvicorn.run(app, host=args.host, port=args.port, timeout_keep_alive=5)
+    return 0

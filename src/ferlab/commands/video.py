@@ -1,0 +1,167 @@
+"""``ferlab video``: faces tracked through a video file, with an annotated copy and a timeline."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "video",
+        help="track faces and their expressions through a video file",
+        description="Detect faces in every frame, keep an id per person, smooth each track's "
+        "probabilities over time; write an annotated video, a CSV timeline (one row per frame "
+        "and track, or one row for a frame without a face) and a plot per track next to the CSV.",
+    )
+    parser.add_argument("video", type=Path, metavar="IN", help="video file OpenCV can decode")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE", help="annotated video (.mp4, .mov, .mkv or .avi)"
+    )
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        metavar="FILE",
+        help="timeline CSV; the plots go beside it as <stem>-track<id>.png",
+    )
+    add_stream_options(parser)
+    parser.add_argument(
+        "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
+    )
+    parser.set_defaults(handler=_run_video)
+
+
+def add_stream_options(parser: argparse.ArgumentParser) -> None:
+    """The model and frame-loop options that ``video`` and ``webcam`` share."""
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="run folder, model file or .onnx export (default: the model shipped with ferlab)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto: .onnx files on onnxruntime, model files on PyTorch",
+    )
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the model on every Nth frame; the frames between repeat its faces (default: 1)",
+    )
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="time constant of the exponential smoothing per track; 0: off (default: 0.5)",
+    )
+    parser.add_argument(
+        "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="extra crop border per side, as a fraction of the face box (default: 0)",
+    )
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average with the mirrored face (default: as the model file says)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=3, metavar="K", help="classes drawn per face (default: 3)"
+    )
+
+
+def load_recognizer(args: argparse.Namespace) -> Any:
+    from ferlab.inference.recognizer import Recognizer
+
+    return Recognizer.load(
+        args.model, backend=args.backend, min_face=args.min_face, margin=args.margin, tta=args.tta
+    )
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    from ferlab.apps.capture import open_video
+    from ferlab.apps.video import check_video_out, process_video
+
+    if args.out is not None:
+        check_video_out(args.out)
+    video = open_video(args.video)
+    recognizer = load_recognizer(args)
+    with _progress(video.frame_count) as advance:
+        summary = process_video(
+            recognizer,
+            video,
+            out=args.out,
+            csv_path=args.csv,
+            every=args.every,
+            smooth=args.smooth,
+            batch_size=args.batch_size,
+            top_k=args.top_k,
+            on_frame=lambda _: advance(),
+        )
+    width, height = summary.size
+    model_on = "every frame" if args.every == 1 else f"every {args.every} frames"
+    smoothing = f"{args.smooth:g} s" if args.smooth > 0 else "off"
+    print(
+        f"{args.video}: {summary.frames} frames, {width}x{height}, {video.fps:g} fps "
+        f"({summary.frames / video.fps:.1f} s); model on {model_on}; smoothing {smoothing}"
+    )
+    print(f"{'track':>5}  {'frames':>6}  {'seconds':>11}  label (most frames)")
+    for track, timeline in summary.tracks.items():
+        span = f"{timeline.first:.2f}-{timeline.last:.2f}"
+        print(f"{track:>5}  {timeline.frames:>6}  {span:>11}  {timeline.label}")
+    print(f"frames without a face: {summary.no_face_frames}")
+    print(
+        f"{summary.frames} frames in {summary.seconds:.1f} s: {summary.frames_per_s:.1f} frames/s"
+    )
+    for path in summary.written:
+        print(f"wrote {path}")
+    return 0
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar with frames/s on stderr where that is a terminal; yields its advance."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class FramesPerSecond(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed:.1f} frames/s" if task.speed else "- frames/s")
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda: None
+        return
+    columns = (
+        TextColumn("video"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        FramesPerSecond(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, redirect_stdout=sys.stdout.isatty()) as bar:
+        task = bar.add_task("video", total=total or None)
+        yield lambda: bar.advance(task)

@@ -1,0 +1,128 @@
+"""The frame loop shared by video files and live cameras: detect, classify, track, smooth.
+
+Frames are read a few at a time (``frames_per_batch``) so that their faces share model batches,
+and each frame's result is yielded as soon as its chunk is done: a long video never piles up.
+With ``every`` N, the model sees frames 0, N, 2N, ...; the frames between repeat the faces of the
+last frame it saw (same boxes, ids and probabilities), so there is still one result per frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ferlab.errors import ConfigError
+from ferlab.inference.tracking import IoUTracker, ProbabilitySmoother
+
+if TYPE_CHECKING:
+    from ferlab.inference.recognizer import FaceResult, Recognizer
+
+
+@dataclass
+class TrackedFace:
+    """A face on a track: ``face`` carries the smoothed probabilities, label, score, valence and
+    arousal (the rest, box included, as the model gave it); ``raw`` is the model's own result."""
+
+    track: int
+    face: FaceResult
+    raw: FaceResult
+
+
+@dataclass
+class FrameResult:
+    """One frame: its index, time in seconds, tracked faces (left to right) and the frame itself
+    as it was given (not copied), for drawing."""
+
+    index: int
+    time: float
+    faces: list[TrackedFace]
+    frame: np.ndarray
+
+
+def stream_results(
+    recognizer: Recognizer,
+    frames: Iterable[np.ndarray],
+    *,
+    fps: float,
+    every: int = 1,
+    smooth: float = 0.5,
+    batch_size: int = 64,
+    frames_per_batch: int = 8,
+    max_missed: int = 5,
+    rgb: bool = False,
+) -> Generator[FrameResult, None, None]:
+    """One result per frame of ``frames`` (BGR arrays, or RGB with ``rgb=True``), in order.
+
+    ``smooth``: time constant in seconds of the exponential smoothing of each track's
+    probabilities (0: none); ``max_missed``: model frames a track may go undetected and keep its
+    id. Arguments are checked at once; frames are read only as results are asked for.
+    """
+    if not fps > 0 or min(every, batch_size, frames_per_batch) < 1:
+        raise ConfigError(
+            f"need fps > 0 and every, batch_size, frames_per_batch >= 1, "
+            f"got {fps}, {every}, {batch_size}, {frames_per_batch}"
+        )
+    tracker = IoUTracker(max_missed=max_missed)
+    smoother = ProbabilitySmoother(smooth)
+    return _loop(
+        recognizer, frames, tracker, smoother, fps, every, batch_size, frames_per_batch, rgb
+    )
+
+
+def _loop(
+    recognizer: Recognizer,
+    frames: Iterable[np.ndarray],
+    tracker: IoUTracker,
+    smoother: ProbabilitySmoother,
+    fps: float,
+    every: int,
+    batch_size: int,
+    frames_per_batch: int,
+    rgb: bool,
+) -> Generator[FrameResult, None, None]:
+    classes = recognizer.classes
+    current: list[TrackedFace] = []
+    numbered = enumerate(frames)
+    while chunk := list(itertools.islice(numbered, frames_per_batch)):
+        seen = [frame for index, frame in chunk if index % every == 0]
+        found = iter(recognizer.predict_many(seen, batch_size=batch_size, rgb=rgb))
+        for index, frame in chunk:
+            time = index / fps
+            if index % every == 0:
+                faces = next(found)
+                height, width = frame.shape[:2]
+                boxes = [face.box or (0, 0, width, height) for face in faces]
+                tracks = tracker.update(boxes)
+                smoother.keep(tracker.active)
+                current = [
+                    TrackedFace(track, _smoothed(face, smoother, track, time, classes), face)
+                    for track, face in zip(tracks, faces, strict=True)
+                ]
+            yield FrameResult(index, time, list(current), frame)
+
+
+def _smoothed(
+    face: FaceResult, smoother: ProbabilitySmoother, track: int, time: float, classes: list[str]
+) -> FaceResult:
+    """``face`` with its track's smoothed probabilities, label and score (and valence and arousal,
+    where the model gives them)."""
+    values = [face.probs[name] for name in classes]
+    has_va = face.valence is not None and face.arousal is not None
+    if has_va:
+        values += [face.valence, face.arousal]
+    smoothed = smoother.update(track, np.array(values, dtype=np.float64), time)
+    probs = smoothed[: len(classes)]
+    best = int(np.argmax(probs))
+    va = {"valence": float(smoothed[-2]), "arousal": float(smoothed[-1])} if has_va else {}
+    return dataclasses.replace(
+        face,
+        label=classes[best],
+        score=float(probs[best]),
+        probs={name: float(p) for name, p in zip(classes, probs, strict=True)},
+        **va,
+    )

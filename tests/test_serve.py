@@ -1,0 +1,279 @@
+"""The web service: endpoints, upload checks, API key, time limit, concurrency, `ferlab serve`."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import PATTERN_CLASSES
+from ferlab.apps.server import API_KEY_ENV, STATIC, ServerSettings, create_app
+from ferlab.apps.service import ModelService
+from ferlab.apps.uploads import sniff_image_type
+from ferlab.cli import main
+from ferlab.inference import Recognizer
+from ferlab.inference.onnx_export import cached_onnx
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(data: bytes, name: str = "photo.png", kind: str = "image/png") -> dict[str, Any]:
+    return {"file": (name, data, kind)}
+
+
+@pytest.fixture(scope="module")
+def astronaut(photos: Path) -> bytes:
+    return (photos / "astronaut.png").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def blank() -> bytes:
+    return png_bytes(Image.new("RGB", (320, 240), (200, 200, 200)))
+
+
+@pytest.fixture(scope="module")
+def service(pattern_run: Path) -> ModelService:
+    return ModelService.load(pattern_run)
+
+
+@pytest.fixture(scope="module")
+def client(service: ModelService) -> Iterator[TestClient]:
+    app = create_app(service, ServerSettings(max_upload_bytes=2**20, timeout_s=60, api_key=None))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_health_models_docs_and_offline_page(client: TestClient, pattern_run: Path) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    (model,) = client.get("/v1/models").json()["models"]
+    assert model["classes"] == sorted(PATTERN_CLASSES)
+    assert model["name"] == "baseline_cnn"
+    assert model["ref"] == str(pattern_run)
+    assert (model["runtime"], model["explain"]) == ("torch", True)
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/explain", "/v1/models", "/healthz"} <= set(spec["paths"])
+    docs = client.get("/docs").text
+    for asset in re.findall(r'(?:href|src)="([^"]+)"', docs):
+        assert asset.startswith("/"), asset
+        assert client.get(asset).status_code == 200, asset
+    page = client.get("/")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert 'id="file"' in page.text and 'id="camera"' in page.text
+    for asset in re.findall(r'(?:href|src)="([^"]+)"', page.text):
+        assert client.get("/" + asset).status_code == 200, asset
+    for file in STATIC.iterdir():  # nothing fetched from elsewhere
+        assert not re.search(r"(?:https?:)?//[a-z]", file.read_text().replace("http://www.w3", ""))
+
+
+def test_predict_gives_the_recognizer_results(
+    client: TestClient, pattern_run: Path, photos: Path, astronaut: bytes
+) -> None:
+    response = client.post("/v1/predict", files=upload(astronaut))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (want,) = Recognizer.load(pattern_run).predict(photos / "astronaut.png")
+    assert (body["width"], body["height"]) == (512, 512)
+    (face,) = body["faces"]
+    assert face == want.to_dict()
+    assert face["label"] in PATTERN_CLASSES
+    assert sum(face["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert body["time_ms"] > 0
+
+
+def test_predict_without_faces_and_declared_type_ignored(client: TestClient, blank: bytes) -> None:
+    response = client.post("/v1/predict", files=upload(blank, "notes.txt", "text/plain"))
+    assert response.status_code == 200, response.text
+    assert response.json()["faces"] == []
+    assert (response.json()["width"], response.json()["height"]) == (320, 240)
+
+
+def test_explain_returns_a_png_overlay(
+    client: TestClient, service: ModelService, astronaut: bytes, blank: bytes
+) -> None:
+    response = client.post("/v1/explain", files=upload(astronaut))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    overlay = Image.open(io.BytesIO(response.content))
+    assert overlay.format == "PNG" and overlay.mode == "RGB"
+    box = client.post("/v1/predict", files=upload(astronaut)).json()["faces"][0]["box"]
+    side = max(box[2] - box[0], box[3] - box[1])
+    assert overlay.size == (side, side)
+    assert np.asarray(overlay).std() > 10  # a heatmap, not a flat image
+    assert (response.headers["x-face"], response.headers["x-faces"]) == ("1", "1")
+    assert response.headers["x-label"] in PATTERN_CLASSES
+    other = sorted(set(PATTERN_CLASSES) - {response.headers["x-label"]})[0]
+    targeted = client.post(f"/v1/explain?target_class={other}", files=upload(astronaut))
+    assert targeted.headers["x-label"] == other
+    assert targeted.content != response.content
+    cases = [
+        ("/v1/explain?face=2", astronaut, 422, "face 2 asked for, the image has 1"),
+        ("/v1/explain?target_class=bored", astronaut, 422, "bored"),
+        ("/v1/explain?face=0", astronaut, 422, "face: "),
+        ("/v1/explain?method=lime", astronaut, 422, "lime"),
+        ("/v1/explain", blank, 422, "no face found"),
+    ]
+    for url, data, status, message in cases:
+        response = client.post(url, files=upload(data))
+        assert response.status_code == status, (url, response.text)
+        assert message in response.json()["error"]
+
+
+def test_oversize_uploads_get_413(service: ModelService, astronaut: bytes) -> None:
+    app = create_app(service, ServerSettings(max_upload_bytes=100_000, api_key=None))
+    with TestClient(app) as client:
+        response = client.post("/v1/predict", files=upload(astronaut))
+        assert response.status_code == 413
+        assert response.json() == {"error": "upload too large: the limit is 100000 bytes"}
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            for start in range(0, len(astronaut), 16_384):
+                yield astronaut[start : start + 16_384]
+
+        streamed = client.post("/v1/predict", content=chunks(), headers={"content-type": "image"})
+        assert streamed.status_code == 413
+        small = png_bytes(Image.new("RGB", (64, 64)))
+        assert client.post("/v1/predict", files=upload(small)).status_code == 200
+
+
+def test_non_images_get_415_by_content(client: TestClient, astronaut: bytes) -> None:
+    for data in (b"hello, world\n", b"%PDF-1.7\n" + astronaut[8:], b"\x00" * 100):
+        response = client.post("/v1/predict", files=upload(data, "photo.png", "image/png"))
+        assert response.status_code == 415, response.text
+        assert response.json()["error"].startswith("not a supported image: expected BMP, GIF")
+    assert client.post("/v1/explain", files=upload(b"text")).status_code == 415
+
+
+def test_empty_missing_and_broken_uploads(client: TestClient, astronaut: bytes) -> None:
+    missing = client.post("/v1/predict")
+    assert missing.status_code == 422
+    assert missing.json() == {"error": "file: Field required"}
+    empty = client.post("/v1/predict", files=upload(b""))
+    assert empty.status_code == 400
+    assert empty.json() == {"error": "empty upload: the file holds no bytes"}
+    truncated = client.post("/v1/predict", files=upload(astronaut[:5000]))
+    assert truncated.status_code == 422
+    assert truncated.json()["error"].startswith("upload: cannot read image")
+    not_found = client.get("/v1/nothing")
+    assert (not_found.status_code, not_found.json()) == (404, {"error": "Not Found"})
+
+
+def test_api_key_from_the_environment(
+    service: ModelService, blank: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(API_KEY_ENV, "s3cret")
+    with TestClient(create_app(service)) as client:
+        for headers in ({}, {"X-API-Key": "wrong"}):
+            response = client.get("/v1/models", headers=headers)
+            assert response.status_code == 401
+            assert response.json() == {"error": "missing or wrong API key (header X-API-Key)"}
+            assert client.post("/v1/predict", files=upload(blank)).status_code == 401
+        assert client.get("/v1/models", headers={"X-API-Key": "s3cret"}).status_code == 200
+        ok = client.post("/v1/predict", files=upload(blank), headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/").status_code == 200
+
+
+def test_requests_past_the_time_limit_get_504(service: ModelService, blank: bytes) -> None:
+    app = create_app(service, ServerSettings(timeout_s=0.3, api_key=None))
+    with TestClient(app) as client:
+        with service.lock:  # the model is busy with another request
+            response = client.post("/v1/predict", files=upload(blank))
+        assert response.status_code == 504
+        assert response.json() == {"error": "the request took longer than 0.3 s"}
+        assert client.post("/v1/predict", files=upload(blank)).status_code == 200
+
+
+def test_concurrent_requests_match_sequential_ones(
+    client: TestClient, photos: Path, astronaut: bytes, blank: bytes
+) -> None:
+    mirrored = png_bytes(
+        Image.open(io.BytesIO(astronaut)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    )
+    hopper = (photos / "grace_hopper.jpg").read_bytes()
+    requests = [
+        ("/v1/predict", astronaut),
+        ("/v1/predict", hopper),
+        ("/v1/explain", astronaut),
+        ("/v1/predict", blank),
+        ("/v1/predict", mirrored),
+        ("/v1/explain", hopper),
+    ] * 3
+
+    def send(request: tuple[str, bytes]) -> Any:
+        url, data = request
+        response = client.post(url, files=upload(data))
+        assert response.status_code == 200, response.text
+        if url == "/v1/explain":
+            return response.headers["x-label"], response.content
+        return {key: value for key, value in response.json().items() if key != "time_ms"}
+
+    sequential = [send(request) for request in requests]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(send, requests))
+    assert concurrent == sequential
+    assert sequential[0] != sequential[4]  # the mirrored face is boxed elsewhere
+
+
+def test_onnx_runtime_serves_predictions_and_heatmaps_need_torch(
+    pattern_run: Path, astronaut: bytes
+) -> None:
+    served = ModelService.load(pattern_run, backend="onnx")
+    assert (served.describe()["runtime"], served.describe()["explain"]) == ("onnxruntime", True)
+    onnx_only = ModelService.load(cached_onnx(pattern_run / "model.pt"))
+    assert onnx_only.describe()["explain"] is False
+    (want,) = Recognizer.load(pattern_run).predict(astronaut)
+    for service in (served, onnx_only):
+        with TestClient(create_app(service, ServerSettings(api_key=None))) as client:
+            (face,) = client.post("/v1/predict", files=upload(astronaut)).json()["faces"]
+            assert face["label"] == want.label
+            assert face["probs"] == pytest.approx(want.probs, abs=1e-4)
+            explained = client.post("/v1/explain", files=upload(astronaut))
+            assert explained.status_code == (200 if service is served else 400)
+    assert "heatmaps need the PyTorch model file" in explained.json()["error"]
+
+
+def test_upload_types_are_told_by_content() -> None:
+    assert sniff_image_type(png_bytes(Image.new("L", (4, 4)))) == "image/png"
+    for fmt, kind in [("JPEG", "jpeg"), ("WEBP", "webp"), ("BMP", "bmp"), ("TIFF", "tiff")]:
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buffer, format=fmt)
+        assert sniff_image_type(buffer.getvalue()) == f"image/{kind}"
+    assert sniff_image_type(b"GIF89a...") == "image/gif"
+    assert sniff_image_type(b"RIFF\x00\x00\x00\x00WAVEfmt ") is None
+    assert sniff_image_type(b"<svg xmlns='...'/>") is None
+
+
+def test_serve_binds_loopback_by_default(
+    pattern_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert main(["serve", "--model", str(pattern_run)]) == 0
+    assert (calls[0]["host"], calls[0]["port"]) == ("127.0.0.1", 8000)
+    assert isinstance(calls[0]["app"], FastAPI)
+    settings = calls[0]["app"].state.settings
+    assert (settings.max_upload_bytes, settings.timeout_s) == (10 * 2**20, 30.0)
+    assert capsys.readouterr().err == ""
+    argv = ["serve", "--model", str(pattern_run), "--host", "0.0.0.0", "--port", "9001"]
+    assert main([*argv, "--max-upload-mb", "2", "--timeout", "5"]) == 0
+    assert (calls[1]["host"], calls[1]["port"]) == ("0.0.0.0", 9001)
+    assert calls[1]["app"].state.settings.max_upload_bytes == 2 * 2**20
+    assert "without an API key" in capsys.readouterr().err
+    assert main(["serve", "--model", str(pattern_run / "nope")]) == 2
+    assert "no such run folder or model file" in capsys.readouterr().err
+    assert len(calls) == 2

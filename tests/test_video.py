@@ -1,0 +1,383 @@
+"""Video and webcam: IoU tracking, smoothing, the lazy frame loop, `ferlab video` and `webcam`.
+
+The end-to-end video is made of FER2013 test faces pasted into 640x480 frames at 10 fps:
+
+- frames 0-19: face A moving right, lit from above;
+- frames 20-29: no face;
+- frames 30-49: face B on the left, lit from below, and face C on the right, lit from above
+  except every 4th frame, when it is lit from below.
+
+The pattern model (``pattern_run``) learned "top half bright: happy, bottom half bright: sad", so
+the labels are known: A happy, B sad, C happy with a one-frame flip to sad every 4 frames, which
+smoothing should iron out.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import pattern_image
+from ferlab.apps.capture import open_camera, open_video
+from ferlab.apps.timeline import csv_header, csv_rows
+from ferlab.apps.video import process_video
+from ferlab.apps.webcam import run_webcam
+from ferlab.cli import main
+from ferlab.errors import ConfigError, DataError
+from ferlab.inference import FaceResult, Recognizer
+from ferlab.inference.stream import FrameResult, stream_results
+from ferlab.inference.tracking import IoUTracker, ProbabilitySmoother, iou, smoothing_weight
+
+FPS = 10.0
+FACES = {
+    "a": "happy/PrivateTest_10513598.png",
+    "b": "neutral/PrivateTest_11239107.png",
+    "c": "happy/PrivateTest_10613684.png",
+}
+SEGMENT_A, NO_FACE, SEGMENT_B = range(0, 20), range(20, 30), range(30, 50)
+
+
+def _lit_face(path: Path, from_above: bool) -> np.ndarray:
+    """The 48x48 face at 160 px, BGR, with one half brightened and the other darkened."""
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    face = cv2.resize(gray, (160, 160), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    bright, dark = (slice(0, 80), slice(80, None))
+    if not from_above:
+        bright, dark = dark, bright
+    face[bright] += 90
+    face[dark] -= 40
+    return np.repeat(np.clip(face, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def _clip_frames(fer2013: Path) -> Iterator[np.ndarray]:
+    test = fer2013 / "test"
+    a = _lit_face(test / FACES["a"], from_above=True)
+    b = _lit_face(test / FACES["b"], from_above=False)
+    c_above = _lit_face(test / FACES["c"], from_above=True)
+    c_below = _lit_face(test / FACES["c"], from_above=False)
+    for index in range(50):
+        frame = np.full((480, 640, 3), 128, np.uint8)
+        if index in SEGMENT_A:
+            x = 100 + 3 * index
+            frame[150:310, x : x + 160] = a
+        elif index in SEGMENT_B:
+            step = index - SEGMENT_B.start
+            frame[160:320, 60 + 2 * step : 220 + 2 * step] = b
+            frame[140:300, 400 - 2 * step : 560 - 2 * step] = c_below if step % 4 == 3 else c_above
+        yield frame
+
+
+@pytest.fixture(scope="module")
+def clip(fer2013_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (640, 480))
+    for frame in _clip_frames(fer2013_dir):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def recognizer(pattern_run: Path) -> Recognizer:
+    return Recognizer.load(pattern_run)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _flips(labels: list[str]) -> int:
+    return sum(a != b for a, b in itertools.pairwise(labels))
+
+
+# --- tracking and smoothing ------------------------------------------------------------------
+
+
+def test_iou() -> None:
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1
+    assert iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0
+
+
+def test_tracker_keeps_ids_of_crossing_and_neighbouring_faces() -> None:
+    tracker = IoUTracker()
+    # two faces pass each other, one 50 px lower, 10 px per frame each way
+    for step in range(30):
+        left = (50 + 10 * step, 100, 150 + 10 * step, 200)
+        right = (400 - 10 * step, 150, 500 - 10 * step, 250)
+        boxes = sorted([left, right])  # given left to right, so their order swaps midway
+        ids = dict(zip(boxes, tracker.update(boxes), strict=True))
+        assert (ids[left], ids[right]) == (1, 2), step
+    neighbours = IoUTracker()  # side by side, 2 px apart, jittering, listed in either order
+    assert neighbours.update([(100, 100, 200, 200), (202, 100, 302, 200)]) == [1, 2]
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        dx = rng.integers(-4, 5, 3)
+        boxes = [(100 + dx[0], 100 + dx[1], 200, 200), (202 + dx[2], 100, 302, 200)]
+        order = 1 if step % 2 else -1
+        assert neighbours.update(boxes[::order])[::order] == [1, 2], step
+
+
+def test_tracker_ends_a_track_after_max_missed_and_never_reuses_ids() -> None:
+    tracker = IoUTracker(max_missed=2)
+    face = (10, 10, 60, 60)
+    assert tracker.update([face]) == [1]
+    assert tracker.update([]) == [] and tracker.update([]) == []
+    assert tracker.update([face]) == [1]  # missed twice: still track 1
+    for _ in range(3):
+        tracker.update([])
+    assert tracker.active == []
+    assert tracker.update([face]) == [2]
+    assert tracker.update([(300, 300, 350, 350), face]) == [3, 2]
+
+
+def test_smoothing_follows_time_not_frames() -> None:
+    assert smoothing_weight(0.1, 0) == 1
+    assert smoothing_weight(1.0, 1.0) == pytest.approx(1 - 1 / math.e)
+    off = ProbabilitySmoother(0)
+    off.update(1, np.array([1.0, 0.0]), 0.0)
+    assert off.update(1, np.array([0.0, 1.0]), 0.1).tolist() == [0.0, 1.0]
+    # a step from [1, 0] to [0, 1]: after one time constant, 1 - 1/e of the way, at any frame rate
+    for fps in (10, 30):
+        smoother = ProbabilitySmoother(0.5)
+        smoother.update(7, np.array([1.0, 0.0]), 0.0)
+        for frame in range(1, fps // 2 + 1):
+            smoothed = smoother.update(7, np.array([0.0, 1.0]), frame / fps)
+        assert smoothed[1] == pytest.approx(1 - 1 / math.e)
+        assert smoothed.sum() == pytest.approx(1)
+    smoother.keep([])
+    assert smoother.update(7, np.array([0.2, 0.8]), 5.0).tolist() == [0.2, 0.8]  # forgotten
+
+
+# --- the frame loop ---------------------------------------------------------------------------
+
+
+def test_stream_is_lazy_and_every_repeats_the_last_model_frame(recognizer: Recognizer) -> None:
+    pulled = 0
+
+    def endless() -> Iterator[np.ndarray]:
+        nonlocal pulled
+        rng = np.random.default_rng(0)
+        while True:
+            pulled += 1
+            yield pattern_image(pulled % 3, rng)
+
+    detectless = Recognizer(recognizer.classifier, detect=False)
+    results = detectless.stream(endless(), fps=FPS, every=3, smooth=0, frames_per_batch=4)
+    first = list(itertools.islice(results, 6))
+    assert pulled <= 8
+    assert [r.index for r in first] == list(range(6))
+    assert [r.time for r in first] == pytest.approx([i / FPS for i in range(6)])
+    for result in first:
+        model_frame = first[result.index - result.index % 3]
+        expected = detectless.predict(model_frame.frame)[0]
+        [tracked] = result.faces
+        assert tracked.track == 1 and tracked.face.box is None
+        assert tracked.raw.probs == pytest.approx(expected.probs, abs=1e-5)
+        assert tracked.face.label == expected.label  # smoothing off
+
+
+class _AlternatingVA:
+    """A stand-in recognizer: one fixed face per frame whose valence and arousal alternate."""
+
+    va = True
+
+    def __init__(self) -> None:
+        self.classes = ["happy", "sad"]
+        self.calls = 0
+
+    def predict_many(self, frames: list[np.ndarray], **kwargs: object) -> list[list[FaceResult]]:
+        results = []
+        for _ in frames:
+            sign = 1.0 if self.calls % 2 == 0 else -1.0
+            self.calls += 1
+            probs = {"happy": 0.7, "sad": 0.3}
+            results.append([FaceResult((10, 10, 60, 60), "happy", 0.7, probs, 0.9, sign, -sign)])
+        return results
+
+
+def test_stream_smooths_valence_and_arousal_and_the_csv_has_them() -> None:
+    frames = [np.zeros((100, 100, 3), np.uint8)] * 4
+    recognizer = _AlternatingVA()
+    results = list(stream_results(recognizer, frames, fps=FPS, smooth=1.0))  # type: ignore[arg-type]
+    raw = [r.faces[0].raw.valence for r in results]
+    smoothed = [r.faces[0].face.valence for r in results]
+    assert raw == [1.0, -1.0, 1.0, -1.0]
+    assert smoothed[0] == 1.0 and all(0 < v < 1 for v in smoothed[1:])
+    assert results[1].faces[0].face.arousal == pytest.approx(-smoothed[1])
+    header = csv_header(recognizer.classes, va=True)
+    [row] = csv_rows(results[1], recognizer.classes, va=True)
+    assert header[-2:] == ["valence", "arousal"] and len(row) == len(header)
+    assert float(row[-2]) == pytest.approx(smoothed[1], abs=1e-4)
+    assert csv_rows(FrameResult(4, 0.4, [], frames[0]), ["happy", "sad"], va=True) == [
+        [4, "0.400", *[""] * (len(header) - 2)]
+    ]
+
+
+def test_bad_stream_arguments_fail_at_once(recognizer: Recognizer) -> None:
+    with pytest.raises(ConfigError, match="fps > 0"):
+        recognizer.stream(iter([]), fps=0)
+    with pytest.raises(ConfigError, match="smoothing"):
+        recognizer.stream(iter([]), fps=FPS, smooth=-1)
+
+
+# --- ferlab video -----------------------------------------------------------------------------
+
+
+def test_cli_video_tracks_segments_and_smoothing_removes_flips(
+    clip: Path, pattern_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, smoothed_csv, raw_csv = tmp_path / "out.mp4", tmp_path / "t.csv", tmp_path / "raw.csv"
+    common = ["video", str(clip), "--model", str(pattern_run)]
+    assert main([*common, "--out", str(out), "--csv", str(smoothed_csv), "--smooth", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "50 frames, 640x480, 10 fps" in printed and "frames without a face: 10" in printed
+    assert main([*common, "--csv", str(raw_csv), "--smooth", "0"]) == 0
+
+    for table in (raw_csv, smoothed_csv):
+        rows = _read_csv(table)
+        assert sorted({int(r["frame"]) for r in rows}) == list(range(50))
+        by_frame = {i: [r for r in rows if int(r["frame"]) == i] for i in range(50)}
+        assert all(len(by_frame[i]) == 1 and by_frame[i][0]["track"] == "" for i in NO_FACE)
+        assert {r["track"] for i in SEGMENT_A for r in by_frame[i]} == {"1"}
+        assert all(len(by_frame[i]) == 1 for i in SEGMENT_A)
+        assert all([r["track"] for r in by_frame[i]] == ["2", "3"] for i in SEGMENT_B)
+        assert all(
+            int(by_frame[i][0]["x1"]) < int(by_frame[i][1]["x1"]) for i in SEGMENT_B
+        )  # track 2 stays the left face
+    labels = {
+        (name, track): [r["label"] for r in _read_csv(table) if r["track"] == track]
+        for name, table in (("raw", raw_csv), ("smooth", smoothed_csv))
+        for track in ("1", "2", "3")
+    }
+    assert labels["smooth", "1"].count("happy") >= 18
+    assert labels["smooth", "2"].count("sad") >= 18
+    assert labels["smooth", "3"].count("happy") >= 18
+    raw_flips, smooth_flips = _flips(labels["raw", "3"]), _flips(labels["smooth", "3"])
+    assert raw_flips >= 6, labels["raw", "3"]  # face C's lighting flips the model's label
+    assert smooth_flips < raw_flips and smooth_flips <= 1
+
+    video = cv2.VideoCapture(str(out))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 50
+    ok, frame = video.read()
+    assert ok and frame.shape == (480, 640, 3)
+    video.release()
+    colourful = frame.max(axis=2).astype(int) - frame.min(axis=2) > 100
+    assert colourful.sum() > 500  # the input is gray: box, label panel and bars were drawn
+    plot = cv2.imread(str(tmp_path / "t-track3.png"))
+    assert plot is not None and plot.shape[1] == 800
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.mp4",
+        "raw-track1.png",
+        "raw-track2.png",
+        "raw-track3.png",
+        "raw.csv",
+        "t-track1.png",
+        "t-track2.png",
+        "t-track3.png",
+        "t.csv",
+    ]
+
+
+def test_cli_video_every_n_repeats_faces_between_model_frames(
+    clip: Path, pattern_run: Path, tmp_path: Path
+) -> None:
+    table = tmp_path / "every.csv"
+    args = ["video", str(clip), "--model", str(pattern_run), "--every", "2", "--smooth", "0"]
+    assert main([*args, "--csv", str(table)]) == 0
+    rows = _read_csv(table)
+    assert sorted({int(r["frame"]) for r in rows}) == list(range(50))
+
+    def faces(frame: int) -> list[list[str]]:
+        return [list(r.values())[2:] for r in rows if int(r["frame"]) == frame]
+
+    assert all(faces(i + 1) == faces(i) for i in range(0, 50, 2))
+    assert faces(30) != faces(32)
+
+
+def test_interrupted_video_leaves_no_files(
+    clip: Path, recognizer: Recognizer, tmp_path: Path
+) -> None:
+    def stop(result: FrameResult) -> None:
+        if result.index == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        process_video(
+            recognizer,
+            open_video(clip),
+            out=tmp_path / "a.mp4",
+            csv_path=tmp_path / "a.csv",
+            on_frame=stop,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_video_unreadable_inputs_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    for source, problem in (
+        (text, "not a video OpenCV can decode"),
+        (tmp_path / "missing.mp4", "no such file"),
+    ):
+        assert main(["video", str(source), "--csv", str(tmp_path / "t.csv")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"ferlab: error: {source}: {problem}\n"
+    assert main(["video", str(text), "--out", str(tmp_path / "o.gif")]) == 2
+    assert "o.gif: cannot write this video type" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4"]
+
+
+# --- ferlab webcam ----------------------------------------------------------------------------
+
+
+def test_cli_webcam_without_a_display_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["webcam", "--camera", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ferlab: error: no display to show the webcam window on")
+    assert "ferlab video" in err and err.count("\n") == 1
+
+    def no_gui(*args: object) -> None:
+        raise cv2.error("The function is not implemented")
+
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setattr(cv2, "namedWindow", no_gui)
+    assert main(["webcam"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ferlab: error: this OpenCV cannot open windows")
+    assert err.count("\n") == 1
+
+
+def test_webcam_loop_shows_annotated_frames_until_q(
+    clip: Path, recognizer: Recognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: list[np.ndarray] = []
+    monkeypatch.setattr(cv2, "imshow", lambda name, image: shown.append(image))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: ord("q") if len(shown) == 5 else -1)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda name, prop: 1.0)
+    monkeypatch.setattr(cv2, "destroyWindow", lambda name: None)
+    camera = open_video(clip)  # a file stands in for the camera
+    assert run_webcam(recognizer, camera, smooth=0.5) == 5
+    assert len(shown) == 5 and all(image.shape == (480, 640, 3) for image in shown)
+    assert not camera.capture.isOpened()
+
+
+def test_a_camera_that_does_not_open_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cannot open it"):
+        open_camera(str(tmp_path / "no-such-camera"))
