@@ -66,6 +66,13 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
         "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
     )
     parser.add_argument(
+        "--detect-side",
+        type=int,
+        default=480,
+        metavar="PX",
+        help="frames are shrunk to this longer side for detection only (default: 480)",
+    )
+    parser.add_argument(
         "--margin",
         type=float,
         default=0.0,
@@ -86,7 +93,12 @@ def load_recognizer(args: argparse.Namespace) -> Any:
     from ferlab.inference.recognizer import Recognizer
 
     return Recognizer.load(
-        args.model, backend=args.backend, min_face=args.min_face, margin=args.margin, tta=args.tta
+        args.model,
+        backend=args.backend,
+        min_face=args.min_face,
+        margin=args.margin,
+        tta=args.tta,
+        detect_side=args.detect_side,
     )
 
 

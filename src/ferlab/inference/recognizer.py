@@ -12,7 +12,13 @@ import torch
 
 from ferlab.errors import ConfigError
 from ferlab.inference.backends import Classifier, open_classifier
-from ferlab.inference.detect import DEFAULT_MARGIN, Face, detect_faces, square_crop
+from ferlab.inference.detect import (
+    DEFAULT_DETECT_SIDE,
+    DEFAULT_MARGIN,
+    Face,
+    detect_faces,
+    square_crop,
+)
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, model_input
 from ferlab.inference.stream import FrameResult, stream_results
@@ -69,7 +75,7 @@ class Recognizer:
         margin: float = DEFAULT_MARGIN,
         tta: bool | None = None,
         min_score: float = 0.6,
-        detect_side: int = 640,
+        detect_side: int = DEFAULT_DETECT_SIDE,
     ) -> None:
         if min_face < 1 or margin < 0 or not 0 <= min_score <= 1 or detect_side < 32:
             raise ConfigError(
@@ -95,7 +101,7 @@ class Recognizer:
         margin: float = DEFAULT_MARGIN,
         tta: bool | None = None,
         min_score: float = 0.6,
-        detect_side: int = 640,
+        detect_side: int = DEFAULT_DETECT_SIDE,
     ) -> Recognizer:
         """``ref``: "default" (the model shipped with ferlab), a run folder, a model file or an
         ``.onnx`` export; ``backend``: auto | torch | onnx."""
