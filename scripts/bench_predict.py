@@ -2,7 +2,7 @@
 and end-to-end frames/s (detection included) on 640x480 frames with one face; a Markdown table.
 
     python scripts/bench_predict.py [--model default] [--data ../shared/data/fer2013]
-        [--photos ../shared/data/photos] [--threads 2] [--frames 40] [--detect-sides 640,320]
+        [--photos ../shared/data/photos] [--threads 2] [--frames 40] [--detect-sides 480,640,320]
 """
 
 from __future__ import annotations
@@ -57,15 +57,19 @@ def load_crops(data: Path, split: str, classifier: Classifier) -> tuple[np.ndarr
     return model_input(crops, classifier.prep), labels
 
 
-def bench_classifier(name: str, model: Classifier, size_mb: float, x: np.ndarray, y: np.ndarray):
+def bench_classifier(
+    name: str, model: Classifier, size_mb: float, x: np.ndarray, y: np.ndarray, top1: np.ndarray
+) -> str:
+    """One table row; ``top1``: the PyTorch model's classes, for the agreement column."""
     single = timed(lambda: model(x[:1]), SINGLE_RUNS)
     batches = [x[i : i + 64] for i in range(0, len(x) - 63, 64)]
     cycle = itertools.cycle(batches)
     batched = timed(lambda: model(next(cycle)), len(batches))
     probs = np.concatenate([model(x[i : i + 256]) for i in range(0, len(x), 256)])
     accuracy = float((probs.argmax(1) == y).mean())
+    agreement = float((probs.argmax(1) == top1).mean())
     return (
-        f"| {name} | {size_mb:.1f} | {accuracy:.4f} | {np.median(single):.2f} "
+        f"| {name} | {size_mb:.1f} | {accuracy:.4f} | {agreement:.4f} | {np.median(single):.2f} "
         f"| {np.percentile(single, 95):.2f} | {1000 / single.mean():.0f} "
         f"| {np.median(batched):.1f} | {np.percentile(batched, 95):.1f} "
         f"| {64000 / batched.mean():.0f} |"
@@ -111,7 +115,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40, help="640x480 frames timed per backend")
     parser.add_argument(
         "--detect-sides",
-        default="640,320",
+        default="480,640,320",
         help="longer sides frames are shrunk to for detection, compared on ONNX fp32",
     )
     args = parser.parse_args()
@@ -145,12 +149,14 @@ def main() -> None:
             f"static calibrated on {len(calibration)} train crops):\n"
         )
         print(
-            "| backend | file MB | test acc | b1 p50 ms | b1 p95 ms | b1 faces/s "
+            "| backend | file MB | test acc | top-1 = torch | b1 p50 ms | b1 p95 ms | b1 faces/s "
             "| b64 p50 ms | b64 p95 ms | b64 faces/s |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        reference = np.concatenate([torch_model(x[i : i + 256]) for i in range(0, len(x), 256)])
         for name, model, path in backends:
-            print(bench_classifier(name, model, path.stat().st_size / 1e6, x, y), flush=True)
+            size = path.stat().st_size / 1e6
+            print(bench_classifier(name, model, size, x, y, reference.argmax(1)), flush=True)
         frames = make_frames(args.photos, args.frames)
         print(
             f"\nEnd to end, 640x480 frames with one face ({args.frames} frames, detection "
