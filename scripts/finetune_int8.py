@@ -44,6 +44,12 @@ def main() -> None:
     parser.add_argument(
         "--teacher", help="model file whose probabilities are learnt (default: the starting model)"
     )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="hinge margin (logits) keeping the float class first in the int8 forward; 0: off",
+    )
     parser.add_argument("--augment", default="standard", help="augmentation preset")
     parser.add_argument("--limit", type=int, help="stratified sample of the train split")
     parser.add_argument("--seed", type=int, default=0)
@@ -83,6 +89,7 @@ def main() -> None:
         teacher=teacher,
         label_smoothing=0.0 if teacher is not None else 0.1,
         agreement_weight=args.agreement_weight,
+        margin=args.margin,
         on_epoch=report,
     )
     earlier = bundle.meta.get("int8_finetune", [])
@@ -95,6 +102,7 @@ def main() -> None:
             "lr": args.lr,
             "batch_size": args.batch_size,
             "agreement_weight": args.agreement_weight,
+            "margin": args.margin,
             "targets": args.targets,
             "teacher": str(teacher_file) if teacher is not None else None,
             "augment": args.augment,

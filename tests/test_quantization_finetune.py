@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from onnx import numpy_helper
 from torch.utils.data import DataLoader, TensorDataset
@@ -112,3 +113,12 @@ def test_finetuned_model_exports_weights_that_int8_holds_exactly(tmp_path: Path)
         rows = weight.reshape(weight.shape[0], -1)
         steps = rows / (np.abs(rows).max(1, keepdims=True) / 127)
         assert np.abs(steps - steps.round()).max() < 1e-3
+
+
+def test_margin_loss_by_hand() -> None:
+    from ferlab.training.quantization import _margin_loss
+
+    logits = torch.tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0], [0.0, 5.0, 1.0]])
+    # gaps of the given class over the best other: 1, -2, 4 → hinge at 1.5: 0.5, 3.5, 0
+    loss = _margin_loss(logits, torch.tensor([0, 2, 1]), 1.5)
+    assert loss.item() == pytest.approx((0.5 + 3.5 + 0.0) / 3)

@@ -187,6 +187,13 @@ class FinetuneStats:
     seconds: float
 
 
+def _margin_loss(logits: torch.Tensor, classes: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean hinge ``max(0, margin - (logit of classes - best other logit))``."""
+    chosen = logits.gather(1, classes[:, None])[:, 0]
+    others = logits.scatter(1, classes[:, None], float("-inf")).amax(1)
+    return F.relu(margin - (chosen - others)).mean()
+
+
 def _freeze_norms(model: nn.Module) -> None:
     model.train()
     for module in model.modules():
@@ -204,6 +211,7 @@ def quantization_finetune(
     label_smoothing: float = 0.1,
     teacher: nn.Module | None = None,
     agreement_weight: float = 1.0,
+    margin: float = 0.0,
     calibration_batches: int = 20,
     on_epoch: Callable[[FinetuneStats], None] | None = None,
 ) -> None:
@@ -212,8 +220,9 @@ def quantization_finetune(
     ``batches``: (images, labels) of the training data, re-iterated each epoch; its first
     ``calibration_batches`` only measure activation ranges. ``teacher``: a model whose
     probabilities both forwards learn instead of the labels (the model as it was: keeps what it
-    predicts). AdamW with a cosine decay from ``lr``; BatchNorm statistics and dropout stay
-    frozen. On return the weights lie on their int8 grid.
+    predicts). ``margin``: when above 0, a hinge loss keeping the float model's class ahead of
+    every other in the int8 logits by that much. AdamW with a cosine decay from ``lr``; BatchNorm
+    statistics and dropout stay frozen. On return the weights lie on their int8 grid.
     """
     fold_batchnorm(model)
     simulator = QuantizationSimulator(model)
@@ -253,6 +262,8 @@ def quantization_finetune(
                     log_target=True,
                     reduction="batchmean",
                 )
+                if margin > 0:
+                    loss = loss + _margin_loss(int8_logits, float_logits.detach().argmax(1), margin)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
