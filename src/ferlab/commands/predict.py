@@ -9,6 +9,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ferlab.commands.recognizer_options import (
+    add_face_options,
+    add_model_options,
+    load_recognizer,
+)
 from ferlab.errors import DataError
 
 
@@ -22,11 +27,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "sources", nargs="+", metavar="SOURCE", help="image files, folders (recursive) or globs"
     )
-    parser.add_argument(
-        "--model",
-        default="default",
-        help="run folder, model file or .onnx export (default: the model shipped with ferlab)",
-    )
+    add_model_options(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON list, one item per image")
     output.add_argument("--csv", action="store_true", help="print CSV, one row per face")
@@ -36,47 +37,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="classes shown per face (default: 3)"
     )
-    parser.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        help="average with the mirrored face (default: as the model file says; on for the "
-        "shipped model)",
-    )
     parser.add_argument("--no-detect", action="store_true", help="take each image as one face crop")
-    parser.add_argument(
-        "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
-    )
-    parser.add_argument(
-        "--min-score",
-        type=float,
-        default=0.6,
-        metavar="P",
-        help="smallest detector confidence kept, 0-1 (default: 0.6)",
-    )
-    parser.add_argument(
-        "--margin",
-        type=float,
-        default=0.0,
-        metavar="F",
-        help="extra crop border per side, as a fraction of the face box (default: 0)",
-    )
-    parser.add_argument(
-        "--detect-side",
-        type=int,
-        default=480,
-        metavar="PX",
-        help="larger images are shrunk to this longer side for detection only; raise it for "
-        "small faces in big photos (default: 480)",
-    )
+    add_face_options(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
-    )
-    parser.add_argument(
-        "--backend",
-        choices=["auto", "torch", "onnx"],
-        default="auto",
-        help="auto: the shipped model and .onnx files on onnxruntime, other model files on "
-        "PyTorch; onnx: a model file is exported once to the ferlab cache",
     )
     parser.set_defaults(handler=_run_predict)
 
@@ -87,22 +51,12 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from ferlab.inference.annotate import write_annotated
     from ferlab.inference.batch import find_images, predict_files
-    from ferlab.inference.recognizer import Recognizer
     from ferlab.inference.report import csv_header, csv_rows, json_record, text_lines
 
     files, problems = find_images(args.sources)
     if not files:
         raise DataError("; ".join(problems))
-    recognizer = Recognizer.load(
-        args.model,
-        backend=args.backend,
-        detect=not args.no_detect,
-        min_face=args.min_face,
-        margin=args.margin,
-        tta=args.tta,
-        min_score=args.min_score,
-        detect_side=args.detect_side,
-    )
+    recognizer = load_recognizer(args, detect=not args.no_detect)
     records = []
     writer = csv.writer(sys.stdout) if args.csv else None
     if writer is not None:

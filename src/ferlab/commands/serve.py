@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ferlab.commands.recognizer_options import add_model_options
 from ferlab.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -23,17 +24,7 @@ def add_parser(commands: Any) -> None:
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
     )
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
-    parser.add_argument(
-        "--model",
-        default="default",
-        help="run folder, model file or .onnx export (default: the model shipped with ferlab)",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=["auto", "torch", "onnx"],
-        default="auto",
-        help="auto: the shipped model and .onnx files on onnxruntime, other model files on PyTorch",
-    )
+    add_model_options(parser)
     parser.add_argument(
         "--max-upload-mb",
         type=float,

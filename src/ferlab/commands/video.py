@@ -9,6 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ferlab.commands.recognizer_options import (
+    add_face_options,
+    add_model_options,
+    load_recognizer,
+)
+
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
@@ -36,18 +42,8 @@ def add_parser(commands: Any) -> None:
 
 
 def add_stream_options(parser: argparse.ArgumentParser) -> None:
-    """The model and frame-loop options that ``video`` and ``webcam`` share."""
-    parser.add_argument(
-        "--model",
-        default="default",
-        help="run folder, model file or .onnx export (default: the model shipped with ferlab)",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=["auto", "torch", "onnx"],
-        default="auto",
-        help="auto: .onnx files on onnxruntime, model files on PyTorch",
-    )
+    """The model, face and frame-loop options that ``video`` and ``webcam`` share."""
+    add_model_options(parser)
     parser.add_argument(
         "--every",
         type=int,
@@ -62,43 +58,9 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="time constant of the exponential smoothing per track; 0: off (default: 0.5)",
     )
-    parser.add_argument(
-        "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
-    )
-    parser.add_argument(
-        "--detect-side",
-        type=int,
-        default=480,
-        metavar="PX",
-        help="frames are shrunk to this longer side for detection only (default: 480)",
-    )
-    parser.add_argument(
-        "--margin",
-        type=float,
-        default=0.0,
-        metavar="F",
-        help="extra crop border per side, as a fraction of the face box (default: 0)",
-    )
-    parser.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        help="average with the mirrored face (default: as the model file says)",
-    )
+    add_face_options(parser)
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="classes drawn per face (default: 3)"
-    )
-
-
-def load_recognizer(args: argparse.Namespace) -> Any:
-    from ferlab.inference.recognizer import Recognizer
-
-    return Recognizer.load(
-        args.model,
-        backend=args.backend,
-        min_face=args.min_face,
-        margin=args.margin,
-        tta=args.tta,
-        detect_side=args.detect_side,
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ferlab.commands.video import add_stream_options, load_recognizer
+from ferlab.commands.recognizer_options import load_recognizer
+from ferlab.commands.video import add_stream_options
 
 
 def add_parser(commands: Any) -> None:

@@ -1,0 +1,73 @@
+"""The model and face options that every command running a Recognizer shares."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--backend``."""
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="run folder, model file or .onnx export (default: the model shipped with ferlab)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto: the shipped model and .onnx files on onnxruntime, other model files on "
+        "PyTorch; onnx: a model file is exported once to the ferlab cache",
+    )
+
+
+def add_face_options(parser: argparse.ArgumentParser) -> None:
+    """Detection, cropping and test-time augmentation options."""
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average with the mirrored face (default: as the model file says; on for the "
+        "shipped model)",
+    )
+    parser.add_argument(
+        "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
+    )
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=0.6,
+        metavar="P",
+        help="smallest detector confidence kept, 0-1 (default: 0.6)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="extra crop border per side, as a fraction of the face box (default: 0)",
+    )
+    parser.add_argument(
+        "--detect-side",
+        type=int,
+        default=480,
+        metavar="PX",
+        help="larger images are shrunk to this longer side for detection only; raise it for "
+        "small faces in big photos (default: 480)",
+    )
+
+
+def load_recognizer(args: argparse.Namespace, *, detect: bool = True) -> Any:
+    """The Recognizer that the model and face options describe."""
+    from ferlab.inference.recognizer import Recognizer
+
+    return Recognizer.load(
+        args.model,
+        backend=args.backend,
+        detect=detect,
+        min_face=args.min_face,
+        margin=args.margin,
+        tta=args.tta,
+        min_score=args.min_score,
+        detect_side=args.detect_side,
+    )
