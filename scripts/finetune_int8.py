@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,7 +54,17 @@ def main() -> None:
     parser.add_argument("--augment", default="standard", help="augmentation preset")
     parser.add_argument("--limit", type=int, help="stratified sample of the train split")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument(
+        "--workers", type=int, help="data loader workers (default: 0 on cpu, up to 8 on a GPU)"
+    )
     args = parser.parse_args()
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    workers = args.workers
+    if workers is None:
+        workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
     torch.manual_seed(args.seed)
     source_file = resolve_model_file(args.model)
@@ -74,15 +85,25 @@ def main() -> None:
     dataset = TensorImageDataset(
         data.images, to_model[data.labels], train_transform(args.augment, bundle.prep)
     )
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+    )
 
     def report(stats: FinetuneStats) -> None:
         print(json.dumps({k: round(v, 4) for k, v in asdict(stats).items()}), flush=True)
 
     teacher_file = resolve_model_file(args.teacher) if args.teacher else source_file
-    teacher = load_model_file(teacher_file).model.eval() if args.targets == "teacher" else None
+    teacher = (
+        load_model_file(teacher_file).model.eval().to(device) if args.targets == "teacher" else None
+    )
     quantization_finetune(
-        bundle.model,
+        bundle.model.to(device),
         loader,
         epochs=args.epochs,
         lr=args.lr,
@@ -92,6 +113,7 @@ def main() -> None:
         margin=args.margin,
         on_epoch=report,
     )
+    bundle.model.cpu()
     earlier = bundle.meta.get("int8_finetune", [])
     bundle.meta["int8_finetune"] = [
         *(earlier if isinstance(earlier, list) else [earlier]),

@@ -3,6 +3,9 @@ fine-tuned model whose ONNX export carries weights that int8 holds exactly."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ferlab.data.transforms import Preprocessing
 from ferlab.inference.onnx_export import export_onnx
-from ferlab.models.artifact import ModelBundle, save_model_file
+from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
 from ferlab.training.quantization import (
     FinetuneStats,
@@ -23,6 +26,8 @@ from ferlab.training.quantization import (
     int8_grid,
     quantization_finetune,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _mobilenet(seed: int = 0) -> torch.nn.Module:
@@ -122,3 +127,27 @@ def test_margin_loss_by_hand() -> None:
     # gaps of the given class over the best other: 1, -2, 4 → hinge at 1.5: 0.5, 3.5, 0
     loss = _margin_loss(logits, torch.tensor([0, 2, 1]), 1.5)
     assert loss.item() == pytest.approx((0.5 + 3.5 + 0.0) / 3)
+
+
+def test_finetune_script_writes_a_model_on_the_int8_grid(
+    pattern_tree: Path, tmp_path: Path
+) -> None:
+    start = tmp_path / "start.pt"
+    prep = Preprocessing(input_size=48, in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    classes = ["happy", "sad", "surprise"]
+    save_model_file(start, ModelBundle(_mobilenet(), "mobilenet_v2", classes, prep))
+    out = tmp_path / "int8ft.pt"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "finetune_int8.py"), str(start), "--data",
+         str(pattern_tree), "--out", str(out), "--batch-size", "16", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout.splitlines()[0])
+    assert stats["epoch"] == 0 and 0 <= stats["agreement"] <= 1
+    bundle = load_model_file(out)
+    assert bundle.classes == classes
+    assert bundle.meta["int8_finetune"][0]["epochs"] == 1
+    for module in bundle.model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.testing.assert_close(int8_grid(module.weight), module.weight)

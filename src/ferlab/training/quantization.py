@@ -128,6 +128,7 @@ class QuantizationSimulator:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.device = next(model.parameters()).device
         self.quantizers: list[ActivationQuantizer] = []
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._weights: list[nn.Module] = []
@@ -148,7 +149,7 @@ class QuantizationSimulator:
             self._quantize_output(backbone)
 
     def _new_quantizer(self) -> ActivationQuantizer:
-        quantizer = ActivationQuantizer()
+        quantizer = ActivationQuantizer().to(self.device)
         self.quantizers.append(quantizer)
         return quantizer
 
@@ -222,8 +223,10 @@ def quantization_finetune(
     probabilities both forwards learn instead of the labels (the model as it was: keeps what it
     predicts). ``margin``: when above 0, a hinge loss keeping the float model's class ahead of
     every other in the int8 logits by that much. AdamW with a cosine decay from ``lr``; BatchNorm
-    statistics and dropout stay frozen. On return the weights lie on their int8 grid.
+    statistics and dropout stay frozen. Batches move to the device of ``model`` (and of
+    ``teacher``, which must share it). On return the weights lie on their int8 grid.
     """
+    device = next(model.parameters()).device
     fold_batchnorm(model)
     simulator = QuantizationSimulator(model)
     try:
@@ -233,7 +236,7 @@ def quantization_finetune(
             for step, (images, _) in enumerate(batches):
                 if step >= calibration_batches:
                     break
-                model(images)
+                model(images.to(device))
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         total = epochs * len(batches)
@@ -242,8 +245,9 @@ def quantization_finetune(
         )
         for epoch in range(epochs):
             _freeze_norms(model)
-            start, sums = time.perf_counter(), torch.zeros(5)
-            for images, labels in batches:
+            start, sums = time.perf_counter(), torch.zeros(5, device=device)
+            for batch_images, batch_labels in batches:
+                images, labels = batch_images.to(device), batch_labels.to(device)
                 simulator.set(active=False, observe=False)
                 float_logits = model(images)
                 simulator.set(active=True, observe=True)
@@ -269,15 +273,15 @@ def quantization_finetune(
                 optimizer.step()
                 schedule.step()
                 float_top, int8_top = float_logits.argmax(1), int8_logits.argmax(1)
-                sums += torch.tensor(
+                sums += torch.stack(
                     [
-                        loss.item() * len(labels),
-                        (float_top == labels).sum().item(),
-                        (int8_top == labels).sum().item(),
-                        (float_top == int8_top).sum().item(),
-                        len(labels),
+                        loss.detach() * len(labels),
+                        (float_top == labels).sum(),
+                        (int8_top == labels).sum(),
+                        (float_top == int8_top).sum(),
+                        torch.tensor(len(labels), device=device),
                     ]
-                )
+                ).float()
             if on_epoch is not None:
                 count = float(sums[4])
                 on_epoch(
