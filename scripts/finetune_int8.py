@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from ferlab.data.datamodule import TensorImageDataset, load_labelled_split
+from ferlab.data.datamodule import TensorImageDataset, default_num_workers, load_labelled_split
 from ferlab.data.sources import load_dataset
 from ferlab.data.transforms import train_transform
 from ferlab.evaluation.evaluate import map_classes_to_model
@@ -56,15 +55,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument(
-        "--workers", type=int, help="data loader workers (default: 0 on cpu, up to 8 on a GPU)"
+        "--workers", type=int, help="data loader workers (default: as `ferlab train` picks them)"
     )
     args = parser.parse_args()
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    workers = args.workers
-    if workers is None:
-        workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    workers = default_num_workers() if args.workers is None else args.workers
 
     torch.manual_seed(args.seed)
     source_file = resolve_model_file(args.model)
