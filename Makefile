@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export TORCH_HOME ?= $(CURDIR)/.cache/torch
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test lint format clean bench
+.PHONY: demo test lint format clean bench default-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,27 @@ format: $(VENV)/.installed-test
 bench: $(VENV)/.installed $(MOBILENET_WEIGHTS)
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_predict.py
+
+# The shipped model's recipe (MODEL_CARD.md), one file per step; run again after an interruption:
+# training resumes from its last checkpoint and finished steps are skipped.
+FER2013 ?= ../shared/data/fer2013
+runs/default-model/model.pt: | $(VENV)/.installed $(MOBILENET_WEIGHTS)
+	if [ -f runs/default-model/checkpoints/last.ckpt ]; then \
+		$(BIN)/ferlab train --resume runs/default-model; \
+	else \
+		$(BIN)/ferlab train --config configs/default-model.yaml --data $(FER2013); \
+	fi
+
+runs/int8ft/kd1.pt: runs/default-model/model.pt
+	$(BIN)/python scripts/finetune_int8.py runs/default-model --data $(FER2013) --out $@ \
+		--agreement-weight 2
+
+runs/int8ft/kd3.pt: runs/int8ft/kd1.pt
+	$(BIN)/python scripts/finetune_int8.py $< --teacher runs/default-model --data $(FER2013) \
+		--out $@ --agreement-weight 8 --epochs 2 --seed 1
+
+default-model: runs/int8ft/kd3.pt
+	$(BIN)/python scripts/ship_model.py $< --int8-float-convs 33
 
 clean:
 	rm -rf $(VENV) .cache runs

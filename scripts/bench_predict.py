@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import platform
 import sys
 import tempfile
@@ -133,11 +134,25 @@ def main() -> None:
         fp32 = export_onnx(model_file, Path(tmp) / "fp32.onnx")
         dynamic = export_onnx(model_file, Path(tmp) / "dynamic.onnx", "int8")
         static = export_onnx(model_file, Path(tmp) / "static.onnx", "int8", calibration=calibration)
+        every_conv = export_onnx(
+            model_file, Path(tmp) / "all.onnx", "int8", calibration=calibration, float_convs=0
+        )
+        meta = OnnxModel(static).session.get_modelmeta().custom_metadata_map
+        float_convs = json.loads(meta["int8"])["float_convs"]
         backends: list[tuple[str, Classifier, Path]] = [
             ("torch fp32", torch_model, model_file),
             ("ONNX fp32", OnnxModel(fp32, threads=args.threads), fp32),
             ("ONNX int8 dynamic", OnnxModel(dynamic, threads=args.threads), dynamic),
-            ("ONNX int8 static QDQ", OnnxModel(static, threads=args.threads), static),
+            (
+                f"ONNX int8 static QDQ, first {float_convs} convs float",
+                OnnxModel(static, threads=args.threads),
+                static,
+            ),
+            (
+                "ONNX int8 static QDQ, every conv int8",
+                OnnxModel(every_conv, threads=args.threads),
+                every_conv,
+            ),
         ]
         print(
             f"{model_file} ({torch_model.name}, {torch_model.prep.input_size} px), "

@@ -1,10 +1,10 @@
 """Make a trained run the model that ships in the package: its model file and ONNX export.
 
-    python scripts/ship_model.py runs/default-model
+    python scripts/ship_model.py runs/int8ft/kd3.pt --int8-float-convs 30
 
-Writes src/ferlab/weights/default.pt (the run's model, weights only, with its flip-TTA default)
-and default.onnx (its fp32 export, which `Recognizer.load("default")` runs on onnxruntime), then
-checks that the two agree.
+Writes src/ferlab/weights/default.pt (the run's model, weights only, with its flip-TTA default and
+the number of leading convolutions its int8 export keeps float) and default.onnx (its fp32
+export, which `Recognizer.load("default")` runs on onnxruntime), then checks that the two agree.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ferlab.inference.backends import TorchClassifier
-from ferlab.inference.onnx_export import OnnxModel, export_onnx
+from ferlab.inference.onnx_export import FLOAT_CONVS_KEY, OnnxModel, export_onnx
 from ferlab.models.artifact import load_model_file, resolve_model_file, save_model_file
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ferlab" / "weights"
@@ -33,12 +33,21 @@ def main() -> int:
         default=True,
         help="record that the model runs with flip averaging by default (default: yes)",
     )
+    parser.add_argument(
+        "--int8-float-convs",
+        type=int,
+        metavar="N",
+        help="record that `ferlab export --quantize int8` keeps the first N convolutions float "
+        "(default: what the model file records, else 0)",
+    )
     args = parser.parse_args()
     source = resolve_model_file(args.run)
     bundle = load_model_file(source)
     if source.stat().st_size > MAX_BYTES:
         sys.exit(f"{source}: {source.stat().st_size / 1e6:.1f} MB: too big to ship (limit 25 MB)")
     bundle.meta["tta"] = args.tta
+    if args.int8_float_convs is not None:
+        bundle.meta[FLOAT_CONVS_KEY] = args.int8_float_convs
     shipped = WEIGHTS / "default.pt"
     save_model_file(shipped, bundle)
     onnx_file = export_onnx(shipped, WEIGHTS / "default.onnx")

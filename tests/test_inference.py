@@ -291,6 +291,55 @@ def test_int8_exports_are_smaller_and_still_probabilities(
         assert np.abs(probs - reference).max() < 0.1
 
 
+def _conv_inputs_are_float(path: Path) -> list[bool]:
+    """Per Conv node in graph order: whether its input and weight come in as float (no int8)."""
+    graph = onnx.load(path).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    return [
+        node.input[0] not in dequantized and node.input[1] not in dequantized
+        for node in graph.node
+        if node.op_type == "Conv"
+    ]
+
+
+def test_int8_export_keeps_the_leading_convolutions_float(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(4)
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(crops / f"{i}.png")
+    argv = ["export", str(model_file), "--format", "onnx", "--quantize", "int8"]
+    argv += ["--calibration", str(crops)]
+    assert main([*argv, "--out", str(tmp_path / "all.onnx")]) == 0
+    assert main([*argv, "--float-convs", "2", "--out", str(tmp_path / "mixed.onnx")]) == 0
+    everywhere, mixed = (_conv_inputs_are_float(tmp_path / f) for f in ("all.onnx", "mixed.onnx"))
+    assert len(mixed) >= 3 and not any(everywhere)
+    assert mixed == [True, True] + [False] * (len(mixed) - 2)
+    assert json.loads(
+        OnnxModel(tmp_path / "mixed.onnx").session.get_modelmeta().custom_metadata_map["int8"]
+    ) == {"float_convs": 2}
+
+    bundle = load_model_file(model_file)
+    bundle.meta["int8_float_convs"] = 1
+    save_model_file(tmp_path / "recommends.pt", bundle)
+    recommended = export_onnx(
+        tmp_path / "recommends.pt", tmp_path / "rec.onnx", "int8", calibration=[crops / "0.png"]
+    )
+    assert _conv_inputs_are_float(recommended)[:2] == [True, False]
+
+    capsys.readouterr()
+    assert main([*argv, "--float-convs", "99", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert (
+        f"float_convs: 99, but the model has {len(mixed)} convolutions" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "x.onnx").exists()
+    plain = ["export", str(model_file), "--format", "onnx", "--float-convs", "1"]
+    assert main([*plain, "--out", str(tmp_path / "y.onnx")]) == 2
+    assert "--float-convs is for --quantize int8" in capsys.readouterr().err
+
+
 # --- the command line --------------------------------------------------------------------------
 
 

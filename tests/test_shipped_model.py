@@ -71,11 +71,6 @@ def test_privatetest_accuracy_meets_the_bar(fer2013_dir: Path, tmp_path: Path) -
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="open goal: static int8 agrees with fp32 on 96.7% of FER2013 test faces, not 99% "
-    "(quantization-aware fine-tuning reached 98.2-98.4%; MODEL_CARD.md, int8)",
-)
 def test_int8_agrees_with_fp32_on_fer2013_test(fer2013_dir: Path, tmp_path: Path) -> None:
     torch_model = TorchClassifier(load_model_file(SHIPPED))
     train_files, _ = find_images([str(fer2013_dir / "train")])

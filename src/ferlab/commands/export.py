@@ -25,6 +25,14 @@ def add_parser(commands: Any) -> None:
         help="face crops for static int8 calibration (up to 512 are used, spread over the folder)",
     )
     parser.add_argument(
+        "--float-convs",
+        type=int,
+        metavar="N",
+        help="with --quantize int8: keep the first N convolutions (and the activations and sums "
+        "between them) in float; default: what the model file recommends (30 for the shipped "
+        "model, chosen on FER2013 PublicTest), else 0",
+    )
+    parser.add_argument(
         "--out", type=Path, metavar="FILE", help="default: beside the model, as model[-int8].onnx"
     )
     parser.set_defaults(handler=_run_export)
@@ -47,6 +55,10 @@ def _run_export(args: argparse.Namespace) -> int:
             raise DataError("; ".join(problems))
         step = max(1, len(files) // 512)
         calibration = [file.path for file in files[::step][:512]]
-    written = export_onnx(model_file, out, args.quantize, calibration=calibration)
+    if args.float_convs is not None and args.quantize is None:
+        raise ConfigError("--float-convs is for --quantize int8")
+    written = export_onnx(
+        model_file, out, args.quantize, calibration=calibration, float_convs=args.float_convs
+    )
     print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
     return 0

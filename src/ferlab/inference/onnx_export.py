@@ -8,7 +8,9 @@ preprocessing travel in the file's ``metadata_props``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -33,6 +35,7 @@ ONNX_FORMAT_VERSION = 1
 OPSET = 18
 QUANTIZE_MODES = ("int8",)
 _CALIBRATION_BATCH = 32
+FLOAT_CONVS_KEY = "int8_float_convs"  # model file meta: convolutions an int8 export keeps float
 
 
 def export_onnx(
@@ -41,16 +44,26 @@ def export_onnx(
     quantize: str | None = None,
     *,
     calibration: Sequence[ImageSource] | None = None,
+    float_convs: int | None = None,
 ) -> Path:
     """Write the model of a run folder or model file to ``out`` as ONNX; returns ``out``.
 
     ``quantize="int8"``: static QDQ quantization (per-channel weights, activation ranges measured
     on ``calibration``: face crops as paths, bytes, PIL images or RGB arrays) when calibration
     images are given, else dynamic quantization (activations quantized at run time).
+    ``float_convs``: the graph's first convolutions, with the activations and sums between them,
+    stay float (mixed precision for the layers most sensitive to int8); ``None``: the number the
+    model file recommends (``int8_float_convs``), else 0.
     """
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ConfigError(f"quantize: unknown mode '{quantize}'; available: int8")
+    if float_convs is not None and quantize is None:
+        raise ConfigError("float_convs: only for int8 exports (quantize='int8')")
+    if float_convs is not None and float_convs < 0:
+        raise ConfigError(f"float_convs: must be 0 or more, got {float_convs}")
     bundle = load_model_file(resolve_model_file(model_ref))
+    if float_convs is None:
+        float_convs = int(bundle.meta.get(FLOAT_CONVS_KEY, 0))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
@@ -59,9 +72,9 @@ def export_onnx(
         final = fp32
         if quantize == "int8":
             final = Path(work) / "int8.onnx"
-            _quantize_int8(fp32, final, bundle, calibration)
+            _quantize_int8(fp32, final, bundle, calibration, float_convs)
         model = onnx.load(final)
-        _set_metadata(model, bundle)
+        _set_metadata(model, bundle, float_convs if quantize else None)
         onnx.save(model, final)
         os.replace(final, out)
     return out
@@ -104,7 +117,7 @@ def _export_fp32(bundle: ModelBundle, out: Path) -> None:
     )
 
 
-def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle) -> None:
+def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle, float_convs: int | None) -> None:
     image_size, color = decode_settings(bundle.meta, bundle.prep)
     values = {
         "format": f"{ONNX_FORMAT}/{ONNX_FORMAT_VERSION}",
@@ -115,13 +128,37 @@ def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle) -> None:
         "va": json.dumps(bundle.va),
         "tta": json.dumps(bool(bundle.meta.get("tta", False))),
     }
+    if float_convs is not None:
+        values["int8"] = json.dumps({"float_convs": float_convs})
     del model.metadata_props[:]
     for key, value in values.items():
         model.metadata_props.add(key=key, value=value)
 
 
+def leading_nodes(nodes: Sequence[onnx.NodeProto], convs: int) -> list[str]:
+    """Names of the nodes (in graph order) that come before the graph's ``convs + 1``-th Conv."""
+    total = sum(node.op_type == "Conv" for node in nodes)
+    if convs > total:
+        raise ConfigError(f"float_convs: {convs}, but the model has {total} convolutions")
+    if convs == 0:
+        return []
+    names: list[str] = []
+    seen = 0
+    for node in nodes:
+        if node.op_type == "Conv":
+            if seen == convs:
+                break
+            seen += 1
+        names.append(node.name)
+    return names
+
+
 def _quantize_int8(
-    fp32: Path, out: Path, bundle: ModelBundle, calibration: Sequence[ImageSource] | None
+    fp32: Path,
+    out: Path,
+    bundle: ModelBundle,
+    calibration: Sequence[ImageSource] | None,
+    float_convs: int,
 ) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -136,6 +173,7 @@ def _quantize_int8(
     prepared = fp32.with_name("prepared.onnx")
     quant_pre_process(fp32, prepared)
     nodes = onnx.load(prepared).graph.node
+    kept_float = leading_nodes(nodes, float_convs)
     if not calibration:
         if any(node.op_type == "Conv" for node in nodes):
             warnings.warn(
@@ -144,7 +182,7 @@ def _quantize_int8(
                 stacklevel=3,
             )
         # onnxruntime's CPU ConvInteger takes uint8 weights only.
-        quantize_dynamic(prepared, out, weight_type=QuantType.QUInt8)
+        quantize_dynamic(prepared, out, weight_type=QuantType.QUInt8, nodes_to_exclude=kept_float)
         return
 
     class Reader(CalibrationDataReader):
@@ -156,19 +194,22 @@ def _quantize_int8(
             return None if batch is None else {"input": batch}
 
     softmax = [node.name for node in nodes if node.op_type == "Softmax"]
-    quantize_static(
-        prepared,
-        out,
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        # activation ranges at the 99.999th percentile: top-1 agreement with fp32 on FER2013 test
-        # 96.7% for the shipped model, against 95.5% with min-max ranges
-        calibrate_method=CalibrationMethod.Percentile,
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=softmax,  # probabilities keep full precision
-    )
+    # onnxruntime prints its calibration steps; ferlab's commands print one line per result
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(
+            prepared,
+            out,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            # activation ranges at the 99.999th percentile: top-1 agreement with fp32 on FER2013
+            # test 96.7%, against 95.5% with min-max ranges (MODEL_CARD.md recipe step 1's model)
+            calibrate_method=CalibrationMethod.Percentile,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            # the probabilities and the leading layers kept float stay full precision
+            nodes_to_exclude=softmax + kept_float,
+        )
 
 
 def _calibration_batches(
