@@ -1,6 +1,6 @@
 """Make a trained run the model that ships in the package: its model file and ONNX export.
 
-    python scripts/ship_model.py runs/int8ft/kd3.pt --int8-float-convs 30
+    python scripts/ship_model.py runs/int8ft/kd3.pt --int8-float-convs 33
 
 Writes src/ferlab/weights/default.pt (the run's model, weights only, with its flip-TTA default and
 the number of leading convolutions its int8 export keeps float) and default.onnx (its fp32

@@ -29,7 +29,7 @@ def add_parser(commands: Any) -> None:
         type=int,
         metavar="N",
         help="with --quantize int8: keep the first N convolutions (and the activations and sums "
-        "between them) in float; default: what the model file recommends (30 for the shipped "
+        "between them) in float; default: what the model file recommends (33 for the shipped "
         "model, chosen on FER2013 PublicTest), else 0",
     )
     parser.add_argument(

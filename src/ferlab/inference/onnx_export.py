@@ -135,7 +135,7 @@ def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle, float_convs: int 
         model.metadata_props.add(key=key, value=value)
 
 
-def leading_nodes(nodes: Sequence[onnx.NodeProto], convs: int) -> list[str]:
+def _leading_nodes(nodes: Sequence[onnx.NodeProto], convs: int) -> list[str]:
     """Names of the nodes (in graph order) that come before the graph's ``convs + 1``-th Conv."""
     total = sum(node.op_type == "Conv" for node in nodes)
     if convs > total:
@@ -173,7 +173,7 @@ def _quantize_int8(
     prepared = fp32.with_name("prepared.onnx")
     quant_pre_process(fp32, prepared)
     nodes = onnx.load(prepared).graph.node
-    kept_float = leading_nodes(nodes, float_convs)
+    kept_float = _leading_nodes(nodes, float_convs)
     if not calibration:
         if any(node.op_type == "Conv" for node in nodes):
             warnings.warn(
