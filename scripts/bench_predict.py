@@ -137,17 +137,14 @@ def main() -> None:
         every_conv = export_onnx(
             model_file, Path(tmp) / "all.onnx", "int8", calibration=calibration, float_convs=0
         )
-        meta = OnnxModel(static).session.get_modelmeta().custom_metadata_map
+        static_model = OnnxModel(static, threads=args.threads)
+        meta = static_model.session.get_modelmeta().custom_metadata_map
         float_convs = json.loads(meta["int8"])["float_convs"]
         backends: list[tuple[str, Classifier, Path]] = [
             ("torch fp32", torch_model, model_file),
             ("ONNX fp32", OnnxModel(fp32, threads=args.threads), fp32),
             ("ONNX int8 dynamic", OnnxModel(dynamic, threads=args.threads), dynamic),
-            (
-                f"ONNX int8 static QDQ, first {float_convs} convs float",
-                OnnxModel(static, threads=args.threads),
-                static,
-            ),
+            (f"ONNX int8 static QDQ, first {float_convs} convs float", static_model, static),
             (
                 "ONNX int8 static QDQ, every conv int8",
                 OnnxModel(every_conv, threads=args.threads),
