@@ -82,6 +82,7 @@ def test_cli_evaluate_prints_report(
         (["train", "--data", ".", "--epochs", "many"], "--epochs: invalid int value"),
         (["train", "--config", "/no/config.yaml"], "/no/config.yaml: config file not found"),
         (["evaluate", "/no/run", "--data", "."], "/no/run: no such run folder or model file"),
+        (["evaluate", "/no/model.onnx", "--data", "."], "/no/model.onnx: no such file"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(
@@ -146,3 +147,42 @@ def test_evaluate_tta_outside_a_run_folder(
     expected = (predict_probs(bundle, images) + predict_probs(bundle, mirrored)) / 2
     np.testing.assert_allclose(both, expected, atol=1e-6)
     assert not np.allclose(predict_probs(bundle, images)[0], expected[0], atol=1e-4)
+
+
+def test_evaluate_and_compare_onnx_exports(
+    pattern_run: Path, pattern_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export scores as its model file does, on the split and classes its metadata records."""
+    from ferlab.inference.onnx_export import OnnxModel
+    from ferlab.models.artifact import load_model_file
+
+    fp32, int8 = tmp_path / "model.onnx", tmp_path / "int8.onnx"
+    assert main(["export", str(pattern_run), "--format", "onnx", "--out", str(fp32)]) == 0
+    argv = ["export", str(pattern_run), "--format", "onnx", "--quantize", "int8"]
+    assert main([*argv, "--out", str(int8)]) == 0
+    trained = load_model_file(pattern_run / "model.pt").meta["config"]
+    carried = OnnxModel(fp32).meta["config"]
+    assert carried["seed"] == trained["seed"] and carried["image_size"] == trained["image_size"]
+    reference = evaluate(pattern_run, pattern_tree, out=tmp_path / "torch")
+    exported = evaluate(OnnxModel(fp32), pattern_tree, out=tmp_path / "fp32")
+    np.testing.assert_allclose(exported.probs, reference.probs, atol=1e-4)
+    assert np.array_equal(exported.labels, reference.labels)
+    for key in ("accuracy", "macro_f1", "confusion_matrix"):
+        assert exported.metrics[key] == reference.metrics[key]
+    assert (reference.metrics["runtime"], exported.metrics["runtime"]) == ("torch", "onnxruntime")
+    report = (tmp_path / "fp32" / "report.md").read_text()
+    assert "Grad-CAM: needs a PyTorch model file; model.onnx runs on onnxruntime" in report
+    assert "gradcam.png" not in report and (tmp_path / "torch" / "plots" / "gradcam.png").is_file()
+    capsys.readouterr()
+    out_dir = tmp_path / "int8-eval"
+    argv = ["evaluate", str(int8), "--data", str(pattern_tree), "--out", str(out_dir)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith(
+        f"{int8} (onnxruntime int8) on {pattern_tree} [test]\nsamples      24\n"
+    )
+    assert json.loads((out_dir / "metrics.json").read_text())["runtime"] == "onnxruntime int8"
+    argv = ["compare", str(pattern_run), str(fp32), "--data", str(pattern_tree)]
+    assert main([*argv, "--out", str(tmp_path / "compare")]) == 0
+    table = capsys.readouterr().out
+    assert f"| {fp32} | baseline_cnn (onnxruntime) | {reference.metrics['accuracy']:.4f} |" in table
+    assert f"| {pattern_run} | {fp32} | 24 | 0 | 0 | exact | 1 | no |" in table

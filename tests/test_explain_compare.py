@@ -197,7 +197,7 @@ def test_explain_writes_one_overlay_per_face(
     bad.write_bytes(b"not an image")
     out = tmp_path / "out"
     args = ["explain", str(bad), str(astronaut), str(tmp_path / "missing.png")]
-    assert main([*args, "--model", str(quadrant_run), "--out", str(out)]) == 0
+    assert main([*args, "--model", str(quadrant_run), "--out", str(out)]) == 1
     captured = capsys.readouterr()
     written = sorted(out.glob("*.png"))
     assert len(written) == 1 and written[0].name.startswith("astronaut_face1_")

@@ -16,9 +16,9 @@ from conftest import REPO, RunsCode
 from ferlab.cli import main
 from ferlab.data.cache import _decode_file
 from ferlab.data.transforms import Preprocessing
-from ferlab.errors import DataError, ModelError
+from ferlab.errors import ConfigError, DataError, ModelError
 from ferlab.evaluation.evaluate import predict_probs
-from ferlab.inference import FaceResult, Recognizer, detect_faces
+from ferlab.inference import Face, FaceResult, Recognizer, detect_faces
 from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.images import load_image
 from ferlab.inference.onnx_export import OnnxModel, export_onnx
@@ -115,6 +115,32 @@ def test_two_pasted_faces_come_back_left_to_right(photos: Path, astronaut: np.nd
     assert faces[0].box[2] < 500 < faces[1].box[0]
 
 
+def test_a_plugged_in_detector_gets_the_same_shrinking_and_thresholds(
+    model_file: Path, astronaut: np.ndarray
+) -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def fixed_boxes(image: np.ndarray) -> list[Face]:
+        """Boxes at fixed fractions of whatever image it is given, one too faint, one too small."""
+        seen.append(image.shape)
+        h, w = image.shape[:2]
+        return [
+            Face((w // 2, h // 4, 3 * w // 4, h // 2), 0.9),
+            Face((0, 0, w // 4, h // 4), 0.3),
+            Face((0, 9 * h // 10, w // 50, 92 * h // 100), 0.99),
+        ]
+
+    big = np.ascontiguousarray(np.tile(astronaut, (2, 2, 1)))  # 1024 x 1024
+    (face,) = detect_faces(big, max_side=256, detector=fixed_boxes)
+    assert seen == [(256, 256, 3)]
+    assert face == Face((512, 256, 768, 512), 0.9)
+    recognizer = Recognizer.load(model_file, detector=fixed_boxes, min_score=0.2, detect_side=256)
+    boxes = [result.box for result in recognizer.predict(big)]
+    assert boxes == [(0, 0, 256, 256), (512, 256, 768, 512)]
+    with pytest.raises(ConfigError, match=r"returned tuple, expected ferlab\.inference\.Face"):
+        detect_faces(big, detector=lambda image: [(0, 0, 10, 10, 0.9)])
+
+
 # --- the Recognizer API ------------------------------------------------------------------------
 
 
@@ -136,10 +162,17 @@ def test_bgr_array_pil_image_path_and_bytes_agree(
 ) -> None:
     path = photos / "astronaut.png"
     reference = recognizer.predict(Image.open(path))
-    for source in (astronaut[:, :, ::-1].copy(), path, str(path), path.read_bytes()):
+    sources = (astronaut[:, :, ::-1].copy(), path, str(path), path.read_bytes())
+    for source in (*sources, io.BytesIO(path.read_bytes())):
         (face,) = recognizer.predict(source)
         assert face.box == reference[0].box
         assert face.probs == pytest.approx(reference[0].probs, abs=1e-6)
+    for many in (list(sources), tuple(sources)):
+        per_image = recognizer.predict(many)
+        assert [[face.box for face in faces] for faces in per_image] == [[reference[0].box]] * 4
+    assert recognizer.predict([]) == []
+    with pytest.raises(DataError, match=r"<int>: expected a path, bytes, .* got int"):
+        recognizer.predict(7)  # type: ignore[call-overload]
 
 
 def test_predict_many_batches_faces_across_images(
@@ -362,7 +395,7 @@ def test_cli_predict_reports_bad_files_and_goes_on(
     Image.new("RGB", (1, 1)).save(folder / "tiny.png")
     out_dir = tmp_path / "annotated"
     code = main(["predict", str(folder), "--model", str(model_file), "--annotate", str(out_dir)])
-    assert code == 0
+    assert code == 1  # some inputs could not be read
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
     for name in ("good.png", "rgba.png", "sub/16bit.png", "cmyk.jpg"):

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ferlab.commands.scored_models import scored_model
+
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
@@ -15,7 +17,12 @@ def add_parser(commands: Any) -> None:
         "ECE, size, training time, speed), test each pair with McNemar's test, print a Markdown "
         "table and write compare.md and compare.html.",
     )
-    parser.add_argument("models", nargs="+", metavar="RUN_OR_MODEL", help="run folders or files")
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help='"default", run folders, model files or .onnx exports (fp32 or int8)',
+    )
     parser.add_argument("--data", required=True, help="data set path")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument(
@@ -32,7 +39,11 @@ def _run_compare(args: argparse.Namespace) -> int:
     from ferlab.evaluation.compare import compare_models
 
     comparison = compare_models(
-        args.models, args.data, split=args.split, alpha=args.alpha, on_bad_file=args.on_bad_file
+        [scored_model(ref) for ref in args.models],
+        args.data,
+        split=args.split,
+        alpha=args.alpha,
+        on_bad_file=args.on_bad_file,
     )
     print(comparison.markdown())
     for path in comparison.write(args.out):

@@ -6,12 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ferlab.commands.scored_models import scored_model
 from ferlab.commands.train import FLAG_HELP
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("evaluate", help="score a trained model on a data split")
-    parser.add_argument("model", help='"default" (the shipped model), run folder or model file')
+    parser.add_argument(
+        "model",
+        help='"default" (the shipped model), run folder, model file or .onnx export (fp32 or int8)',
+    )
     parser.add_argument("--data", required=True, help="data set path")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument(
@@ -38,7 +42,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from ferlab.evaluation.metrics import format_report
 
     result = evaluate(
-        args.model,
+        scored_model(args.model),
         args.data,
         split=args.split,
         out=args.out,
@@ -49,8 +53,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         on_bad_file=args.on_bad_file,
         tta=args.tta,
     )
-    tta = ", flip TTA" if result.metrics["tta"] else ""
-    print(f"{result.metrics['model']} on {args.data} [{args.split}{tta}]")
+    how = [result.metrics["runtime"]] + (["flip TTA"] if result.metrics["tta"] else [])
+    print(f"{result.metrics['model']} ({', '.join(how)}) on {args.data} [{args.split}]")
     if "data_note" in result.metrics:
         print(f"data: {result.metrics['data_note']}")
     print(format_report(result.metrics))

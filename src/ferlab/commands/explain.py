@@ -18,7 +18,7 @@ def add_parser(commands: Any) -> None:
         help="heatmaps of the face regions behind each prediction",
         description="Write a class activation heatmap over each detected face as "
         "<stem>_face<k>_<class>.png and print one line per file; unreadable files are reported "
-        "on stderr (exit code 2 when nothing was written).",
+        "on stderr (exit code 1 when some failed, 2 when nothing was written).",
     )
     parser.add_argument(
         "sources", nargs="+", metavar="IMAGE", help="image files, folders (recursive) or globs"
@@ -83,4 +83,4 @@ def _run_explain(args: argparse.Namespace) -> int:
             print(f"{out}  {item.label} {item.score:.2f}  ({args.method}, {file.path})")
     for message in errors:
         print(f"ferlab: error: {message}", file=sys.stderr)
-    return 0 if written else 2
+    return 2 if not written else 1 if errors else 0

@@ -22,7 +22,8 @@ def add_parser(commands: Any) -> None:
         "predict",
         help="recognise facial expressions in photos",
         description="Find faces and tell their expressions. Prints one line per face, or JSON/CSV; "
-        "unreadable files are reported on stderr at the end (exit code 2 when none could be read).",
+        "unreadable files are reported on stderr at the end (exit code 1 when some could not be "
+        "read, 2 when none could).",
     )
     parser.add_argument(
         "sources", nargs="+", metavar="SOURCE", help="image files, folders (recursive) or globs"
@@ -87,7 +88,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if errors:
         total = len(files) + len(problems)
         print(f"ferlab: {len(errors)} of {total} inputs could not be read", file=sys.stderr)
-    return 0 if readable else 2
+    return 2 if not readable else 1 if errors else 0
 
 
 @contextlib.contextmanager

@@ -24,7 +24,8 @@ from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.errors import ConfigError
 from ferlab.evaluation.calibration import expected_calibration_error
 from ferlab.evaluation.evaluate import map_classes_to_model, predict_probs
-from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+from ferlab.evaluation.scoring import ExportedModel, ScoredModel, parameter_count, runtime_label
+from ferlab.models.artifact import load_model_file, resolve_model_file
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
 SPEED_BATCH = 64
@@ -65,7 +66,8 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
 
 @dataclass
 class ModelScore:
-    """One model's row; ``train_seconds`` is None unless the model file sits in its run folder."""
+    """One model's row; ``train_seconds`` is None unless the model file sits in its run folder,
+    ``params`` None for an export (ONNX)."""
 
     ref: str
     model: str
@@ -74,7 +76,7 @@ class ModelScore:
     macro_f1: float
     kappa: float
     ece: float
-    params: int
+    params: int | None
     file_bytes: int
     train_seconds: float | None
     faces_per_s: float
@@ -108,7 +110,7 @@ class Comparison:
                 f"{s.macro_f1:.4f}",
                 f"{s.kappa:.4f}",
                 f"{s.ece:.4f}",
-                f"{s.params / 1e6:.2f} M",
+                "n/a" if s.params is None else f"{s.params / 1e6:.2f} M",
                 f"{s.file_bytes / 1e6:.1f} MB",
                 "n/a" if s.train_seconds is None else f"{s.train_seconds:.0f} s",
                 f"{s.faces_per_s:.0f}",
@@ -138,9 +140,10 @@ class Comparison:
 
     def caption(self) -> str:
         return (
-            f"{self.data} [{self.split}]; faces/s: PyTorch on {self.threads} CPU "
-            f"threads, batch {SPEED_BATCH}; McNemar: exact binomial when b + c < {EXACT_BELOW}, "
-            "else chi-square with continuity correction, no correction for multiple pairs"
+            f"{self.data} [{self.split}]; faces/s: on {self.threads} CPU threads (PyTorch "
+            f"unless the arch names another runtime), batch {SPEED_BATCH}; McNemar: exact "
+            f"binomial when b + c < {EXACT_BELOW}, else chi-square with continuity correction, "
+            "no correction for multiple pairs"
         )
 
     def markdown(self) -> str:
@@ -191,7 +194,7 @@ def _train_seconds(model_file: Path) -> float | None:
 
 
 def _score(
-    ref: str, bundle: ModelBundle, model_file: Path, source: DatasetSource, split: str, bad: str
+    ref: str, bundle: ScoredModel, model_file: Path, source: DatasetSource, split: str, bad: str
 ) -> tuple[ModelScore, np.ndarray, np.ndarray]:
     """The model's row, its per-sample correctness and the source rows of the samples."""
     trained = bundle.meta.get("config", {})
@@ -212,15 +215,16 @@ def _score(
     probs = predict_probs(bundle, data.images, SPEED_BATCH)
     elapsed = time.perf_counter() - start
     predicted = probs.argmax(axis=1)
+    runtime = runtime_label(bundle)
     score = ModelScore(
         ref=ref,
-        model=bundle.name,
+        model=bundle.name if runtime == "torch" else f"{bundle.name} ({runtime})",
         samples=len(labels),
         accuracy=float(accuracy_score(labels, predicted)),
         macro_f1=float(f1_score(labels, predicted, average="macro", zero_division=0)),
         kappa=float(cohen_kappa_score(labels, predicted)),
         ece=expected_calibration_error(probs, labels, bins=15),
-        params=sum(p.numel() for p in bundle.model.parameters()),
+        params=parameter_count(bundle),
         file_bytes=model_file.stat().st_size,
         train_seconds=_train_seconds(model_file),
         faces_per_s=len(labels) / max(elapsed, 1e-9),
@@ -229,22 +233,25 @@ def _score(
 
 
 def compare_models(
-    refs: list[str | Path],
+    refs: list[str | Path | ExportedModel],
     data: str | Path,
     *,
     split: str = "test",
     alpha: float = 0.05,
     on_bad_file: str = "skip",
 ) -> Comparison:
-    """Score each run folder or model file in ``refs`` on ``split`` of ``data``; test each pair."""
-    if not refs or len({str(ref) for ref in refs}) < len(refs):
-        raise ConfigError(
-            f"compare needs distinct models, got {', '.join(map(str, refs)) or 'none'}"
-        )
+    """Score each run folder, model file or ``ExportedModel`` (an ONNX export) in ``refs`` on
+    ``split`` of ``data``; test each pair."""
+    names = [str(ref) if isinstance(ref, str | Path) else str(ref.path) for ref in refs]
+    if not refs or len(set(names)) < len(names):
+        raise ConfigError(f"compare needs distinct models, got {', '.join(names) or 'none'}")
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
-    files = [resolve_model_file(ref) for ref in refs]
-    bundles = [load_model_file(file) for file in files]
+    files = [resolve_model_file(ref) if isinstance(ref, str | Path) else ref.path for ref in refs]
+    bundles: list[ScoredModel] = [
+        load_model_file(file) if isinstance(ref, str | Path) else ref
+        for ref, file in zip(refs, files, strict=True)
+    ]
     first = bundles[0].meta.get("config", {})
     source = load_dataset(
         data,
@@ -254,8 +261,8 @@ def compare_models(
         on_bad_file=on_bad_file,
     )
     scores, correct, rows = [], {}, {}
-    for ref, bundle, file in zip(refs, bundles, files, strict=True):
-        score, hits, sample_rows = _score(str(ref), bundle, file, source, split, on_bad_file)
+    for name, bundle, file in zip(names, bundles, files, strict=True):
+        score, hits, sample_rows = _score(name, bundle, file, source, split, on_bad_file)
         scores.append(score)
         correct[score.ref], rows[score.ref] = hits, sample_rows
     pairs = []

@@ -30,6 +30,7 @@ from ferlab.evaluation.calibration import (
 from ferlab.evaluation.metrics import ECE_BINS, classification_metrics
 from ferlab.evaluation.plots import Plot, report_plots
 from ferlab.evaluation.report import write_report
+from ferlab.evaluation.scoring import ExportedModel, ScoredModel, runtime_label
 from ferlab.evaluation.va_metrics import va_metrics
 from ferlab.evaluation.va_plots import va_plots
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
@@ -45,7 +46,7 @@ class EvaluationResult:
 
 
 def predict_probs(
-    bundle: ModelBundle, images: torch.Tensor, batch_size: int = 256, *, tta: bool = False
+    bundle: ScoredModel, images: torch.Tensor, batch_size: int = 256, *, tta: bool = False
 ) -> np.ndarray:
     """Class probabilities for uint8 images (N, C, H, W), in batches, on the CPU; ``tta``: the
     mean of each image's and its mirror image's probabilities."""
@@ -53,16 +54,18 @@ def predict_probs(
 
 
 def predict_outputs(
-    bundle: ModelBundle, images: torch.Tensor, batch_size: int = 256, *, tta: bool = False
+    bundle: ScoredModel, images: torch.Tensor, batch_size: int = 256, *, tta: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities, and for a valence/arousal model its (N, 2) predictions (else None),
     as :func:`predict_probs` computes them."""
     transform = eval_transform(bundle.prep)
-    model = bundle.model
 
     def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits, va = model.split(model.outputs(batch).float())
-        return torch.softmax(logits, dim=1), va
+        if isinstance(bundle, ModelBundle):
+            logits, va = bundle.model.split(bundle.model.outputs(batch).float())
+            return torch.softmax(logits, dim=1), va
+        probs, va_out = bundle.outputs(batch.numpy())
+        return torch.from_numpy(probs), None if va_out is None else torch.from_numpy(va_out)
 
     probs, va = [], []
     with torch.inference_mode():
@@ -82,7 +85,7 @@ def predict_outputs(
 
 
 def map_classes_to_model(
-    bundle: ModelBundle,
+    bundle: ScoredModel,
     data_classes: list[str],
     keep: str | None,
     rename: str | None,
@@ -140,7 +143,7 @@ def _training_history(model_file: Path) -> tuple[list[dict[str, str]], str | Non
 
 
 def _predict_split(
-    bundle: ModelBundle,
+    bundle: ScoredModel,
     source: DatasetSource,
     mapping: ClassMapping,
     split: str,
@@ -183,7 +186,7 @@ def _default_out(model_file: Path, split: str) -> Path:
 
 
 def evaluate(
-    model: str | Path,
+    model: str | Path | ExportedModel,
     data: str | Path,
     *,
     split: str = "test",
@@ -195,7 +198,8 @@ def evaluate(
     on_bad_file: str = "skip",
     tta: bool | None = None,
 ) -> EvaluationResult:
-    """Evaluate a run folder, model file or ``"default"`` on ``split`` of ``data``.
+    """Evaluate a run folder, model file or ``"default"`` (or an ``ExportedModel``, such as an
+    ONNX export on onnxruntime) on ``split`` of ``data``.
 
     Writes ``metrics.json``, ``report.md`` and ``report.html`` to ``out`` (default: the
     ``eval-<split>`` folder beside the model in a run folder, else ``evaluations/<model>-<split>``
@@ -203,8 +207,11 @@ def evaluate(
     never on the split that is scored. ``tta``: average each image with its mirror image (None:
     as the model file says).
     """
-    model_file = resolve_model_file(model)
-    bundle = load_model_file(model_file)
+    if isinstance(model, str | Path):
+        model_file = resolve_model_file(model)
+        bundle: ScoredModel = load_model_file(model_file)
+    else:
+        model_file, bundle = model.path, model
     tta = bool(bundle.meta.get("tta", False)) if tta is None else tta
     trained = bundle.meta.get("config", {})
     source = load_dataset(
@@ -225,7 +232,15 @@ def evaluate(
         bundle, source, mapping, split, load, batch_size, tta
     )
     metrics = classification_metrics(labels, probs, bundle.classes)
-    metrics.update({"model": str(model_file), "data": str(data), "split": split, "tta": tta})
+    metrics.update(
+        {
+            "model": str(model_file),
+            "runtime": runtime_label(bundle),
+            "data": str(data),
+            "split": split,
+            "tta": tta,
+        }
+    )
     if source.loading_note():
         metrics["data_note"] = source.loading_note()
     val: tuple[np.ndarray, np.ndarray] | str = (probs, labels)
@@ -249,5 +264,10 @@ def evaluate(
     partial = out_dir / ".metrics.json.tmp"
     partial.write_text(json.dumps(metrics, indent=2) + "\n")
     os.replace(partial, out_dir / "metrics.json")
-    _, page = write_report(out_dir, metrics, figures, [history_note] if history_note else [])
+    notes = [history_note] if history_note else []
+    if not isinstance(bundle, ModelBundle):
+        notes.append(
+            f"Grad-CAM: needs a PyTorch model file; {model_file.name} runs on {metrics['runtime']}"
+        )
+    _, page = write_report(out_dir, metrics, figures, notes)
     return EvaluationResult(metrics, out_dir, probs, labels, page)

@@ -15,6 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from ferlab.evaluation.calibration import ReliabilityBins, reliability_bins
+from ferlab.evaluation.scoring import ScoredModel
 from ferlab.models.artifact import ModelBundle
 
 _RIGHT, _WRONG = "#1a7f37", "#cf222e"
@@ -235,7 +236,7 @@ def gradcam_plot(
 
 
 def report_plots(
-    bundle: ModelBundle,
+    bundle: ScoredModel,
     metrics: dict[str, Any],
     images: torch.Tensor,
     labels: np.ndarray,
@@ -244,7 +245,8 @@ def report_plots(
     history: list[dict[str, str]],
     bins: int = 15,
 ) -> list[Plot]:
-    """The report's figures, in order; training curves only where ``history`` has epochs.
+    """The report's figures, in order; training curves only where ``history`` has epochs, Grad-CAM
+    only for a PyTorch model.
 
     ``scaled`` holds the probabilities after temperature scaling (None without a fit).
     """
@@ -265,16 +267,19 @@ def report_plots(
     ]
     if history:
         figures.append(Plot("training_curves", "Training curves", training_curves_plot(history)))
-    figures += [
+    figures.append(
         Plot(
             "samples",
             "Sample predictions (green: right, red: wrong)",
             sample_grid_plot(images, labels, probs, classes),
-        ),
-        Plot(
-            "gradcam",
-            "Grad-CAM of the predicted class",
-            gradcam_plot(bundle, images, labels, probs),
-        ),
-    ]
+        )
+    )
+    if isinstance(bundle, ModelBundle):
+        figures.append(
+            Plot(
+                "gradcam",
+                "Grad-CAM of the predicted class",
+                gradcam_plot(bundle, images, labels, probs),
+            )
+        )
     return figures

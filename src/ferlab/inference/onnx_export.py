@@ -2,8 +2,8 @@
 
 The graph maps normalised float32 (N, C, S, S) input, any N, to class probabilities (softmax
 included), output ``probs``; for a valence/arousal model the one output is ``probs_va``, the
-probabilities followed by valence and arousal (metadata ``va``: ``true``). The class names and
-preprocessing travel in the file's ``metadata_props``.
+probabilities followed by valence and arousal (metadata ``va``: ``true``). The class names,
+preprocessing and the training options evaluation needs travel in the file's ``metadata_props``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,6 +37,17 @@ OPSET = 18
 QUANTIZE_MODES = ("int8",)
 _CALIBRATION_BATCH = 32
 FLOAT_CONVS_KEY = "int8_float_convs"  # model file meta: convolutions an int8 export keeps float
+# training options an export carries for evaluate / compare (class mapping, split, decoding)
+EVALUATION_CONFIG_KEYS = (
+    "keep",
+    "rename",
+    "merge",
+    "val_fraction",
+    "test_fraction",
+    "seed",
+    "image_size",
+    "color",
+)
 
 
 def export_onnx(
@@ -127,12 +139,18 @@ def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle, float_convs: int 
         "decode": json.dumps({"image_size": image_size, "color": color}),
         "va": json.dumps(bundle.va),
         "tta": json.dumps(bool(bundle.meta.get("tta", False))),
+        "config": json.dumps(_split_config(bundle.meta.get("config", {}))),
     }
     if float_convs is not None:
         values["int8"] = json.dumps({"float_convs": float_convs})
     del model.metadata_props[:]
     for key, value in values.items():
         model.metadata_props.add(key=key, value=value)
+
+
+def _split_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The training options that evaluating the export needs: class mapping, split, decoding."""
+    return {key: config[key] for key in EVALUATION_CONFIG_KEYS if config.get(key) is not None}
 
 
 def _leading_nodes(nodes: Sequence[onnx.NodeProto], convs: int) -> list[str]:
@@ -266,6 +284,12 @@ class OnnxModel:
         self.color = str(decode["color"])
         self.default_tta = bool(json.loads(meta.get("tta", "false")))
         self.va = bool(json.loads(meta.get("va", "false")))
+        self.meta: dict[str, Any] = {
+            "config": json.loads(meta.get("config", "{}")),
+            "tta": self.default_tta,
+        }
+        if "int8" in meta:
+            self.meta["int8"] = json.loads(meta["int8"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.outputs(batch)[0]

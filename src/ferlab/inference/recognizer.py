@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -16,7 +16,9 @@ from ferlab.inference.detect import (
     DEFAULT_DETECT_SIDE,
     DEFAULT_MARGIN,
     Face,
+    FaceDetector,
     detect_faces,
+    libfacedetection,
     square_crop,
 )
 from ferlab.inference.images import ImageSource, load_image
@@ -63,7 +65,9 @@ class Recognizer:
     the probabilities of each crop and its mirror image (None: as the model file says; the
     shipped model is meant to run with it); ``detect_side``: images with a longer
     side are shrunk to it for detection only (detection time grows with the pixel count; faces
-    are still cropped from the full image).
+    are still cropped from the full image); ``detector``: the face detector, libfacedetection
+    unless another function of the ``FaceDetector`` shape is given (``min_score``, ``min_face``
+    and ``detect_side`` apply to it too).
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class Recognizer:
         tta: bool | None = None,
         min_score: float = 0.6,
         detect_side: int = DEFAULT_DETECT_SIDE,
+        detector: FaceDetector = libfacedetection,
     ) -> None:
         if min_face < 1 or margin < 0 or not 0 <= min_score <= 1 or detect_side < 32:
             raise ConfigError(
@@ -89,6 +94,7 @@ class Recognizer:
         self.tta = classifier.default_tta if tta is None else tta
         self.min_score = min_score
         self.detect_side = detect_side
+        self.detector = detector
 
     @classmethod
     def load(
@@ -102,6 +108,7 @@ class Recognizer:
         tta: bool | None = None,
         min_score: float = 0.6,
         detect_side: int = DEFAULT_DETECT_SIDE,
+        detector: FaceDetector = libfacedetection,
     ) -> Recognizer:
         """``ref``: "default" (the model shipped with ferlab), a run folder, a model file or an
         ``.onnx`` export; ``backend``: auto | torch | onnx."""
@@ -114,6 +121,7 @@ class Recognizer:
             tta=tta,
             min_score=min_score,
             detect_side=detect_side,
+            detector=detector,
         )
 
     @property
@@ -125,8 +133,24 @@ class Recognizer:
         """Whether results carry valence and arousal (a multi-task model)."""
         return self.classifier.va
 
-    def predict(self, source: ImageSource, *, rgb: bool = False) -> list[FaceResult]:
-        """The faces in one image, left to right; an empty list when there is none."""
+    @overload
+    def predict(self, source: ImageSource, *, rgb: bool = False) -> list[FaceResult]: ...
+
+    @overload
+    def predict(
+        self, source: list[ImageSource] | tuple[ImageSource, ...], *, rgb: bool = False
+    ) -> list[list[FaceResult]]: ...
+
+    def predict(
+        self,
+        source: ImageSource | list[ImageSource] | tuple[ImageSource, ...],
+        *,
+        rgb: bool = False,
+    ) -> list[FaceResult] | list[list[FaceResult]]:
+        """The faces in one image, left to right (an empty list when there is none); for a list
+        or tuple of images, that list per image, as ``predict_many`` gives it."""
+        if isinstance(source, list | tuple):
+            return self.predict_many(source, rgb=rgb)
         return self.predict_many([source], rgb=rgb)[0]
 
     def predict_many(
@@ -184,7 +208,11 @@ class Recognizer:
         if not self.detect:
             return [(None, crop_tensor(image, size, color))]
         faces = detect_faces(
-            image, min_score=self.min_score, min_size=self.min_face, max_side=self.detect_side
+            image,
+            min_score=self.min_score,
+            min_size=self.min_face,
+            max_side=self.detect_side,
+            detector=self.detector,
         )
         return [
             (face, crop_tensor(square_crop(image, face.box, self.margin), size, color))
