@@ -1,5 +1,6 @@
 """Inference speed: classifier faces/s and latency on FER2013 test crops, torch vs ONNX vs int8,
-and end-to-end frames/s (detection included) on 640x480 frames with one face; a Markdown table.
+and end-to-end frames/s (detection included) on 640x480 frames with one face, at the model's
+test-time augmentation and then with each mode; Markdown tables.
 
     python scripts/bench_predict.py [--model default] [--data ../shared/data/fer2013]
         [--photos ../shared/data/photos] [--threads 2] [--frames 40] [--detect-sides 480,640,320]
@@ -21,6 +22,7 @@ import numpy as np
 import onnxruntime
 import torch
 
+from ferlab.data.tta import TTA_MODES
 from ferlab.inference.backends import Classifier, TorchClassifier
 from ferlab.inference.batch import find_images
 from ferlab.inference.detect import detect_faces
@@ -188,6 +190,9 @@ def main() -> None:
         for side in sides[1:]:
             recognizer = Recognizer(backends[1][1], detect_side=side)
             print(bench_frames(backends[1][0], recognizer, frames), flush=True)
+        for mode in TTA_MODES:
+            recognizer = Recognizer(backends[1][1], detect_side=sides[0], tta=mode)
+            print(bench_frames(f"{backends[1][0]}, {mode} TTA", recognizer, frames), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ferlab.data.tta import tta_mode
+
 
 def headline(name: str, m: dict[str, Any]) -> str:
     temperature = m.get("temperature")
@@ -55,7 +57,8 @@ def main() -> None:
     )
     print("|---" * 10 + "|")
     for _, metrics in loaded:
-        tta = ", flip TTA" if metrics.get("tta") else ""
+        mode = tta_mode(metrics.get("tta"))
+        tta = f", {mode} TTA" if mode != "none" else ""
         print(headline(f"{metrics['split']}{tta}", metrics))
     for folder, metrics in loaded:
         print(f"\n{folder} ({metrics['split']}): per class\n")

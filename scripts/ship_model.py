@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferlab.data.tta import TTA_MODES
 from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.onnx_export import FLOAT_CONVS_KEY, OnnxModel, export_onnx
 from ferlab.models.artifact import load_model_file, resolve_model_file, save_model_file
@@ -29,9 +30,9 @@ def main() -> int:
     parser.add_argument("run", help="run folder or model file")
     parser.add_argument(
         "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="record that the model runs with flip averaging by default (default: yes)",
+        choices=TTA_MODES,
+        default="flip",
+        help="the test-time augmentation the model runs with by default (default: flip)",
     )
     parser.add_argument(
         "--int8-float-convs",

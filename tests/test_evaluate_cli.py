@@ -123,7 +123,11 @@ def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_evaluate_tta_outside_a_run_folder(
-    pattern_run: Path, pattern_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pattern_run: Path,
+    pattern_tree: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import shutil
 
@@ -138,7 +142,9 @@ def test_evaluate_tta_outside_a_run_folder(
     monkeypatch.chdir(tmp_path)
     result = evaluate(loose, pattern_tree, split="test", tta=True)
     assert result.out_dir == Path("evaluations/mine-test")
-    assert json.loads((tmp_path / "evaluations/mine-test/metrics.json").read_text())["tta"] is True
+    assert (
+        json.loads((tmp_path / "evaluations/mine-test/metrics.json").read_text())["tta"] == "flip"
+    )
     bundle = load_model_file(loose)
     images = torch.stack([torch.zeros(1, 48, 48, dtype=torch.uint8)] * 2)
     images[0, 0, :, :24] = 200
@@ -147,6 +153,22 @@ def test_evaluate_tta_outside_a_run_folder(
     expected = (predict_probs(bundle, images) + predict_probs(bundle, mirrored)) / 2
     np.testing.assert_allclose(both, expected, atol=1e-6)
     assert not np.allclose(predict_probs(bundle, images)[0], expected[0], atol=1e-4)
+    shifted = [images[:, :, :, :1].expand(-1, -1, -1, 3), images]  # by hand: 3 px, edges repeated
+    views = [
+        images,
+        torch.cat(shifted, dim=3)[:, :, :, :48],  # content moved right
+        torch.cat([images, images[:, :, :, -1:].expand(-1, -1, -1, 3)], dim=3)[:, :, :, 3:],
+        torch.cat([images, images[:, :, -1:].expand(-1, -1, 3, -1)], dim=2)[:, :, 3:],
+        torch.cat([images[:, :, :1].expand(-1, -1, 3, -1), images], dim=2)[:, :, :48],
+    ]
+    views += [view.flip(-1) for view in views]
+    expected = np.mean([predict_probs(bundle, view) for view in views], axis=0)
+    np.testing.assert_allclose(predict_probs(bundle, images, tta="shift"), expected, atol=1e-6)
+    capsys.readouterr()
+    argv = ["evaluate", str(loose), "--data", str(pattern_tree), "--tta", "shift"]
+    assert main([*argv, "--out", str(tmp_path / "shift")]) == 0
+    assert capsys.readouterr().out.startswith(f"{loose} (torch, shift TTA) on {pattern_tree}")
+    assert json.loads((tmp_path / "shift/metrics.json").read_text())["tta"] == "shift"
 
 
 def test_evaluate_and_compare_onnx_exports(

@@ -204,6 +204,18 @@ def test_whole_image_matches_training_decode_and_tta_averages_the_mirror(
     for name in FER_CLASSES:
         mean = (face.probs[name] + flipped.probs[name]) / 2
         assert tta.probs[name] == pytest.approx(mean, abs=1e-5)
+    decoded = _decode_file(crop, 48, "L")[0]
+    views = []
+    for dx, dy in ((0, 0), (-3, 0), (3, 0), (0, -3), (0, 3)):  # content moved by (dx, dy)
+        padded = np.pad(decoded, 3, mode="edge")
+        moved = padded[3 - dy : 3 - dy + 48, 3 - dx : 3 - dx + 48]
+        views += [moved, moved[:, ::-1]]
+    by_hand = predict_probs(bundle, torch.from_numpy(np.stack(views)[:, None].copy())).mean(0)
+    (shifted,) = Recognizer.load(model_file, detect=False, tta="shift").predict(crop)
+    assert list(shifted.probs.values()) == pytest.approx(by_hand.tolist(), abs=1e-5)
+    assert shifted.probs != pytest.approx(tta.probs, abs=1e-4)
+    with pytest.raises(ConfigError, match="tta: unknown mode 'ten-crop'; available: none, flip"):
+        Recognizer.load(model_file, tta="ten-crop")
 
 
 def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
@@ -413,8 +425,14 @@ def test_cli_predict_json_and_exit_code_when_nothing_reads(
     model_file: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     astronaut = str(photos / "astronaut.png")
-    assert main(["predict", astronaut, "--model", str(model_file), "--json", "--tta"]) == 0
-    (record,) = json.loads(capsys.readouterr().out)
+    argv = ["predict", astronaut, "--model", str(model_file), "--json"]
+    outputs = {}
+    for flags in ([], ["--tta", "flip"], ["--tta", "shift"], ["--tta", "none"], ["--no-tta"]):
+        assert main([*argv, *flags]) == 0
+        outputs[" ".join(flags)] = json.loads(capsys.readouterr().out)
+    assert outputs["--tta none"] == outputs["--no-tta"] == outputs[""]  # the model file: no TTA
+    assert outputs["--tta flip"] != outputs["--tta shift"] != outputs["--no-tta"]
+    (record,) = outputs["--tta flip"]
     assert record["path"] == astronaut
     (face,) = record["faces"]
     assert set(face) == {"box", "label", "score", "probs", "detection_score"}

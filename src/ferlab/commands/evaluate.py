@@ -8,6 +8,7 @@ from typing import Any
 
 from ferlab.commands.scored_models import scored_model
 from ferlab.commands.train import FLAG_HELP
+from ferlab.commands.tta_option import add_tta_option
 
 
 def add_parser(commands: Any) -> None:
@@ -28,18 +29,14 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--merge", help=FLAG_HELP["merge"])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
-    parser.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        help="average each image with its mirror image (default: as the model file says; on "
-        "for the shipped model)",
-    )
+    add_tta_option(parser)
     parser.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from ferlab.evaluation.evaluate import evaluate
     from ferlab.evaluation.metrics import format_report
+    from ferlab.evaluation.report import run_description
 
     result = evaluate(
         scored_model(args.model),
@@ -53,8 +50,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         on_bad_file=args.on_bad_file,
         tta=args.tta,
     )
-    how = [result.metrics["runtime"]] + (["flip TTA"] if result.metrics["tta"] else [])
-    print(f"{result.metrics['model']} ({', '.join(how)}) on {args.data} [{args.split}]")
+    how = run_description(result.metrics)
+    print(f"{result.metrics['model']} ({how}) on {args.data} [{args.split}]")
     if "data_note" in result.metrics:
         print(f"data: {result.metrics['data_note']}")
     print(format_report(result.metrics))

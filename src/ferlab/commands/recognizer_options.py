@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ferlab.commands.tta_option import add_tta_option
+
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model`` and ``--backend``."""
@@ -24,12 +26,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_face_options(parser: argparse.ArgumentParser) -> None:
     """Detection, cropping and test-time augmentation options."""
-    parser.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        help="average with the mirrored face (default: as the model file says; on for the "
-        "shipped model)",
-    )
+    add_tta_option(parser)
     parser.add_argument(
         "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
     )

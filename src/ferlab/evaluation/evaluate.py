@@ -20,6 +20,7 @@ from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import LabelledImages, load_labelled_split
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.transforms import eval_transform
+from ferlab.data.tta import tta_mode, tta_views
 from ferlab.errors import DataError
 from ferlab.evaluation.calibration import (
     apply_temperature,
@@ -46,19 +47,20 @@ class EvaluationResult:
 
 
 def predict_probs(
-    bundle: ScoredModel, images: torch.Tensor, batch_size: int = 256, *, tta: bool = False
+    bundle: ScoredModel, images: torch.Tensor, batch_size: int = 256, *, tta: str | bool = "none"
 ) -> np.ndarray:
     """Class probabilities for uint8 images (N, C, H, W), in batches, on the CPU; ``tta``: the
-    mean of each image's and its mirror image's probabilities."""
+    mean over each image's views (``ferlab.data.tta``: none, flip, shift; True is flip)."""
     return predict_outputs(bundle, images, batch_size, tta=tta)[0]
 
 
 def predict_outputs(
-    bundle: ScoredModel, images: torch.Tensor, batch_size: int = 256, *, tta: bool = False
+    bundle: ScoredModel, images: torch.Tensor, batch_size: int = 256, *, tta: str | bool = "none"
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities, and for a valence/arousal model its (N, 2) predictions (else None),
     as :func:`predict_probs` computes them."""
     transform = eval_transform(bundle.prep)
+    mode = tta_mode(tta)
 
     def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if isinstance(bundle, ModelBundle):
@@ -70,15 +72,12 @@ def predict_outputs(
     probs, va = [], []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            batch = transform(images[start : start + batch_size])
-            p, v = run(batch)
-            if tta:
-                p_flip, v_flip = run(batch.flip(-1))
-                p = (p + p_flip) / 2
-                v = None if v is None or v_flip is None else (v + v_flip) / 2
-            probs.append(p)
-            if v is not None:
-                va.append(v)
+            batch = images[start : start + batch_size]
+            outputs = [run(transform(view)) for view in tta_views(batch, mode)]
+            probs.append(torch.stack([p for p, _ in outputs]).mean(0))
+            view_va = [v for _, v in outputs if v is not None]
+            if view_va:
+                va.append(torch.stack(view_va).mean(0))
     if not probs:
         return np.zeros((0, len(bundle.classes))), np.zeros((0, 2)) if bundle.va else None
     return torch.cat(probs).numpy(), torch.cat(va).numpy() if va else None
@@ -149,7 +148,7 @@ def _predict_split(
     split: str,
     load: dict[str, Any],
     batch_size: int,
-    tta: bool,
+    tta: str,
 ) -> tuple[LabelledImages, np.ndarray, np.ndarray, np.ndarray | None]:
     """The split's images, its labels as model class ids, the model's probabilities and its
     valence/arousal predictions (None for a classification-only model)."""
@@ -196,7 +195,7 @@ def evaluate(
     merge: str | None = None,
     batch_size: int = 256,
     on_bad_file: str = "skip",
-    tta: bool | None = None,
+    tta: str | bool | None = None,
 ) -> EvaluationResult:
     """Evaluate a run folder, model file or ``"default"`` (or an ``ExportedModel``, such as an
     ONNX export on onnxruntime) on ``split`` of ``data``.
@@ -204,15 +203,15 @@ def evaluate(
     Writes ``metrics.json``, ``report.md`` and ``report.html`` to ``out`` (default: the
     ``eval-<split>`` folder beside the model in a run folder, else ``evaluations/<model>-<split>``
     in the working folder). A temperature for calibration is fitted on the data's val split,
-    never on the split that is scored. ``tta``: average each image with its mirror image (None:
-    as the model file says).
+    never on the split that is scored. ``tta``: average over each image's views: "none", "flip"
+    (True), "shift" (see ``ferlab.data.tta``; None: as the model file says).
     """
     if isinstance(model, str | Path):
         model_file = resolve_model_file(model)
         bundle: ScoredModel = load_model_file(model_file)
     else:
         model_file, bundle = model.path, model
-    tta = bool(bundle.meta.get("tta", False)) if tta is None else tta
+    tta = tta_mode(bundle.meta.get("tta") if tta is None else tta)
     trained = bundle.meta.get("config", {})
     source = load_dataset(
         data,

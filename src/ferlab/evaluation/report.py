@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ferlab.data.tta import tta_mode
 from ferlab.evaluation.plots import Plot
 from ferlab.evaluation.va_metrics import VA_DIMENSIONS, VA_LABELS, VA_METRICS
 
@@ -114,10 +115,17 @@ def _all_notes(metrics: dict[str, Any], notes: list[str]) -> list[str]:
     return [metrics[key] for key in NOTE_KEYS if key in metrics] + notes
 
 
+def run_description(metrics: dict[str, Any]) -> str:
+    """What ran the model and with which test-time augmentation, e.g. "torch, flip TTA"."""
+    mode = tta_mode(metrics.get("tta"))
+    return ", ".join(
+        [metrics.get("runtime", "torch")] + ([f"{mode} TTA"] if mode != "none" else [])
+    )
+
+
 def _title(metrics: dict[str, Any]) -> str:
-    how = [metrics.get("runtime", "torch")] + (["flip TTA"] if metrics.get("tta") else [])
     return (
-        f"Evaluation of {metrics['model']} ({', '.join(how)}) on {metrics['data']} "
+        f"Evaluation of {metrics['model']} ({run_description(metrics)}) on {metrics['data']} "
         f"[{metrics['split']}]"
     )
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ferlab.data.transforms import Preprocessing
+from ferlab.data.tta import tta_mode
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.preprocess import decode_settings
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
@@ -25,7 +26,7 @@ class Classifier(Protocol):
     image_size: int  # side crops are decoded at before the model's own resize
     color: str  # "gray" or "rgb"
     runtime: str  # what runs it: "torch" or "onnxruntime"
-    default_tta: bool  # whether the model is meant to be run with flip averaging
+    default_tta: str  # the test-time augmentation the model is meant to run with (data.tta)
     va: bool  # whether the model also predicts valence and arousal
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
@@ -47,7 +48,7 @@ class TorchClassifier:
         self.classes = bundle.classes
         self.prep = bundle.prep
         self.image_size, self.color = decode_settings(bundle.meta, bundle.prep)
-        self.default_tta = bool(bundle.meta.get("tta", False))
+        self.default_tta = tta_mode(bundle.meta.get("tta"))
         self.va = bundle.va
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch
 
 from ferlab.data.cache import default_cache_dir
 from ferlab.data.transforms import Preprocessing
+from ferlab.data.tta import tta_mode
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
@@ -138,7 +139,7 @@ def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle, float_convs: int 
         "preprocessing": json.dumps(bundle.prep.to_dict()),
         "decode": json.dumps({"image_size": image_size, "color": color}),
         "va": json.dumps(bundle.va),
-        "tta": json.dumps(bool(bundle.meta.get("tta", False))),
+        "tta": json.dumps(tta_mode(bundle.meta.get("tta"))),
         "config": json.dumps(_split_config(bundle.meta.get("config", {}))),
     }
     if float_convs is not None:
@@ -282,7 +283,7 @@ class OnnxModel:
         self.prep = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
         self.image_size = int(decode["image_size"])
         self.color = str(decode["color"])
-        self.default_tta = bool(json.loads(meta.get("tta", "false")))
+        self.default_tta = tta_mode(json.loads(meta.get("tta", "false")))
         self.va = bool(json.loads(meta.get("va", "false")))
         self.meta: dict[str, Any] = {
             "config": json.loads(meta.get("config", "{}")),

@@ -7,6 +7,7 @@ brought it to the model's input. A crop from a photo goes through the same two s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,7 @@ def crop_tensor(crop_rgb: np.ndarray, image_size: int, color: str) -> torch.Tens
     return torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy())
 
 
-def model_input(
-    crops: list[torch.Tensor], prep: Preprocessing, *, flip: bool = False
-) -> np.ndarray:
-    """Stacked crops → normalised float32 (N, C, S, S); ``flip``: their mirror images follow."""
-    batch = eval_transform(prep)(torch.stack(crops))
-    if flip:
-        batch = torch.cat([batch, batch.flip(-1)])
-    return batch.numpy()
+def model_input(crops: Sequence[torch.Tensor] | torch.Tensor, prep: Preprocessing) -> np.ndarray:
+    """uint8 crops (C, H, W), or a batch of them → normalised float32 (N, C, S, S)."""
+    batch = crops if isinstance(crops, torch.Tensor) else torch.stack(list(crops))
+    return eval_transform(prep)(batch).numpy()

@@ -10,6 +10,7 @@ from typing import Any, overload
 import numpy as np
 import torch
 
+from ferlab.data.tta import tta_mode, tta_views
 from ferlab.errors import ConfigError
 from ferlab.inference.backends import Classifier, open_classifier
 from ferlab.inference.detect import (
@@ -62,8 +63,9 @@ class Recognizer:
 
     ``detect=False`` takes each image as one face crop. ``min_face``: smallest face side in
     pixels; ``margin``: extra crop border per side as a fraction of the face box; ``tta``: average
-    the probabilities of each crop and its mirror image (None: as the model file says; the
-    shipped model is meant to run with it); ``detect_side``: images with a longer
+    the probabilities over views of each crop: "none", "flip" (True: it and its mirror image),
+    "shift" (10 views; see ``ferlab.data.tta``); None: as the model file says (flip for the
+    shipped model); ``detect_side``: images with a longer
     side are shrunk to it for detection only (detection time grows with the pixel count; faces
     are still cropped from the full image); ``detector``: the face detector, libfacedetection
     unless another function of the ``FaceDetector`` shape is given (``min_score``, ``min_face``
@@ -77,7 +79,7 @@ class Recognizer:
         detect: bool = True,
         min_face: int = 24,
         margin: float = DEFAULT_MARGIN,
-        tta: bool | None = None,
+        tta: str | bool | None = None,
         min_score: float = 0.6,
         detect_side: int = DEFAULT_DETECT_SIDE,
         detector: FaceDetector = libfacedetection,
@@ -91,7 +93,7 @@ class Recognizer:
         self.detect = detect
         self.min_face = min_face
         self.margin = margin
-        self.tta = classifier.default_tta if tta is None else tta
+        self.tta = tta_mode(classifier.default_tta if tta is None else tta)
         self.min_score = min_score
         self.detect_side = detect_side
         self.detector = detector
@@ -105,7 +107,7 @@ class Recognizer:
         detect: bool = True,
         min_face: int = 24,
         margin: float = DEFAULT_MARGIN,
-        tta: bool | None = None,
+        tta: str | bool | None = None,
         min_score: float = 0.6,
         detect_side: int = DEFAULT_DETECT_SIDE,
         detector: FaceDetector = libfacedetection,
@@ -222,11 +224,10 @@ class Recognizer:
     def _classify(
         self, pending: list[tuple[int, Face | None, torch.Tensor]], results: list[list[FaceResult]]
     ) -> None:
-        crops = [crop for _, _, crop in pending]
-        probs, va = self.classifier.outputs(model_input(crops, self.classifier.prep, flip=self.tta))
-        if self.tta:
-            probs = (probs[: len(crops)] + probs[len(crops) :]) / 2
-            va = None if va is None else (va[: len(crops)] + va[len(crops) :]) / 2
+        views = tta_views(torch.stack([crop for _, _, crop in pending]), self.tta)
+        probs, va = self.classifier.outputs(model_input(torch.cat(views), self.classifier.prep))
+        probs = probs.reshape(len(views), len(pending), -1).mean(axis=0)
+        va = None if va is None else va.reshape(len(views), len(pending), -1).mean(axis=0)
         classes = self.classifier.classes
         for k, ((index, face, _), row) in enumerate(zip(pending, probs, strict=True)):
             best = int(np.argmax(row))
