@@ -258,9 +258,11 @@ def test_bad_images_are_data_errors_naming_the_source(tmp_path: Path) -> None:
     truncated.write_bytes(good.getvalue()[:60])
     (tmp_path / "text.jpg").write_text("not an image")
     (tmp_path / "big.png").write_bytes(good.getvalue())
+    (tmp_path / "clip.MP4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
     cases = {
         truncated: r"cut\.png: cannot read image",
         tmp_path / "text.jpg": r"text\.jpg: not an image file",
+        tmp_path / "clip.MP4": r"clip\.MP4: a video, not an image \(use 'ferlab video'\)",
         tmp_path / "missing.png": r"missing\.png: no such file",
     }
     for path, message in cases.items():

@@ -22,6 +22,7 @@ from ferlab.errors import DataError
 
 ImageSource: TypeAlias = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
 MAX_PIXELS = 80_000_000
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv")
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
@@ -69,6 +70,8 @@ def load_image(
                 image.load()
                 return _to_rgb(image, name)
     except UnidentifiedImageError:
+        if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
+            raise DataError(f"{name}: a video, not an image (use 'ferlab video')") from None
         raise DataError(f"{name}: not an image file (or a format PIL cannot read)") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise DataError(f"{name}: refused as a decompression bomb ({exc})") from None
