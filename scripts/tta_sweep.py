@@ -1,7 +1,7 @@
 """Test-time augmentation candidates on one FER2013 split: accuracy of each set of views, and
 McNemar's test of each against flip averaging; the sweep that chose ``--tta shift``.
 
-    python scripts/tta_sweep.py [--model default] [--data ../shared/data/fer2013] [--split val]
+    python scripts/tta_sweep.py [--model FILE] [--data ../shared/data/fer2013] [--split val]
 
 Views are made from the decoded 48 px crops: shifts move the content, edges repeated (as
 ``ferlab.data.tta`` does); crops of 44 px (centre and corners) are resized back to 48.
@@ -17,26 +17,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ferlab.commands.scored_models import scored_model
 from ferlab.data.classes import ClassMapping
 from ferlab.data.datamodule import load_labelled_split
 from ferlab.data.sources import load_dataset
+from ferlab.data.tta import shifted
 from ferlab.evaluation.compare import mcnemar
 from ferlab.evaluation.evaluate import predict_probs
 from ferlab.evaluation.scoring import ScoredModel
-from ferlab.inference.onnx_export import OnnxModel
 from ferlab.models.artifact import load_model_file, resolve_model_file
 
 View = Callable[[torch.Tensor], torch.Tensor]
 
 
 def shift(dx: int, dy: int) -> View:
-    def view(images: torch.Tensor) -> torch.Tensor:
-        pad = max(abs(dx), abs(dy))
-        side = images.shape[-1]
-        padded = F.pad(images.float(), (pad,) * 4, mode="replicate")
-        return padded[..., pad - dy : pad - dy + side, pad - dx : pad - dx + side].to(images.dtype)
-
-    return view
+    return lambda images: shifted(images, dx, dy)
 
 
 def crop(x0: int, y0: int, size: int = 44) -> View:
@@ -75,16 +70,18 @@ def candidates() -> dict[str, list[View]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="run folder or model file")
+    parser.add_argument(
+        "--model",
+        default=str(resolve_model_file("default").with_suffix(".onnx")),
+        help="run folder, model file or .onnx export (default: the shipped model's ONNX export)",
+    )
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013"))
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
     args = parser.parse_args()
-    file = resolve_model_file(args.model)
-    shipped_onnx = file.with_suffix(".onnx")
-    if file.suffix == ".onnx" or (args.model == "default" and shipped_onnx.is_file()):
-        bundle: ScoredModel = OnnxModel(shipped_onnx if file.suffix != ".onnx" else file)
-    else:
-        bundle = load_model_file(file)
+    opened = scored_model(args.model)
+    bundle: ScoredModel = (
+        load_model_file(resolve_model_file(opened)) if isinstance(opened, str) else opened
+    )
     source = load_dataset(args.data)
     mapping = ClassMapping.build(source.classes)
     size = int(bundle.meta.get("config", {}).get("image_size", 48))

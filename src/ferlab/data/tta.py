@@ -33,18 +33,18 @@ def tta_mode(value: str | bool | None) -> str:
 def tta_views(images: torch.Tensor, mode: str) -> list[torch.Tensor]:
     """The views of a batch (N, C, H, W), any dtype, the batch itself first."""
     mode = tta_mode(mode)
-    if mode == "none":
-        return [images]
     views = [images]
+    if mode == "none":
+        return views
     if mode == "shift":
         step = max(1, round(min(images.shape[-2:]) * SHIFT_FRACTION))
         views += [
-            _shift(images, dx, dy) for dx, dy in ((-step, 0), (step, 0), (0, -step), (0, step))
+            shifted(images, dx, dy) for dx, dy in ((-step, 0), (step, 0), (0, -step), (0, step))
         ]
     return views + [view.flip(-1) for view in views]
 
 
-def _shift(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     """Content moved by (dx, dy) pixels (right and down positive), edges repeated."""
     pad = max(abs(dx), abs(dy))
     height, width = images.shape[-2:]
