@@ -20,6 +20,7 @@ AUGMENT_PRESETS = ("none", "light", "standard", "strong")
 COLOR_MODES = ("gray", "rgb")
 BAD_FILE_MODES = ("skip", "error")
 VA_LOSSES = ("mse", "ccc")
+LABEL_MODES = ("majority", "distribution")
 
 
 @dataclass
@@ -27,6 +28,8 @@ class TrainConfig:
     """Everything a training run needs; the resolved copy is saved as ``config.yaml`` in the run."""
 
     data: str = ""
+    labels: str | None = None
+    label_mode: str = "distribution"
     model: str = "mobilenet_v2"
     strategy: str = "finetune"
     pretrained: bool = True
@@ -92,6 +95,7 @@ class TrainConfig:
             "color": COLOR_MODES,
             "on_bad_file": BAD_FILE_MODES,
             "va_loss": VA_LOSSES,
+            "label_mode": LABEL_MODES,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)

@@ -18,6 +18,10 @@ from ferlab.config import (
 
 FLAG_HELP = {
     "data": "data set: a class-folder tree, the FER2013 CSV or a path,label manifest CSV",
+    "labels": "a CSV of per-class votes or probabilities per image (file column relative to "
+    "--data), e.g. FER+'s ferplus.csv; the splits still come from --data",
+    "label_mode": "with --labels: distribution (cross-entropy against the normalised votes) | "
+    "majority (one-hot of the majority, ties to the first column)",
     "model": "registry name (see 'ferlab models')",
     "strategy": "frozen | finetune | progressive; a Lightning strategy such as ddp goes to "
     "--distributed (the flag may be given twice: --strategy progressive --strategy ddp)",

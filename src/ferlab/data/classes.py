@@ -11,6 +11,8 @@ from ferlab.errors import ConfigError
 CANONICAL_CLASSES: dict[str, tuple[str, ...]] = {
     # FER2013 CSV emotion codes 0..6.
     "fer2013": ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"),
+    # FER+ crowd labels: FER2013's seven, then contempt.
+    "ferplus": ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt"),
     "affectnet": ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"),
     # CK+ folder names.
     "ckplus": ("anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"),
@@ -19,6 +21,7 @@ CANONICAL_CLASSES: dict[str, tuple[str, ...]] = {
 # Orders tried by canonical_order, first match wins; CK+ sets may also hold "neutral" (CK+ code 0).
 _ORDERS: tuple[tuple[str, ...], ...] = (
     CANONICAL_CLASSES["fer2013"],
+    CANONICAL_CLASSES["ferplus"],
     CANONICAL_CLASSES["affectnet"],
     ("neutral", *CANONICAL_CLASSES["ckplus"]),
 )

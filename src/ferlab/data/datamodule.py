@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ferlab.data.cache import decode_split
 from ferlab.data.classes import ClassMapping
+from ferlab.data.soft_labels import mapped_votes
 from ferlab.data.sources import DatasetSource
 from ferlab.data.transforms import Preprocessing, eval_transform, train_transform
 from ferlab.errors import DataError
@@ -24,6 +25,8 @@ class TensorImageDataset(Dataset):
 
     With ``va`` (float (N, 2), NaN where missing) a sample is ``(image, label, va, va_mask)``:
     valence and arousal with 0 where missing, and a bool (2,) mask of the values present.
+    With ``targets`` (float (N, C), each row a distribution over the classes) a sample is
+    ``(image, label, target)``.
     """
 
     def __init__(
@@ -32,18 +35,24 @@ class TensorImageDataset(Dataset):
         labels: torch.Tensor,
         transform: Callable[[torch.Tensor], torch.Tensor],
         va: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
     ) -> None:
+        if va is not None and targets is not None:
+            raise ValueError("a sample carries valence/arousal or soft targets, not both")
         self.images = images
         self.labels = labels
         self.transform = transform
         self.va_mask = None if va is None else ~torch.isnan(va)
         self.va = None if va is None else torch.nan_to_num(va, nan=0.0)
+        self.targets = targets
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image, label = self.transform(self.images[index]), self.labels[index]
+        if self.targets is not None:
+            return image, label, self.targets[index]
         if self.va is None or self.va_mask is None:
             return image, label
         return image, label, self.va[index], self.va_mask[index]
@@ -52,20 +61,46 @@ class TensorImageDataset(Dataset):
 @dataclass
 class LabelledImages:
     """A split ready for training: uint8 images, target class ids and the source row of each;
-    ``va``: float32 (N, 2) valence and arousal, NaN where missing, None if the data has none."""
+    ``va``: float32 (N, 2) valence and arousal, NaN where missing, None if the data has none;
+    ``votes``: float32 (N, C) crowd votes over the target classes (the label is their majority),
+    None without a labels file."""
 
     images: torch.Tensor
     labels: torch.Tensor
     rows: torch.Tensor
     va: torch.Tensor | None = None
+    votes: torch.Tensor | None = None
 
     def class_counts(self, num_classes: int) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=num_classes)
 
+    def distributions(self) -> torch.Tensor | None:
+        """The votes normalised to sum to 1 per sample (None without votes)."""
+        if self.votes is None:
+            return None
+        return self.votes / self.votes.sum(dim=1, keepdim=True)
+
+    def class_prior(self, num_classes: int) -> torch.Tensor:
+        """The share of each class: the mean vote distribution, else the label frequencies."""
+        dist = self.distributions()
+        if dist is not None:
+            return dist.mean(dim=0)
+        counts = self.class_counts(num_classes).double()
+        return (counts / counts.sum()).float()
+
     def subset(self, indices: torch.Tensor) -> LabelledImages:
         """The samples at ``indices``, in that order."""
-        va = None if self.va is None else self.va[indices]
-        return LabelledImages(self.images[indices], self.labels[indices], self.rows[indices], va)
+
+        def pick(values: torch.Tensor | None) -> torch.Tensor | None:
+            return None if values is None else values[indices]
+
+        return LabelledImages(
+            self.images[indices],
+            self.labels[indices],
+            self.rows[indices],
+            pick(self.va),
+            pick(self.votes),
+        )
 
 
 def limit_per_class(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
@@ -131,7 +166,14 @@ def load_labelled_split(
     decoded = decode_split(
         table, image_size=image_size, color=color, on_bad_file=on_bad_file, cache_dir=cache_dir
     )
-    ids = [mapping.label_of(table.labels[row]) for row in decoded.rows.tolist()]
+    decoded_rows = decoded.rows.tolist()
+    votes = None
+    if table.votes is not None and source.vote_columns is not None:
+        targets, majority = mapped_votes(table.votes, source.vote_columns, mapping)
+        ids = [int(majority[row]) if majority[row] >= 0 else None for row in decoded_rows]
+        votes = torch.from_numpy(targets.astype(np.float32))
+    else:
+        ids = [mapping.label_of(table.labels[row]) for row in decoded_rows]
     kept = torch.tensor([i for i, label in enumerate(ids) if label is not None], dtype=torch.long)
     if len(kept) == 0:
         raise DataError(
@@ -144,7 +186,9 @@ def load_labelled_split(
         picked = rows.tolist()
         columns = [_va_column(table.valence, picked), _va_column(table.arousal, picked)]
         va = torch.from_numpy(np.stack(columns, axis=1))
-    data = LabelledImages(decoded.images[kept], labels, rows, va)
+    data = LabelledImages(
+        decoded.images[kept], labels, rows, va, None if votes is None else votes[rows]
+    )
     if per_class is not None:
         data = data.subset(limit_per_class(data.labels, per_class, seed))
     if limit is not None:
@@ -203,12 +247,14 @@ class FERDataModule(L.LightningDataModule):
         per_class: int | None = None,
         limit: int | None = None,
         with_va: bool = False,
+        label_mode: str = "majority",
         on_bad_file: str = "skip",
         num_workers: int | None = None,
         cache_dir: Path | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.label_mode = label_mode
         self.source = source
         self.mapping = mapping
         self.prep = prep
@@ -260,6 +306,10 @@ class FERDataModule(L.LightningDataModule):
         self.setup()
         return self.splits["train"].class_counts(self.mapping.num_classes)
 
+    def _targets(self, split: LabelledImages) -> torch.Tensor | None:
+        """The vote distributions a ``distribution`` label mode trains against."""
+        return split.distributions() if self.label_mode == "distribution" else None
+
     def _loader(self, dataset: Dataset, **kwargs: object) -> DataLoader:
         return DataLoader(
             dataset,
@@ -277,6 +327,7 @@ class FERDataModule(L.LightningDataModule):
             split.labels,
             train_transform(self.augment, self.prep),
             split.va if self.with_va else None,
+            self._targets(split),
         )
         weights = None
         if self.balance == "sampler":
@@ -288,6 +339,7 @@ class FERDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         split = self.splits["val"]
         va = split.va if self.with_va else None
-        return self._loader(
-            TensorImageDataset(split.images, split.labels, eval_transform(self.prep), va)
+        dataset = TensorImageDataset(
+            split.images, split.labels, eval_transform(self.prep), va, self._targets(split)
         )
+        return self._loader(dataset)

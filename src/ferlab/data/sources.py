@@ -57,6 +57,8 @@ class SplitTable:
     arousal: np.ndarray | None
     origin: str
     """Path of the folder or CSV the samples came from, for messages and cache keys."""
+    votes: np.ndarray | None = None
+    """float (N, K) crowd votes over ``DatasetSource.vote_columns``; None without a labels file."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,6 +77,7 @@ class SplitTable:
             pixels=pick(self.pixels),
             valence=pick(self.valence),
             arousal=pick(self.arousal),
+            votes=pick(self.votes),
         )
 
     def class_counts(self) -> dict[str, int]:
@@ -98,6 +101,9 @@ class DatasetSource:
     """(file, reason) for files or rows skipped while loading."""
     excluded: dict[str, int] = field(default_factory=dict)
     """Samples left out by a rule of the data set (not errors), counted by reason."""
+    vote_columns: list[str] | None = None
+    """The columns of the split tables' ``votes`` (classes, then non-class votes such as
+    ``unknown``), when a labels file was laid over the data set."""
 
     def loading_note(self) -> str | None:
         """One line on what was excluded and skipped while reading, or None if nothing was."""

@@ -85,12 +85,14 @@ class FERClassifier(L.LightningModule):
     def _step(
         self, batch: tuple[torch.Tensor, ...], stage: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, logits, labels); for a multi-task model also logs the parts of the loss and
-        feeds the val CCCs."""
+        """(loss, logits, labels); a batch ``(images, labels, distributions)`` trains against
+        the distributions (soft cross-entropy); for a multi-task model also logs the parts of the
+        loss and feeds the val CCCs."""
         images, labels = batch[0], batch[1]
         logits, va_pred = self._outputs(images)
         if self.multitask is None or va_pred is None:
-            return self.criterion(logits, labels), logits, labels
+            targets = batch[2] if len(batch) == 3 else labels
+            return self.criterion(logits, targets), logits, labels
         va_true, va_mask = batch[2], batch[3]
         loss, parts = self.multitask(logits, labels, va_pred, va_true, va_mask)
         self.log_dict(

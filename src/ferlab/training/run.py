@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from ferlab.config import TrainConfig, load_config
 from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import FERDataModule
+from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.transforms import Preprocessing
 from ferlab.errors import ConfigError, FerlabError
@@ -90,6 +91,10 @@ def prepare(config: TrainConfig) -> PreparedRun:
         seed=config.seed,
         on_bad_file=config.on_bad_file,
     )
+    if config.labels:
+        if config.head == "multitask":
+            raise ConfigError("labels: crowd labels train expressions only, not head multitask")
+        source, _ = attach_votes(source, read_vote_table(config.labels))
     mapping = ClassMapping.build(source.classes, keep=keep, rename=rename, merge=merge)
     prep = Preprocessing(
         input_size=config.input_size or info.input_size,
@@ -125,6 +130,7 @@ def prepare(config: TrainConfig) -> PreparedRun:
         per_class=config.limit_per_class,
         limit=config.limit,
         with_va=model.va,
+        label_mode=config.label_mode if config.labels else "majority",
         on_bad_file=config.on_bad_file,
         num_workers=config.num_workers,
         cache_dir=Path(config.cache_dir) if config.cache_dir else None,
@@ -404,11 +410,16 @@ def _export(prepared: PreparedRun, checkpoint: ModelCheckpoint, model_file: Path
     state = torch.load(source, map_location="cpu", weights_only=False)["state_dict"]
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     prepared.model.load_state_dict(weights)
+    train_split = prepared.datamodule.splits["train"]
+    prior = train_split.class_prior(prepared.mapping.num_classes)
     meta = {
         "trained_on": str(prepared.config.data),
         "strategy": prepared.config.strategy,
         "checkpoint": Path(source).name,
         "config": prepared.config.to_dict(),
+        "label_source": prepared.config.labels,
+        "label_mode": prepared.config.label_mode if prepared.config.labels else "single",
+        "class_prior": [round(float(p), 6) for p in prior],
     }
     bundle = ModelBundle(
         model=prepared.model,

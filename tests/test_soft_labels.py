@@ -1,0 +1,176 @@
+"""Crowd labels: the votes CSV reader, majority and distribution targets, soft-label training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_pattern_tree, quick_options
+from ferlab import train
+from ferlab.data.classes import ClassMapping
+from ferlab.data.datamodule import load_labelled_split
+from ferlab.data.soft_labels import attach_votes, mapped_votes, read_vote_table
+from ferlab.data.sources import load_dataset
+from ferlab.errors import DataError
+from ferlab.training.module import FERClassifier
+
+HEADER = "file,ferplus_image,neutral,happiness,surprise,sadness,anger,unknown,NF"
+
+
+def write_votes(path: Path, rows: list[str], header: str = HEADER) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_reader_maps_names_ignores_text_columns_and_reports_bad_rows(tmp_path: Path) -> None:
+    table = read_vote_table(
+        write_votes(
+            tmp_path / "votes.csv",
+            [
+                "train/a/1.png,fer1.png,1,7,0,0,2,0,0",
+                "train/a/2.png,fer2.png,0,0,0,0,0,0,0",  # no votes
+                "train/a/3.png,fer3.png,1,x,0,0,2,0,0",  # not a number
+                "train/a/4.png,fer4.png,1,-1,0,0,2,0,0",  # negative
+                "train/a/1.png,fer5.png,1,1,0,0,2,0,0",  # second row for the same file
+                "train/a/6.png,fer6.png,1,1",  # short row
+                "train/a/7.png,fer7.png,0.1,0.2,0.3,0.1,0.1,0.2,0",  # probabilities
+            ],
+        )
+    )
+    assert table.columns == ["neutral", "happy", "surprise", "sad", "angry", "unknown", "NF"]
+    assert table.classes == ["angry", "happy", "sad", "surprise", "neutral"]
+    assert table.files == ["train/a/1.png", "train/a/7.png"]
+    reasons = [reason for _, reason in table.bad_rows]
+    assert reasons == [
+        "no votes",
+        "a vote is not a number",
+        "a negative vote",
+        "second row for train/a/1.png",
+        "4 fields, expected 9",
+    ]
+    assert table.bad_rows[0][0].endswith("votes.csv:line 3")
+    np.testing.assert_allclose(table.votes[1], [0.1, 0.2, 0.3, 0.1, 0.1, 0.2, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty labels file"),
+        ("image,happy,sad\nx.png,1,2\n", "no file column in header 'image,happy,sad'"),
+        ("file,happy,unknown\nx.png,1,2\n", "fewer than 2 class columns"),
+        ("file,happy,sad\nx.png,-1,2\n", "no usable rows of votes (first: "),
+    ],
+)
+def test_reader_refuses_unusable_files_in_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "votes.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=r"votes\.csv") as error:
+        read_vote_table(path)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_majority_ties_merges_and_classes_that_name_nothing() -> None:
+    columns = ["neutral", "happy", "sad", "angry", "unknown", "NF"]
+    votes = np.array(
+        [
+            [2, 7, 0, 1, 0, 0],  # happy
+            [4, 0, 4, 0, 2, 0],  # tie neutral/sad: the first column wins
+            [1, 0, 1, 1, 6, 1],  # unknown: left out
+            [0, 3, 3, 4, 0, 0],  # angry alone; sad+angry merged (7) beats happy
+        ],
+        dtype=float,
+    )
+    plain = ClassMapping.build(["angry", "happy", "sad", "neutral"])
+    targets, majority = mapped_votes(votes, columns, plain)
+    assert [plain.names[m] if m >= 0 else None for m in majority] == [
+        "happy",
+        "neutral",
+        None,
+        "angry",
+    ]
+    np.testing.assert_allclose(targets[0], [1, 7, 0, 2])  # angry, happy, sad, neutral
+    merged = ClassMapping.build(
+        ["angry", "happy", "sad", "neutral"], merge={"negative": ["sad", "angry"]}
+    )
+    targets, majority = mapped_votes(votes, columns, merged)
+    assert merged.names[majority[3]] == "negative"
+    assert targets[3, merged.names.index("negative")] == 7
+    kept = ClassMapping.build(["angry", "happy", "sad", "neutral"], keep=["happy", "sad"])
+    _, majority = mapped_votes(votes, columns, kept)
+    assert majority.tolist() == [0, -1, -1, -1]  # neutral's and angry's majorities drop out
+
+
+def _votes_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """The pattern tree (happy/sad/surprise by bright half) and votes that agree with its folders
+    on most images, with one 'unknown' majority, one image without a row and one stray row."""
+    root = make_pattern_tree(tmp_path / "data", {"train": 24, "val": 6})
+    rows = []
+    rng = np.random.default_rng(0)
+    columns = ["happy", "sad", "surprise"]
+    for image in sorted(root.glob("*/*/*.png")):
+        rel = image.relative_to(root).as_posix()
+        if rel == "train/happy/000.png":
+            continue
+        counts = (
+            rng.multinomial(3, [1 / 3] * 3)
+            + np.eye(3, dtype=int)[columns.index(image.parent.name)] * 7
+        )
+        unknown = 11 if rel == "train/sad/001.png" else 0
+        rows.append(f"{rel},{','.join(map(str, counts))},{unknown}")
+    rows.append("train/happy/missing.png,1,0,0,0")
+    return root, write_votes(
+        tmp_path / "votes.csv", rows, "file,happiness,sadness,surprise,unknown"
+    )
+
+
+def test_votes_laid_over_a_folder_tree(tmp_path: Path) -> None:
+    root, csv_path = _votes_tree(tmp_path)
+    source, report = attach_votes(load_dataset(root), read_vote_table(csv_path))
+    assert source.classes == ["happy", "sad", "surprise"]
+    assert report.without_row == ["train/happy/000.png"]
+    assert report.unused_rows == 1
+    assert dict(report.majority_excluded) == {"unknown": 1}
+    assert "1 images without a row" in report.summary()
+    assert "majority unknown: 1" in str(source.loading_note())
+    mapping = ClassMapping.build(source.classes)
+    data = load_labelled_split(source, "train", mapping, image_size=48)
+    assert len(data.labels) == 3 * 24 - 2
+    dist = data.distributions()
+    assert dist is not None
+    torch.testing.assert_close(dist.sum(dim=1), torch.ones(len(dist)))
+    assert (dist.argmax(dim=1) == data.labels).all()
+    prior = data.class_prior(3)
+    assert prior.shape == (3,) and abs(float(prior.sum()) - 1) < 1e-5
+
+
+def test_distribution_loss_is_cross_entropy_against_the_votes() -> None:
+    from ferlab.models.registry import create_model
+
+    module = FERClassifier(create_model("baseline_cnn", 3, pretrained=False), 3, label_smoothing=0)
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    target = torch.tensor([[0.7, 0.2, 0.1]])
+    log_p = torch.log_softmax(logits, dim=1)
+    expected = -(target * log_p).sum()
+    module._outputs = lambda images: (logits, None)  # type: ignore[method-assign]
+    loss, _, _ = module._step((torch.zeros(1), torch.tensor([0]), target), "train")
+    # by hand: log-softmax of (2, 0, -1) is (-0.1698, -2.1698, -3.1698)
+    assert abs(float(expected) - 0.8698) < 1e-3
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("label_mode", ["distribution", "majority"])
+def test_training_with_labels_learns_and_records_the_mode(tmp_path: Path, label_mode: str) -> None:
+    root, csv_path = _votes_tree(tmp_path)
+    result = train(
+        **quick_options(root, tmp_path / "runs", labels=str(csv_path), label_mode=label_mode)
+    )
+    assert result.best_val_acc is not None and result.best_val_acc > 0.5  # majority rate 1/3
+    payload = torch.load(result.model_file, weights_only=True)
+    assert payload["meta"]["label_mode"] == label_mode
+    assert payload["meta"]["label_source"] == str(csv_path)
+    assert len(payload["meta"]["class_prior"]) == 3
+    assert "labels file" in str(result.data_note)
