@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ferlab.commands.prior_option import add_prior_tau_option
 from ferlab.commands.scored_models import scored_model
 from ferlab.commands.train import FLAG_HELP
 from ferlab.commands.tta_option import add_tta_option
@@ -24,6 +25,13 @@ def add_parser(commands: Any) -> None:
         type=Path,
         help="folder for metrics.json and the report (default: eval-SPLIT beside the model)",
     )
+    parser.add_argument(
+        "--labels",
+        metavar="VOTES.csv",
+        help="score against crowd votes laid over the data (e.g. FER+'s ferplus.csv): the "
+        "majority label per image, plus the model's agreement with the vote distribution",
+    )
+    add_prior_tau_option(parser)
     parser.add_argument("--keep", help=FLAG_HELP["keep"])
     parser.add_argument("--rename", help=FLAG_HELP["rename"])
     parser.add_argument("--merge", help=FLAG_HELP["merge"])
@@ -49,6 +57,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         on_bad_file=args.on_bad_file,
         tta=args.tta,
+        labels=args.labels,
+        prior_tau=args.prior_tau,
     )
     how = run_description(result.metrics)
     print(f"{result.metrics['model']} ({how}) on {args.data} [{args.split}]")

@@ -18,6 +18,7 @@ import torch
 
 from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import LabelledImages, load_labelled_split
+from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.transforms import eval_transform
 from ferlab.data.tta import tta_mode, tta_views
@@ -28,6 +29,7 @@ from ferlab.evaluation.calibration import (
     fit_temperature,
     probs_to_logits,
 )
+from ferlab.evaluation.crowd import answer_shares, crowd_metrics
 from ferlab.evaluation.metrics import ECE_BINS, classification_metrics
 from ferlab.evaluation.plots import Plot, report_plots
 from ferlab.evaluation.report import write_report
@@ -35,6 +37,7 @@ from ferlab.evaluation.scoring import ExportedModel, ScoredModel, runtime_label
 from ferlab.evaluation.va_metrics import va_metrics
 from ferlab.evaluation.va_plots import va_plots
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+from ferlab.models.prior import check_prior_tau, default_prior_tau, prior_adjusted, recorded_prior
 
 
 @dataclass
@@ -141,21 +144,51 @@ def _training_history(model_file: Path) -> tuple[list[dict[str, str]], str | Non
     return rows, None if rows else "training curves: metrics.csv has no epochs"
 
 
-def _predict_split(
-    bundle: ScoredModel,
-    source: DatasetSource,
-    mapping: ClassMapping,
-    split: str,
-    load: dict[str, Any],
-    batch_size: int,
-    tta: str,
-) -> tuple[LabelledImages, np.ndarray, np.ndarray, np.ndarray | None]:
-    """The split's images, its labels as model class ids, the model's probabilities and its
-    valence/arousal predictions (None for a classification-only model)."""
-    data = load_labelled_split(source, split, mapping, **load)
-    to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
-    probs, va = predict_outputs(bundle, data.images, batch_size, tta=tta)
-    return data, to_model[data.labels].numpy(), probs, va
+def _prior_tau(bundle: ScoredModel, model_file: Path, prior_tau: float | None) -> float:
+    """The τ to run with (the model file's unless given), checked against its recorded prior."""
+    where = str(model_file)
+    tau = default_prior_tau(bundle.meta, where) if prior_tau is None else check_prior_tau(prior_tau)
+    if tau > 0:
+        recorded_prior(bundle.meta, bundle.classes, where)
+    return tau
+
+
+class _Scoring:
+    """Predicts a split and puts labels and probabilities in the scored classes: the model's
+    classes that the data can label, in the model's order (probabilities renormalised over them),
+    after the prior adjustment."""
+
+    def __init__(
+        self, bundle: ScoredModel, mapping: ClassMapping, tau: float, model_file: Path
+    ) -> None:
+        self.bundle = bundle
+        self.mapping = mapping
+        self.tau = tau
+        self.prior = recorded_prior(bundle.meta, bundle.classes, str(model_file)) if tau else None
+        self.columns = [k for k, name in enumerate(bundle.classes) if name in mapping.names]
+        self.classes = [bundle.classes[k] for k in self.columns]
+
+    def predict(
+        self, source: DatasetSource, split: str, load: dict[str, Any], batch_size: int, tta: str
+    ) -> tuple[LabelledImages, np.ndarray, np.ndarray, np.ndarray | None]:
+        """The split's images, its labels as scored class ids, the probabilities over the scored
+        classes and the valence/arousal predictions (None for a classification-only model)."""
+        data = load_labelled_split(source, split, self.mapping, **load)
+        probs, va = predict_outputs(self.bundle, data.images, batch_size, tta=tta)
+        if self.prior is not None:
+            probs = prior_adjusted(probs, self.prior, self.tau)
+        if len(self.columns) < len(self.bundle.classes):
+            probs = probs[:, self.columns]
+            probs = probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
+        to_scored = torch.tensor([self.classes.index(name) for name in self.mapping.names])
+        return data, to_scored[data.labels].numpy(), probs, va
+
+    def votes(self, data: LabelledImages) -> np.ndarray | None:
+        """The split's crowd votes over the scored classes (None without votes)."""
+        if data.votes is None:
+            return None
+        order = [self.mapping.names.index(name) for name in self.classes]
+        return data.votes.numpy()[:, order].astype(np.float64)
 
 
 def _valence_arousal(
@@ -196,6 +229,8 @@ def evaluate(
     batch_size: int = 256,
     on_bad_file: str = "skip",
     tta: str | bool | None = None,
+    labels: str | Path | None = None,
+    prior_tau: float | None = None,
 ) -> EvaluationResult:
     """Evaluate a run folder, model file or ``"default"`` (or an ``ExportedModel``, such as an
     ONNX export on onnxruntime) on ``split`` of ``data``.
@@ -205,6 +240,15 @@ def evaluate(
     in the working folder). A temperature for calibration is fitted on the data's val split,
     never on the split that is scored. ``tta``: average over each image's views: "none", "flip"
     (True), "shift" (see ``ferlab.data.tta``; None: as the model file says).
+
+    ``labels``: a crowd-votes CSV laid over the data (``ferlab.data.soft_labels``): each image is
+    scored against its majority (images whose majority names no class are left out) and the
+    metrics gain the crowd agreement (``crowd``). Classes the votes name but the model lacks are
+    left out with the images whose majority they are (``unanswerable_classes``); classes the model
+    has but the data cannot label are left out of the scoring: their probability is dropped and
+    the rest renormalised (``unscored_model_classes``). ``prior_tau``: divide the probabilities by
+    the model's training class prior to this power (``ferlab.models.prior``; None: as the model
+    file says, else 0).
     """
     if isinstance(model, str | Path):
         model_file = resolve_model_file(model)
@@ -220,17 +264,24 @@ def evaluate(
         seed=int(trained.get("seed", 0)),
         on_bad_file=on_bad_file,
     )
+    unanswerable: list[str] = []
+    if labels is not None:
+        source, _ = attach_votes(source, read_vote_table(labels))
+        unanswerable = [name for name in source.classes if name not in bundle.classes]
+        if unanswerable and keep is None and rename is None and merge is None:
+            keep = ",".join(name for name in source.classes if name in bundle.classes)
     mapping = map_classes_to_model(bundle, source.classes, keep, rename, merge)
+    tau = _prior_tau(bundle, model_file, prior_tau)
     load = {
         "image_size": int(trained.get("image_size", bundle.prep.input_size)),
         "color": str(trained.get("color", "gray")),
         "on_bad_file": on_bad_file,
         "cache_dir": Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
     }
-    split_data, labels, probs, va_pred = _predict_split(
-        bundle, source, mapping, split, load, batch_size, tta
-    )
-    metrics = classification_metrics(labels, probs, bundle.classes)
+    scoring = _Scoring(bundle, mapping, tau, model_file)
+    split_data, true, probs, va_pred = scoring.predict(source, split, load, batch_size, tta)
+    classes = scoring.classes
+    metrics = classification_metrics(true, probs, classes)
     metrics.update(
         {
             "model": str(model_file),
@@ -238,26 +289,35 @@ def evaluate(
             "data": str(data),
             "split": split,
             "tta": tta,
+            "prior_tau": tau,
+            "answers": answer_shares(true, probs, classes),
         }
     )
+    if labels is not None:
+        metrics["labels"] = str(labels)
+        votes = scoring.votes(split_data)
+        if votes is not None:
+            metrics["crowd"] = crowd_metrics(probs, votes)
+    if unanswerable:
+        metrics["unanswerable_classes"] = unanswerable
+    if len(classes) < len(bundle.classes):
+        metrics["unscored_model_classes"] = [c for c in bundle.classes if c not in classes]
     if source.loading_note():
         metrics["data_note"] = source.loading_note()
-    val: tuple[np.ndarray, np.ndarray] | str = (probs, labels)
+    val: tuple[np.ndarray, np.ndarray] | str = (probs, true)
     if split != "val":
         try:
-            _, val_labels, val_probs, _ = _predict_split(
-                bundle, source, mapping, "val", load, batch_size, tta
-            )
+            _, val_labels, val_probs, _ = scoring.predict(source, "val", load, batch_size, tta)
             val = (val_probs, val_labels)
         except DataError as exc:
             val = str(exc)
-    scaled = _calibrate(metrics, probs, labels, val)
+    scaled = _calibrate(metrics, probs, true, val)
     history, history_note = _training_history(model_file)
     figures = report_plots(
-        bundle, metrics, split_data.images, labels, probs, scaled, history, bins=ECE_BINS
+        bundle, metrics, split_data.images, true, probs, scaled, history, ECE_BINS, classes
     )
     if va_pred is not None:
-        figures += _valence_arousal(metrics, split_data, va_pred, labels, probs, bundle.classes)
+        figures += _valence_arousal(metrics, split_data, va_pred, true, probs, classes)
     out_dir = Path(out) if out is not None else _default_out(model_file, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / ".metrics.json.tmp"
@@ -269,4 +329,4 @@ def evaluate(
             f"Grad-CAM: needs a PyTorch model file; {model_file.name} runs on {metrics['runtime']}"
         )
     _, page = write_report(out_dir, metrics, figures, notes)
-    return EvaluationResult(metrics, out_dir, probs, labels, page)
+    return EvaluationResult(metrics, out_dir, probs, true, page)

@@ -164,14 +164,37 @@ def format_report(metrics: dict[str, Any]) -> str:
         f"accuracy     {metrics['accuracy']:.4f}"
         f"   (majority class {metrics['majority_accuracy']:.4f})",
         f"macro-F1     {metrics['macro_f1']:.4f}",
-        "",
-        f"{'class':<{width}} precision  recall  f1-score  support",
+        f"balanced acc {metrics['balanced_accuracy']:.4f}",
     ]
+    if metrics.get("prior_tau"):
+        lines.append(f"prior tau    {metrics['prior_tau']:g} (probabilities / prior^tau)")
+    if "crowd" in metrics:
+        crowd = metrics["crowd"]
+        lines.append(
+            f"crowd        KL(votes || model) {crowd['kl_divergence']:.4f}   "
+            f"predicted class got a vote {crowd['predicted_class_voted']:.4f}"
+        )
+    if metrics.get("unanswerable_classes"):
+        lines.append(
+            "not scored   the model has no class "
+            + ", ".join(metrics["unanswerable_classes"])
+            + ": images whose majority it is are left out"
+        )
+    if metrics.get("unscored_model_classes"):
+        lines.append(
+            "not scored   the data has no label "
+            + ", ".join(metrics["unscored_model_classes"])
+            + ": its probability is dropped and the rest renormalised"
+        )
+    answers = metrics.get("answers", {})
+    lines += ["", f"{'class':<{width}} precision  recall  f1-score  support  answered"]
     for name in names:
         row = metrics["per_class"][name]
+        share = answers.get(name, {}).get("predicted")
+        answered = f"{share:>10.3f}" if share is not None else ""
         lines.append(
             f"{name:<{width}} {row['precision']:>9.4f} {row['recall']:>7.4f} "
-            f"{row['f1-score']:>9.4f} {int(row['support']):>8d}"
+            f"{row['f1-score']:>9.4f} {int(row['support']):>8d}{answered}"
         )
     lines += ["", "confusion matrix (rows: true, columns: predicted)"]
     cell = max(6, *(len(n) for n in names)) + 1

@@ -206,12 +206,13 @@ def gradcam_plot(
     labels: np.ndarray,
     probs: np.ndarray,
     per_class: int = 3,
+    classes: list[str] | None = None,
 ) -> bytes:
-    """Grad-CAM overlays (for the predicted class) of the first ``per_class`` faces of each
-    true class; one row per class."""
+    """Grad-CAM overlays (for the model's predicted class) of the first ``per_class`` faces of
+    each true class; one row per class (``classes``: those of ``labels``, default the model's)."""
     from ferlab.evaluation.gradcam import gradcam_overlays
 
-    classes = bundle.classes
+    classes = bundle.classes if classes is None else classes
     picks = [np.flatnonzero(labels == k)[:per_class] for k in range(len(classes))]
     chosen = np.concatenate(picks).astype(int)
     overlays = gradcam_overlays(bundle, images[torch.from_numpy(chosen)])
@@ -244,13 +245,15 @@ def report_plots(
     scaled: np.ndarray | None,
     history: list[dict[str, str]],
     bins: int = 15,
+    classes: list[str] | None = None,
 ) -> list[Plot]:
     """The report's figures, in order; training curves only where ``history`` has epochs, Grad-CAM
     only for a PyTorch model.
 
-    ``scaled`` holds the probabilities after temperature scaling (None without a fit).
+    ``scaled`` holds the probabilities after temperature scaling (None without a fit);
+    ``classes``: the classes ``labels`` and ``probs`` are over (default: the model's).
     """
-    classes = bundle.classes
+    classes = bundle.classes if classes is None else classes
     after = reliability_bins(scaled, labels, bins) if scaled is not None else None
     figures = [
         Plot(
@@ -279,7 +282,7 @@ def report_plots(
             Plot(
                 "gradcam",
                 "Grad-CAM of the predicted class",
-                gradcam_plot(bundle, images, labels, probs),
+                gradcam_plot(bundle, images, labels, probs, classes=classes),
             )
         )
     return figures

@@ -1,0 +1,63 @@
+"""Prior-aware probabilities: divide a model's probabilities by its training class prior^τ.
+
+A model trained on data where one class dominates (FER+'s crowd answers "neutral" for a third of
+the faces) learns that share as a prior. Dividing the probabilities by ``prior ** tau`` and
+renormalising (logit adjustment) takes ``tau`` of it back out: 0 leaves them as they are, 1
+removes the prior fully.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ferlab.errors import ConfigError, ModelError
+
+MAX_PRIOR_TAU = 2.0
+
+
+def check_prior_tau(tau: float) -> float:
+    """``tau`` as a float in [0, MAX_PRIOR_TAU], or ConfigError."""
+    value = float(tau)
+    if not 0.0 <= value <= MAX_PRIOR_TAU:
+        raise ConfigError(f"prior-tau must be in [0, {MAX_PRIOR_TAU:g}], got {tau}")
+    return value
+
+
+def recorded_prior(meta: Mapping[str, Any], classes: Sequence[str], where: str) -> np.ndarray:
+    """The training class prior a model file records (``meta["class_prior"]``), checked: one
+    positive finite share per class, normalised; ModelError naming ``where`` otherwise."""
+    values = meta.get("class_prior")
+    if values is None:
+        raise ModelError(
+            f"{where}: the model records no training class prior, so --prior-tau cannot apply "
+            "(models trained by this ferlab record one)"
+        )
+    try:
+        prior = np.asarray([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ModelError(f"{where}: class_prior is not a list of numbers") from None
+    if len(prior) != len(classes) or not all(math.isfinite(p) and p > 0 for p in prior):
+        raise ModelError(
+            f"{where}: class_prior must hold {len(classes)} positive shares, got {len(prior)}"
+        )
+    return prior / prior.sum()
+
+
+def default_prior_tau(meta: Mapping[str, Any], where: str) -> float:
+    """The τ a model file says to run with (``meta["prior_tau"]``; 0 when it says none)."""
+    try:
+        return check_prior_tau(meta.get("prior_tau", 0.0))
+    except (ConfigError, TypeError, ValueError):
+        raise ModelError(f"{where}: prior_tau in the model file is not in [0, 2]") from None
+
+
+def prior_adjusted(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
+    """``probs / prior**tau``, renormalised per row; ``probs`` unchanged for ``tau == 0``."""
+    if tau == 0:
+        return probs
+    weighted = probs * np.power(prior, -tau)[None, :]
+    return (weighted / weighted.sum(axis=1, keepdims=True)).astype(probs.dtype)
