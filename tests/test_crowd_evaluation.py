@@ -119,3 +119,22 @@ def test_prior_tau_divides_by_the_recorded_prior(
     code = main(["evaluate", str(bare), "--data", str(pattern_tree), "--prior-tau", "0.5"])
     assert code == 2
     assert "records no training class prior" in capsys.readouterr().err
+
+
+def test_recognizer_applies_the_prior_on_both_runtimes(pattern_run: Path, tmp_path: Path) -> None:
+    from ferlab import Recognizer
+    from ferlab.inference.onnx_export import OnnxModel, export_onnx
+    from ferlab.models.artifact import load_model_file
+
+    face = np.full((48, 48, 3), 40, np.uint8)
+    face[:24] = 200
+    plain = Recognizer.load(pattern_run, detect=False, tta="none").predict(face)[0]
+    bundle = load_model_file(pattern_run / "model.pt")
+    prior = recorded_prior(bundle.meta, bundle.classes, "model.pt")
+    expected = prior_adjusted(np.array([list(plain.probs.values())]), prior, 0.5)[0]
+    onnx_file = tmp_path / "model.onnx"
+    export_onnx(pattern_run, onnx_file)
+    assert OnnxModel(onnx_file).meta["class_prior"] == bundle.meta["class_prior"]
+    for ref in (pattern_run, onnx_file):
+        adjusted = Recognizer.load(ref, detect=False, tta="none", prior_tau=0.5).predict(face)[0]
+        np.testing.assert_allclose(list(adjusted.probs.values()), expected, rtol=1e-3, atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ferlab.commands.prior_option import add_prior_tau_option
 from ferlab.commands.tta_option import add_tta_option
 
 
@@ -27,6 +28,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_face_options(parser: argparse.ArgumentParser) -> None:
     """Detection, cropping and test-time augmentation options."""
     add_tta_option(parser)
+    add_prior_tau_option(parser)
     parser.add_argument(
         "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
     )
@@ -67,4 +69,5 @@ def load_recognizer(args: argparse.Namespace, *, detect: bool = True) -> Any:
         tta=args.tta,
         min_score=args.min_score,
         detect_side=args.detect_side,
+        prior_tau=args.prior_tau,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ class Classifier(Protocol):
     runtime: str  # what runs it: "torch" or "onnxruntime"
     default_tta: str  # the test-time augmentation the model is meant to run with (data.tta)
     va: bool  # whether the model also predicts valence and arousal
+    meta: dict[str, Any]  # "class_prior" and "prior_tau" where the model records them
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -50,6 +51,7 @@ class TorchClassifier:
         self.image_size, self.color = decode_settings(bundle.meta, bundle.prep)
         self.default_tta = tta_mode(bundle.meta.get("tta"))
         self.va = bundle.va
+        self.meta = bundle.meta
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.outputs(batch)[0]

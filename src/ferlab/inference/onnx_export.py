@@ -37,6 +37,7 @@ ONNX_FORMAT_VERSION = 1
 OPSET = 18
 QUANTIZE_MODES = ("int8",)
 _CALIBRATION_BATCH = 32
+PRIOR_KEYS = ("class_prior", "prior_tau")  # model file meta an export carries for --prior-tau
 FLOAT_CONVS_KEY = "int8_float_convs"  # model file meta: convolutions an int8 export keeps float
 # training options an export carries for evaluate / compare (class mapping, split, decoding)
 EVALUATION_CONFIG_KEYS = (
@@ -142,6 +143,9 @@ def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle, float_convs: int 
         "tta": json.dumps(tta_mode(bundle.meta.get("tta"))),
         "config": json.dumps(_split_config(bundle.meta.get("config", {}))),
     }
+    for key in PRIOR_KEYS:
+        if key in bundle.meta:
+            values[key] = json.dumps(bundle.meta[key])
     if float_convs is not None:
         values["int8"] = json.dumps({"float_convs": float_convs})
     del model.metadata_props[:]
@@ -289,8 +293,9 @@ class OnnxModel:
             "config": json.loads(meta.get("config", "{}")),
             "tta": self.default_tta,
         }
-        if "int8" in meta:
-            self.meta["int8"] = json.loads(meta["int8"])
+        for key in ("int8", *PRIOR_KEYS):
+            if key in meta:
+                self.meta[key] = json.loads(meta[key])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.outputs(batch)[0]

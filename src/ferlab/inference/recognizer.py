@@ -25,6 +25,7 @@ from ferlab.inference.detect import (
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, model_input
 from ferlab.inference.stream import FrameResult, stream_results
+from ferlab.models.prior import check_prior_tau, default_prior_tau, prior_adjusted, recorded_prior
 
 
 @dataclass
@@ -69,7 +70,9 @@ class Recognizer:
     side are shrunk to it for detection only (detection time grows with the pixel count; faces
     are still cropped from the full image); ``detector``: the face detector, libfacedetection
     unless another function of the ``FaceDetector`` shape is given (``min_score``, ``min_face``
-    and ``detect_side`` apply to it too).
+    and ``detect_side`` apply to it too); ``prior_tau``: divide the probabilities by the model's
+    training class prior to this power and renormalise (``ferlab.models.prior``; None: as the
+    model file says, 0 where it says nothing).
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class Recognizer:
         min_score: float = 0.6,
         detect_side: int = DEFAULT_DETECT_SIDE,
         detector: FaceDetector = libfacedetection,
+        prior_tau: float | None = None,
     ) -> None:
         if min_face < 1 or margin < 0 or not 0 <= min_score <= 1 or detect_side < 32:
             raise ConfigError(
@@ -97,6 +101,11 @@ class Recognizer:
         self.min_score = min_score
         self.detect_side = detect_side
         self.detector = detector
+        meta, where = classifier.meta, f"model {classifier.name}"
+        self.prior_tau = (
+            default_prior_tau(meta, where) if prior_tau is None else check_prior_tau(prior_tau)
+        )
+        self.prior = recorded_prior(meta, classifier.classes, where) if self.prior_tau else None
 
     @classmethod
     def load(
@@ -111,6 +120,7 @@ class Recognizer:
         min_score: float = 0.6,
         detect_side: int = DEFAULT_DETECT_SIDE,
         detector: FaceDetector = libfacedetection,
+        prior_tau: float | None = None,
     ) -> Recognizer:
         """``ref``: "default" (the model shipped with ferlab), a run folder, a model file or an
         ``.onnx`` export; ``backend``: auto | torch | onnx."""
@@ -124,6 +134,7 @@ class Recognizer:
             min_score=min_score,
             detect_side=detect_side,
             detector=detector,
+            prior_tau=prior_tau,
         )
 
     @property
@@ -227,6 +238,8 @@ class Recognizer:
         views = tta_views(torch.stack([crop for _, _, crop in pending]), self.tta)
         probs, va = self.classifier.outputs(model_input(torch.cat(views), self.classifier.prep))
         probs = probs.reshape(len(views), len(pending), -1).mean(axis=0)
+        if self.prior is not None:
+            probs = prior_adjusted(probs, self.prior, self.prior_tau)
         va = None if va is None else va.reshape(len(views), len(pending), -1).mean(axis=0)
         classes = self.classifier.classes
         for k, ((index, face, _), row) in enumerate(zip(pending, probs, strict=True)):
