@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.commands.scored_models import scored_model
+from ferlab.commands.tta_option import add_tta_option
 
 
 def add_parser(commands: Any) -> None:
@@ -32,6 +33,12 @@ def add_parser(commands: Any) -> None:
         "--out", type=Path, default=Path("."), metavar="DIR", help="default: the current folder"
     )
     parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
+    parser.add_argument(
+        "--labels",
+        metavar="VOTES.csv",
+        help="score against crowd votes laid over the data (as 'ferlab evaluate --labels')",
+    )
+    add_tta_option(parser)
     parser.set_defaults(handler=_run_compare)
 
 
@@ -44,6 +51,8 @@ def _run_compare(args: argparse.Namespace) -> int:
         split=args.split,
         alpha=args.alpha,
         on_bad_file=args.on_bad_file,
+        tta=args.tta,
+        labels=args.labels,
     )
     print(comparison.markdown())
     for path in comparison.write(args.out):

@@ -20,12 +20,20 @@ from scipy.stats import binomtest, chi2
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
 from ferlab.data.datamodule import load_labelled_split
-from ferlab.data.sources import DatasetSource, load_dataset
+from ferlab.data.sources import DatasetSource
+from ferlab.data.tta import tta_mode
 from ferlab.errors import ConfigError
 from ferlab.evaluation.calibration import expected_calibration_error
-from ferlab.evaluation.evaluate import map_classes_to_model, predict_probs
+from ferlab.evaluation.evaluate import (
+    SplitScorer,
+    crowd_mapping,
+    decode_options,
+    labelled_source,
+    predict_probs,
+)
 from ferlab.evaluation.scoring import ExportedModel, ScoredModel, parameter_count, runtime_label
 from ferlab.models.artifact import load_model_file, resolve_model_file
+from ferlab.models.prior import default_prior_tau
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
 SPEED_BATCH = 64
@@ -194,31 +202,30 @@ def _train_seconds(model_file: Path) -> float | None:
 
 
 def _score(
-    ref: str, bundle: ScoredModel, model_file: Path, source: DatasetSource, split: str, bad: str
+    ref: str,
+    bundle: ScoredModel,
+    model_file: Path,
+    source: DatasetSource,
+    split: str,
+    bad: str,
+    tta: str | bool | None,
+    voted: bool,
 ) -> tuple[ModelScore, np.ndarray, np.ndarray]:
     """The model's row, its per-sample correctness and the source rows of the samples."""
-    trained = bundle.meta.get("config", {})
-    mapping = map_classes_to_model(bundle, source.classes, None, None, None)
-    data = load_labelled_split(
-        source,
-        split,
-        mapping,
-        image_size=int(trained.get("image_size", bundle.prep.input_size)),
-        color=str(trained.get("color", "gray")),
-        on_bad_file=bad,
-        cache_dir=Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
-    )
-    to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
-    labels = to_model[data.labels].numpy()
-    predict_probs(bundle, data.images[:SPEED_BATCH], SPEED_BATCH)  # warm-up
+    mapping, _ = crowd_mapping(bundle, source, None, None, None, voted)
+    scorer = SplitScorer(bundle, mapping, default_prior_tau(bundle.meta, ref), model_file)
+    mode = tta_mode(bundle.meta.get("tta") if tta is None else tta)
+    data = load_labelled_split(source, split, mapping, **decode_options(bundle, bad))
+    predict_probs(bundle, data.images[:SPEED_BATCH], SPEED_BATCH, tta=mode)  # warm-up
     start = time.perf_counter()
-    probs = predict_probs(bundle, data.images, SPEED_BATCH)
+    labels, probs, _ = scorer.score(data, SPEED_BATCH, mode)
     elapsed = time.perf_counter() - start
     predicted = probs.argmax(axis=1)
     runtime = runtime_label(bundle)
+    how = ", ".join([runtime] + ([f"{mode} TTA"] if mode != "none" else []))
     score = ModelScore(
         ref=ref,
-        model=bundle.name if runtime == "torch" else f"{bundle.name} ({runtime})",
+        model=f"{bundle.name} ({how})",
         samples=len(labels),
         accuracy=float(accuracy_score(labels, predicted)),
         macro_f1=float(f1_score(labels, predicted, average="macro", zero_division=0)),
@@ -239,9 +246,12 @@ def compare_models(
     split: str = "test",
     alpha: float = 0.05,
     on_bad_file: str = "skip",
+    tta: str | bool | None = None,
+    labels: str | Path | None = None,
 ) -> Comparison:
     """Score each run folder, model file or ``ExportedModel`` (an ONNX export) in ``refs`` on
-    ``split`` of ``data``; test each pair."""
+    ``split`` of ``data``; test each pair on the samples both scored. ``tta``: as in
+    ``evaluate`` (None: each model's own); ``labels``: crowd votes scored as ``evaluate`` does."""
     names = [str(ref) if isinstance(ref, str | Path) else str(ref.path) for ref in refs]
     if not refs or len(set(names)) < len(names):
         raise ConfigError(f"compare needs distinct models, got {', '.join(names) or 'none'}")
@@ -252,17 +262,12 @@ def compare_models(
         load_model_file(file) if isinstance(ref, str | Path) else ref
         for ref, file in zip(refs, files, strict=True)
     ]
-    first = bundles[0].meta.get("config", {})
-    source = load_dataset(
-        data,
-        val_fraction=float(first.get("val_fraction", 0.1)),
-        test_fraction=float(first.get("test_fraction", 0.1)),
-        seed=int(first.get("seed", 0)),
-        on_bad_file=on_bad_file,
-    )
+    source = labelled_source(bundles[0], data, on_bad_file, labels)
     scores, correct, rows = [], {}, {}
     for name, bundle, file in zip(names, bundles, files, strict=True):
-        score, hits, sample_rows = _score(name, bundle, file, source, split, on_bad_file)
+        score, hits, sample_rows = _score(
+            name, bundle, file, source, split, on_bad_file, tta, labels is not None
+        )
         scores.append(score)
         correct[score.ref], rows[score.ref] = hits, sample_rows
     pairs = []

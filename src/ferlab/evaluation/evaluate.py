@@ -144,6 +144,53 @@ def _training_history(model_file: Path) -> tuple[list[dict[str, str]], str | Non
     return rows, None if rows else "training curves: metrics.csv has no epochs"
 
 
+def labelled_source(
+    bundle: ScoredModel, data: str | Path, on_bad_file: str, labels: str | Path | None = None
+) -> DatasetSource:
+    """``data`` split as the model's training split it (for data without fixed splits), with
+    the crowd votes of ``labels`` laid over it when given."""
+    trained = bundle.meta.get("config", {})
+    source = load_dataset(
+        data,
+        val_fraction=float(trained.get("val_fraction", 0.1)),
+        test_fraction=float(trained.get("test_fraction", 0.1)),
+        seed=int(trained.get("seed", 0)),
+        on_bad_file=on_bad_file,
+    )
+    if labels is not None:
+        source, _ = attach_votes(source, read_vote_table(labels))
+    return source
+
+
+def crowd_mapping(
+    bundle: ScoredModel,
+    source: DatasetSource,
+    keep: str | None,
+    rename: str | None,
+    merge: str | None,
+    voted: bool,
+) -> tuple[ClassMapping, list[str]]:
+    """The class mapping onto the model, and the classes the votes name that the model lacks:
+    with ``voted`` data and no class options, those are dropped rather than refused."""
+    unanswerable: list[str] = []
+    if voted:
+        unanswerable = [name for name in source.classes if name not in bundle.classes]
+        if unanswerable and keep is None and rename is None and merge is None:
+            keep = ",".join(name for name in source.classes if name in bundle.classes)
+    return map_classes_to_model(bundle, source.classes, keep, rename, merge), unanswerable
+
+
+def decode_options(bundle: ScoredModel, on_bad_file: str) -> dict[str, Any]:
+    """How the model's training decoded images, as ``load_labelled_split`` options."""
+    trained = bundle.meta.get("config", {})
+    return {
+        "image_size": int(trained.get("image_size", bundle.prep.input_size)),
+        "color": str(trained.get("color", "gray")),
+        "on_bad_file": on_bad_file,
+        "cache_dir": Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
+    }
+
+
 def _prior_tau(bundle: ScoredModel, model_file: Path, prior_tau: float | None) -> float:
     """The τ to run with (the model file's unless given), checked against its recorded prior."""
     where = str(model_file)
@@ -153,7 +200,7 @@ def _prior_tau(bundle: ScoredModel, model_file: Path, prior_tau: float | None) -
     return tau
 
 
-class _Scoring:
+class SplitScorer:
     """Predicts a split and puts labels and probabilities in the scored classes: the model's
     classes that the data can label, in the model's order (probabilities renormalised over them),
     after the prior adjustment."""
@@ -174,6 +221,13 @@ class _Scoring:
         """The split's images, its labels as scored class ids, the probabilities over the scored
         classes and the valence/arousal predictions (None for a classification-only model)."""
         data = load_labelled_split(source, split, self.mapping, **load)
+        return (data, *self.score(data, batch_size, tta))
+
+    def score(
+        self, data: LabelledImages, batch_size: int, tta: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Labels as scored class ids, probabilities over the scored classes and valence/arousal
+        predictions of loaded ``data``."""
         probs, va = predict_outputs(self.bundle, data.images, batch_size, tta=tta)
         if self.prior is not None:
             probs = prior_adjusted(probs, self.prior, self.tau)
@@ -181,7 +235,7 @@ class _Scoring:
             probs = probs[:, self.columns]
             probs = probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
         to_scored = torch.tensor([self.classes.index(name) for name in self.mapping.names])
-        return data, to_scored[data.labels].numpy(), probs, va
+        return to_scored[data.labels].numpy(), probs, va
 
     def votes(self, data: LabelledImages) -> np.ndarray | None:
         """The split's crowd votes over the scored classes (None without votes)."""
@@ -256,29 +310,11 @@ def evaluate(
     else:
         model_file, bundle = model.path, model
     tta = tta_mode(bundle.meta.get("tta") if tta is None else tta)
-    trained = bundle.meta.get("config", {})
-    source = load_dataset(
-        data,
-        val_fraction=float(trained.get("val_fraction", 0.1)),
-        test_fraction=float(trained.get("test_fraction", 0.1)),
-        seed=int(trained.get("seed", 0)),
-        on_bad_file=on_bad_file,
-    )
-    unanswerable: list[str] = []
-    if labels is not None:
-        source, _ = attach_votes(source, read_vote_table(labels))
-        unanswerable = [name for name in source.classes if name not in bundle.classes]
-        if unanswerable and keep is None and rename is None and merge is None:
-            keep = ",".join(name for name in source.classes if name in bundle.classes)
-    mapping = map_classes_to_model(bundle, source.classes, keep, rename, merge)
+    source = labelled_source(bundle, data, on_bad_file, labels)
+    mapping, unanswerable = crowd_mapping(bundle, source, keep, rename, merge, labels is not None)
     tau = _prior_tau(bundle, model_file, prior_tau)
-    load = {
-        "image_size": int(trained.get("image_size", bundle.prep.input_size)),
-        "color": str(trained.get("color", "gray")),
-        "on_bad_file": on_bad_file,
-        "cache_dir": Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
-    }
-    scoring = _Scoring(bundle, mapping, tau, model_file)
+    load = decode_options(bundle, on_bad_file)
+    scoring = SplitScorer(bundle, mapping, tau, model_file)
     split_data, true, probs, va_pred = scoring.predict(source, split, load, batch_size, tta)
     classes = scoring.classes
     metrics = classification_metrics(true, probs, classes)
