@@ -90,26 +90,7 @@ def _quiet() -> Iterator[None]:
 
 
 def draw(result: FrameResult, *, top_k: int = 3) -> np.ndarray:
-    """A BGR copy of the frame with each face's box, smoothed label, bars and track id."""
-    canvas = annotate(
-        result.frame[:, :, ::-1], [tracked.face for tracked in result.faces], top_k=top_k
-    )
-    scale = max(0.4, min(canvas.shape[:2]) / 900)
-    for tracked in result.faces:
-        if tracked.face.box is None:
-            continue
-        x1, y1, _, _ = tracked.face.box
-        (_, height), _ = cv2.getTextSize("#", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        origin = (x1 + 4, y1 + height + 4)
-        for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-            cv2.putText(
-                canvas,
-                f"#{tracked.track}",
-                origin,
-                cv2.FONT_HERSHEY_SIMPLEX,
-                scale,
-                colour,
-                thickness,
-                cv2.LINE_AA,
-            )
-    return canvas
+    """A BGR copy of the frame with each face's box, and its track id, smoothed label and bars."""
+    faces = [tracked.face for tracked in result.faces]
+    tags = [f"#{tracked.track}" for tracked in result.faces]
+    return annotate(result.frame[:, :, ::-1], faces, top_k=top_k, tags=tags)
