@@ -49,7 +49,8 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="run the model on every Nth frame; the frames between repeat its faces (default: 1)",
+        help="run the model on every Nth frame; the frames between repeat its faces at the "
+        "boxes their tracks' motion predicts (default: 1)",
     )
     parser.add_argument(
         "--smooth",
