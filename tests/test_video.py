@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -424,6 +425,7 @@ def test_cli_webcam_without_a_display_says_so(
     assert main(["webcam"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ferlab: error: this OpenCV cannot open windows")
+    assert "pip install 'ferlab[gui]'" in err and "ferlab video --camera 0" in err
     assert err.count("\n") == 1
 
 
@@ -444,3 +446,76 @@ def test_webcam_loop_shows_annotated_frames_until_q(
 def test_a_camera_that_does_not_open_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot open it"):
         open_camera(str(tmp_path / "no-such-camera"))
+
+
+class _FakeCamera:
+    """cv2.VideoCapture's interface over generated frames: camera 0 at 10 fps, which may send
+    itself a Ctrl-C (SIGINT) when it gives frame ``interrupt_at``."""
+
+    def __init__(self, source: object, frames: Iterator[np.ndarray], interrupt_at: int = -1):
+        self.source, self.frames, self.interrupt_at = source, frames, interrupt_at
+        self.given = 0
+        self.open = source == 0
+
+    def isOpened(self) -> bool:
+        return self.open
+
+    def get(self, prop: int) -> float:
+        return FPS if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        frame = next(self.frames, None)
+        if self.given == self.interrupt_at:
+            signal.raise_signal(signal.SIGINT)
+        self.given += 1
+        return frame is not None, frame
+
+    def release(self) -> None:
+        self.open = False
+
+
+def _no_windows(*args: object) -> None:
+    raise AssertionError("a camera recording opened a window")
+
+
+@pytest.mark.parametrize("interrupt_at", [-1, 12])
+def test_cli_video_records_a_camera_without_a_window(
+    interrupt_at: int,
+    fer2013_dir: Path,
+    pattern_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reader = cv2.VideoCapture  # for reading the recording back
+    endless = itertools.cycle(list(_sliding_frames(fer2013_dir, (4, -10, 20), 24)))
+    cameras: list[_FakeCamera] = []
+
+    def open_fake(source: object) -> _FakeCamera:
+        cameras.append(_FakeCamera(source, endless, interrupt_at))
+        return cameras[-1]
+
+    monkeypatch.setattr(cv2, "VideoCapture", open_fake)
+    for gui in ("namedWindow", "imshow", "waitKey"):
+        monkeypatch.setattr(cv2, gui, _no_windows)
+    out, table = tmp_path / "rec.mp4", tmp_path / "rec.csv"
+    args = ["video", "--camera", "0", "--out", str(out), "--csv", str(table), "--every", "3"]
+    assert main([*args, "--seconds", "2", "--model", str(pattern_run)]) == 0
+    recorded = 20 if interrupt_at < 0 else interrupt_at + 1  # 2 s at 10 fps, or up to Ctrl-C
+    printed = capsys.readouterr().out
+    assert f"camera 0: {recorded} frames, 640x480, 10 fps" in printed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+    assert not cameras[0].open
+    rows = _read_csv(table)
+    assert sorted({int(r["frame"]) for r in rows}) == list(range(recorded))
+    assert len({r["track"] for r in rows}) == 3
+    video = reader(str(out))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == recorded
+    video.release()
+    assert main(["video", "--camera", "1", "--csv", str(table)]) == 2
+    assert (
+        capsys.readouterr().err
+        == "ferlab: error: camera 1: cannot open it (no such device, or busy)\n"
+    )
+    assert main(["video", "--camera", "0", "--seconds", "0"]) == 2
+    assert "--seconds must be > 0" in capsys.readouterr().err
