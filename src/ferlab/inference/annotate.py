@@ -89,6 +89,7 @@ class _Panel:
     top: list[tuple[str, float]]
     va_text: str | None
     row: int
+    lift: int  # from a row's bottom up to its text's baseline
     width: int
 
     @property
@@ -150,8 +151,8 @@ def _layout(face: FaceResult, top_k: int, style: Style, tag: str | None) -> _Pan
     title = (
         f"{face.label} {face.score:.2f}" if tag is None else f"{tag} {face.label} {face.score:.2f}"
     )
-    (title_w, text_h), _ = cv2.getTextSize(title, _FONT, style.scale, style.text)
-    row = text_h + style.pad
+    (title_w, text_h), descent = cv2.getTextSize(title, _FONT, style.scale, style.text)
+    row = text_h + descent + style.pad
     names_w = max(_width(f"{n} 0.00", style.small, style.text) for n in classes)
     width = max(title_w, round(60 * style.scale) + names_w + 6) + 6
     va_text = None
@@ -159,7 +160,8 @@ def _layout(face: FaceResult, top_k: int, style: Style, tag: str | None) -> _Pan
         va_text = f"V {face.valence:+.2f} A {face.arousal:+.2f}"
         width = max(width, _width(va_text, style.small, style.text) + 12)
     colour = class_colour(classes.index(face.label))
-    return _Panel(title, colour, face.top(top_k), va_text, row, width)
+    lift = style.pad // 2 + descent
+    return _Panel(title, colour, face.top(top_k), va_text, row, lift, width)
 
 
 def _width(text: str, scale: float, thickness: int) -> int:
@@ -171,21 +173,20 @@ def _draw(canvas: np.ndarray, panel: _Panel, rect: Rect, classes: list[str], sty
     row, bar = panel.row, round(60 * style.scale)
     cv2.rectangle(canvas, (x, y), (x2, y2), _PANEL, cv2.FILLED)
     cv2.rectangle(canvas, (x, y), (x2, y + row), panel.colour, cv2.FILLED)
-    origin = (x + 3, y + row - style.pad // 2)
+    origin = (x + 3, y + row - panel.lift)
     ink = text_colour(panel.colour)
     cv2.putText(canvas, panel.title, origin, _FONT, style.scale, ink, style.text, cv2.LINE_AA)
+    inset = max(2, style.pad // 3)  # between bars, and above and below each
     for i, (name, prob) in enumerate(panel.top, start=1):
-        top_y = y + i * row + 2
+        top_y, bottom_y = y + i * row + inset, y + (i + 1) * row - inset
         tint = class_colour(classes.index(name))
-        cv2.rectangle(canvas, (x + 3, top_y), (x + 3 + bar, top_y + row - 4), _BAR_TRACK, -1)
-        cv2.rectangle(
-            canvas, (x + 3, top_y), (x + 3 + round(bar * prob), top_y + row - 4), tint, -1
-        )
+        cv2.rectangle(canvas, (x + 3, top_y), (x + 3 + bar, bottom_y), _BAR_TRACK, -1)
+        cv2.rectangle(canvas, (x + 3, top_y), (x + 3 + round(bar * prob), bottom_y), tint, -1)
         label = f"{name} {prob:.2f}"
-        origin = (x + bar + 8, top_y + row - 6)
+        origin = (x + bar + 8, y + (i + 1) * row - panel.lift)
         cv2.putText(canvas, label, origin, _FONT, style.small, _WHITE, style.text, cv2.LINE_AA)
     if panel.va_text is not None:
-        origin = (x + 3, y + (len(panel.top) + 2) * row - 4)
+        origin = (x + 3, y + (len(panel.top) + 2) * row - panel.lift)
         cv2.putText(
             canvas, panel.va_text, origin, _FONT, style.small, _WHITE, style.text, cv2.LINE_AA
         )
