@@ -1,4 +1,4 @@
-"""Video and webcam: IoU tracking, smoothing, the lazy frame loop, `ferlab video` and `webcam`.
+"""Video and webcam: tracking, smoothing, the lazy frame loop, `ferlab video` and `webcam`.
 
 The end-to-end video is made of FER2013 test faces pasted into 640x480 frames at 10 fps:
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ferlab.cli import main
 from ferlab.errors import ConfigError, DataError
 from ferlab.inference import FaceResult, Recognizer
 from ferlab.inference.stream import FrameResult, stream_results
-from ferlab.inference.tracking import IoUTracker, ProbabilitySmoother, iou, smoothing_weight
+from ferlab.inference.tracking import FaceTracker, ProbabilitySmoother, iou, smoothing_weight
 
 FPS = 10.0
 FACES = {
@@ -109,7 +110,7 @@ def test_iou() -> None:
 
 
 def test_tracker_keeps_ids_of_crossing_and_neighbouring_faces() -> None:
-    tracker = IoUTracker()
+    tracker = FaceTracker()
     # two faces pass each other, one 50 px lower, 10 px per frame each way
     for step in range(30):
         left = (50 + 10 * step, 100, 150 + 10 * step, 200)
@@ -117,7 +118,7 @@ def test_tracker_keeps_ids_of_crossing_and_neighbouring_faces() -> None:
         boxes = sorted([left, right])  # given left to right, so their order swaps midway
         ids = dict(zip(boxes, tracker.update(boxes), strict=True))
         assert (ids[left], ids[right]) == (1, 2), step
-    neighbours = IoUTracker()  # side by side, 2 px apart, jittering, listed in either order
+    neighbours = FaceTracker()  # side by side, 2 px apart, jittering, listed in either order
     assert neighbours.update([(100, 100, 200, 200), (202, 100, 302, 200)]) == [1, 2]
     rng = np.random.default_rng(0)
     for step in range(20):
@@ -128,7 +129,7 @@ def test_tracker_keeps_ids_of_crossing_and_neighbouring_faces() -> None:
 
 
 def test_tracker_ends_a_track_after_max_missed_and_never_reuses_ids() -> None:
-    tracker = IoUTracker(max_missed=2)
+    tracker = FaceTracker(max_missed=2)
     face = (10, 10, 60, 60)
     assert tracker.update([face]) == [1]
     assert tracker.update([]) == [] and tracker.update([]) == []
@@ -138,6 +139,21 @@ def test_tracker_ends_a_track_after_max_missed_and_never_reuses_ids() -> None:
     assert tracker.active == []
     assert tracker.update([face]) == [2]
     assert tracker.update([(300, 300, 350, 350), face]) == [3, 2]
+
+
+def test_tracker_follows_a_face_detected_every_5_frames_and_predicts_between() -> None:
+    def at(frame: int) -> tuple[int, int, int, int]:  # 20 px a frame: no overlap 5 frames apart
+        return (10 + 20 * frame, 100, 110 + 20 * frame, 200)
+
+    tracker = FaceTracker()
+    for frame in range(0, 30, 5):
+        assert tracker.update([at(frame)], frame) == [1], frame
+    assert np.abs(np.subtract(tracker.box(1, 27), at(27))).max() <= 3
+    assert tracker.update([(0, 300, 100, 400), at(30)], 30) == [2, 1]  # elsewhere: a new face
+    still = FaceTracker()  # a face that stays put is not expected to move
+    for frame in range(0, 30, 3):
+        assert still.update([(50, 50, 150, 150)], frame) == [1]
+    assert still.box(1, 100) == (50, 50, 150, 150)
 
 
 def test_smoothing_follows_time_not_frames() -> None:
@@ -288,7 +304,7 @@ def test_cli_video_tracks_segments_and_smoothing_removes_flips(
     ]
 
 
-def test_cli_video_every_n_repeats_faces_between_model_frames(
+def test_cli_video_every_n_repeats_faces_at_predicted_boxes(
     clip: Path, pattern_run: Path, tmp_path: Path
 ) -> None:
     table = tmp_path / "every.csv"
@@ -298,10 +314,58 @@ def test_cli_video_every_n_repeats_faces_between_model_frames(
     assert sorted({int(r["frame"]) for r in rows}) == list(range(50))
 
     def faces(frame: int) -> list[list[str]]:
-        return [list(r.values())[2:] for r in rows if int(r["frame"]) == frame]
+        return [[r["track"], *list(r.values())[7:]] for r in rows if int(r["frame"]) == frame]
 
-    assert all(faces(i + 1) == faces(i) for i in range(0, 50, 2))
+    assert all(faces(i + 1) == faces(i) for i in range(0, 50, 2))  # ids, labels, probabilities
     assert faces(30) != faces(32)
+    assert {r["track"] for r in rows if int(r["frame"]) in SEGMENT_A} == {"1"}
+    assert {r["track"] for r in rows if int(r["frame"]) in SEGMENT_B} == {"2", "3"}
+    # between model frames, each box moves on as its face does: A and B right, C left
+    x1 = {(int(r["frame"]), r["track"]): int(r["x1"]) for r in rows if r["track"]}
+    for track, speed, frames in (("1", 3, SEGMENT_A), ("2", 2, SEGMENT_B), ("3", -2, SEGMENT_B)):
+        steps = [x1[i + 1, track] - x1[i, track] for i in frames[4::2]]
+        assert np.mean(steps) == pytest.approx(speed, abs=1), (track, steps)
+
+
+def _sliding_frames(fer2013: Path, speeds: tuple[int, ...], count: int) -> Iterator[np.ndarray]:
+    """``count`` 640x480 frames with one 120 px face per row of the frame, each crossing it at
+    its speed in pixels per frame (negative: right to left)."""
+    test = fer2013 / "test"
+    faces = [_lit_face(test / FACES[name], from_above=True) for name in "aca"]
+    faces = [cv2.resize(face, (120, 120), interpolation=cv2.INTER_AREA) for face in faces]
+    for index in range(count):
+        frame = np.full((480, 640, 3), 128, np.uint8)
+        for row, (face, speed) in enumerate(zip(faces, speeds, strict=True)):
+            x = 10 + speed * index if speed > 0 else 510 + speed * index
+            frame[10 + 160 * row : 130 + 160 * row, x : x + 120] = face
+        yield frame
+
+
+@pytest.mark.parametrize("every", [1, 3, 5])
+def test_moving_faces_keep_one_track_each_when_the_model_skips_frames(
+    every: int, fer2013_dir: Path, pattern_run: Path, tmp_path: Path
+) -> None:
+    speeds, count = (4, -10, 20), 24  # the fastest moves 100 px, 0.8 face widths, per 5 frames
+    clip = tmp_path / "sliding.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (640, 480))
+    for frame in _sliding_frames(fer2013_dir, speeds, count):
+        writer.write(frame)
+    writer.release()
+    table = tmp_path / "t.csv"
+    args = ["video", str(clip), "--model", str(pattern_run), "--csv", str(table)]
+    assert main([*args, "--every", str(every)]) == 0
+    rows = _read_csv(table)
+    tracks = {r["track"] for r in rows}
+    assert len(tracks) == len(speeds), tracks
+    for track in tracks:
+        mine = [r for r in rows if r["track"] == track]
+        assert len(mine) == count  # on every frame
+        assert len({(int(r["y1"]) + 10) // 160 for r in mine}) == 1  # always the same face
+        centres = [(int(r["x1"]) + int(r["x2"])) / 2 for r in mine]
+        row = (int(mine[0]["y1"]) + 10) // 160
+        expected = [(10 if speeds[row] > 0 else 510) + speeds[row] * i + 60 for i in range(count)]
+        # from the second model frame on, when its speed is known, the box follows the face
+        assert np.abs(np.subtract(centres, expected)[every:]).max() < 30, (every, track)
 
 
 def test_interrupted_video_leaves_no_files(
@@ -361,6 +425,7 @@ def test_cli_webcam_without_a_display_says_so(
     assert main(["webcam"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ferlab: error: this OpenCV cannot open windows")
+    assert "pip install 'ferlab[gui]'" in err and "ferlab video --camera 0" in err
     assert err.count("\n") == 1
 
 
@@ -381,3 +446,76 @@ def test_webcam_loop_shows_annotated_frames_until_q(
 def test_a_camera_that_does_not_open_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot open it"):
         open_camera(str(tmp_path / "no-such-camera"))
+
+
+class _FakeCamera:
+    """cv2.VideoCapture's interface over generated frames: camera 0 at 10 fps, which may send
+    itself a Ctrl-C (SIGINT) when it gives frame ``interrupt_at``."""
+
+    def __init__(self, source: object, frames: Iterator[np.ndarray], interrupt_at: int = -1):
+        self.source, self.frames, self.interrupt_at = source, frames, interrupt_at
+        self.given = 0
+        self.open = source == 0
+
+    def isOpened(self) -> bool:
+        return self.open
+
+    def get(self, prop: int) -> float:
+        return FPS if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        frame = next(self.frames, None)
+        if self.given == self.interrupt_at:
+            signal.raise_signal(signal.SIGINT)
+        self.given += 1
+        return frame is not None, frame
+
+    def release(self) -> None:
+        self.open = False
+
+
+def _no_windows(*args: object) -> None:
+    raise AssertionError("a camera recording opened a window")
+
+
+@pytest.mark.parametrize("interrupt_at", [-1, 12])
+def test_cli_video_records_a_camera_without_a_window(
+    interrupt_at: int,
+    fer2013_dir: Path,
+    pattern_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reader = cv2.VideoCapture  # for reading the recording back
+    endless = itertools.cycle(list(_sliding_frames(fer2013_dir, (4, -10, 20), 24)))
+    cameras: list[_FakeCamera] = []
+
+    def open_fake(source: object) -> _FakeCamera:
+        cameras.append(_FakeCamera(source, endless, interrupt_at))
+        return cameras[-1]
+
+    monkeypatch.setattr(cv2, "VideoCapture", open_fake)
+    for gui in ("namedWindow", "imshow", "waitKey"):
+        monkeypatch.setattr(cv2, gui, _no_windows)
+    out, table = tmp_path / "rec.mp4", tmp_path / "rec.csv"
+    args = ["video", "--camera", "0", "--out", str(out), "--csv", str(table), "--every", "3"]
+    assert main([*args, "--seconds", "2", "--model", str(pattern_run)]) == 0
+    recorded = 20 if interrupt_at < 0 else interrupt_at + 1  # 2 s at 10 fps, or up to Ctrl-C
+    printed = capsys.readouterr().out
+    assert f"camera 0: {recorded} frames, 640x480, 10 fps" in printed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+    assert not cameras[0].open
+    rows = _read_csv(table)
+    assert sorted({int(r["frame"]) for r in rows}) == list(range(recorded))
+    assert len({r["track"] for r in rows}) == 3
+    video = reader(str(out))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == recorded
+    video.release()
+    assert main(["video", "--camera", "1", "--csv", str(table)]) == 2
+    assert (
+        capsys.readouterr().err
+        == "ferlab: error: camera 1: cannot open it (no such device, or busy)\n"
+    )
+    assert main(["video", "--camera", "0", "--seconds", "0"]) == 2
+    assert "--seconds must be > 0" in capsys.readouterr().err

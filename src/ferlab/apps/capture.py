@@ -8,11 +8,14 @@ once, as a DataError.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import signal
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
@@ -28,17 +31,22 @@ DEFAULT_FPS = 30.0
 @dataclass
 class Capture:
     """An open video source: ``fps`` (``DEFAULT_FPS`` where the source does not say) and
-    ``frame_count`` (0 where unknown, as for cameras)."""
+    ``frame_count`` (0 where unknown, as for cameras); ``stopped``: set to end ``frames`` after the
+    frame being read."""
 
     name: str
     capture: cv2.VideoCapture
     fps: float
     frame_count: int
+    stopped: bool = field(default=False, init=False)
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """BGR frames until the source ends (or the consumer stops); the source is then closed."""
+    def frames(self, limit: int | None = None) -> Iterator[np.ndarray]:
+        """BGR frames until the source ends, ``limit`` frames were read, ``stopped`` is set or the
+        consumer stops; the source is then closed."""
         try:
-            while True:
+            for count in itertools.count():
+                if self.stopped or count == limit:
+                    return
                 ok, frame = self.capture.read()
                 if not ok:
                     return
@@ -68,7 +76,9 @@ def open_video(path: str | Path) -> Capture:
 
 
 def open_camera(camera: int | str) -> Capture:
-    """Open a camera by index (0 is the first) or device path/URL, or raise DataError."""
+    """Open a camera by index (0 is the first; "0" too) or device path/URL, or raise DataError."""
+    if isinstance(camera, str) and camera.isdigit():
+        camera = int(camera)
     with _quiet():
         capture = cv2.VideoCapture(camera)
     if not capture.isOpened():
@@ -76,6 +86,23 @@ def open_camera(camera: int | str) -> Capture:
         raise DataError(f"camera {camera}: cannot open it (no such device, or busy)")
     fps = capture.get(cv2.CAP_PROP_FPS)
     return Capture(f"camera {camera}", capture, fps if 0 < fps <= 1000 else DEFAULT_FPS, 0)
+
+
+@contextlib.contextmanager
+def interrupt_stops(source: Capture) -> Iterator[None]:
+    """Within the block, a first Ctrl-C (SIGINT) ends ``source`` after the frame being read, so
+    that what came before is kept; a second one interrupts as usual."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if source.stopped:
+            raise KeyboardInterrupt
+        source.stopped = True
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -90,26 +117,7 @@ def _quiet() -> Iterator[None]:
 
 
 def draw(result: FrameResult, *, top_k: int = 3) -> np.ndarray:
-    """A BGR copy of the frame with each face's box, smoothed label, bars and track id."""
-    canvas = annotate(
-        result.frame[:, :, ::-1], [tracked.face for tracked in result.faces], top_k=top_k
-    )
-    scale = max(0.4, min(canvas.shape[:2]) / 900)
-    for tracked in result.faces:
-        if tracked.face.box is None:
-            continue
-        x1, y1, _, _ = tracked.face.box
-        (_, height), _ = cv2.getTextSize("#", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        origin = (x1 + 4, y1 + height + 4)
-        for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-            cv2.putText(
-                canvas,
-                f"#{tracked.track}",
-                origin,
-                cv2.FONT_HERSHEY_SIMPLEX,
-                scale,
-                colour,
-                thickness,
-                cv2.LINE_AA,
-            )
-    return canvas
+    """A BGR copy of the frame with each face's box, and its track id, smoothed label and bars."""
+    faces = [tracked.face for tracked in result.faces]
+    tags = [f"#{tracked.track}" for tracked in result.faces]
+    return annotate(result.frame[:, :, ::-1], faces, top_k=top_k, tags=tags)

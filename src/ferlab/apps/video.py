@@ -10,11 +10,12 @@ import contextlib
 import csv
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from ferlab.apps.capture import Capture, draw
 from ferlab.apps.timeline import TrackTimeline, add_frame, csv_header, csv_rows, plot_timeline
@@ -57,16 +58,29 @@ def process_video(
     smooth: float = 0.5,
     batch_size: int = 64,
     top_k: int = 3,
+    max_frames: int | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
 ) -> VideoSummary:
-    """Run ``video`` through ``recognizer.stream``; write the annotated video to ``out`` and the
-    timeline to ``csv_path`` with one plot per track beside it (``<csv stem>-track<id>.png``)."""
+    """Run ``video`` (its first ``max_frames`` frames, where given) through ``recognizer.stream``;
+    write the annotated video to ``out`` and the timeline to ``csv_path`` with one plot per track
+    beside it (``<csv stem>-track<id>.png``)."""
     if out is not None:
         check_video_out(out)
     partials: dict[Path, Path] = {}
     try:
+        frames = video.frames(max_frames)
         summary = _run(
-            recognizer, video, out, csv_path, partials, every, smooth, batch_size, top_k, on_frame
+            recognizer,
+            video,
+            frames,
+            out,
+            csv_path,
+            partials,
+            every,
+            smooth,
+            batch_size,
+            top_k,
+            on_frame,
         )
     except BaseException:
         for partial in partials.values():
@@ -81,6 +95,7 @@ def process_video(
 def _run(
     recognizer: Recognizer,
     video: Capture,
+    frames: Iterator[np.ndarray],
     out: Path | None,
     csv_path: Path | None,
     partials: dict[Path, Path],
@@ -103,7 +118,7 @@ def _run(
             table.writerow(csv_header(classes, recognizer.va))
         writer = None
         results = recognizer.stream(
-            video.frames(), fps=video.fps, every=every, smooth=smooth, batch_size=batch_size
+            frames, fps=video.fps, every=every, smooth=smooth, batch_size=batch_size
         )
         for result in results:
             if out is not None and video_partial is not None:

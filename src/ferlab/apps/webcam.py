@@ -12,7 +12,9 @@ from ferlab.errors import ConfigError
 from ferlab.inference.recognizer import Recognizer
 
 WINDOW = "ferlab webcam (q or Esc to quit)"
-_ELSEWHERE = "use `ferlab video` on a recording, or `ferlab serve` and a browser"
+_ELSEWHERE = (
+    "record with `ferlab video --camera 0 --out rec.mp4`, or use `ferlab serve` and a browser"
+)
 
 
 def check_display() -> None:
@@ -28,7 +30,8 @@ def check_display() -> None:
     except cv2.error:
         raise ConfigError(
             f"this OpenCV cannot open windows (built without GUI support, e.g. "
-            f"opencv-python-headless); {_ELSEWHERE}"
+            f"opencv-python-headless); install the gui extra (pip install 'ferlab[gui]', see "
+            f"the README) or {_ELSEWHERE}"
         ) from None
 
 

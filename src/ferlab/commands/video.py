@@ -14,17 +14,34 @@ from ferlab.commands.recognizer_options import (
     add_model_options,
     load_recognizer,
 )
+from ferlab.errors import ConfigError
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "video",
-        help="track faces and their expressions through a video file",
+        help="track faces and their expressions through a video file or from a camera",
         description="Detect faces in every frame, keep an id per person, smooth each track's "
         "probabilities over time; write an annotated video, a CSV timeline (one row per frame "
-        "and track, or one row for a frame without a face) and a plot per track next to the CSV.",
+        "and track, or one row for a frame without a face) and a plot per track next to the CSV. "
+        "With --camera it records from a camera, no window needed, until --seconds or Ctrl-C.",
     )
-    parser.add_argument("video", type=Path, metavar="IN", help="video file OpenCV can decode")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "video", type=Path, nargs="?", metavar="IN", help="video file OpenCV can decode"
+    )
+    source.add_argument(
+        "--camera",
+        metavar="CAM",
+        help="record from a camera instead: an index (0: the first), a device path or a stream "
+        "URL; Ctrl-C stops it and keeps the outputs",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        metavar="N",
+        help="stop after N seconds of video (N x the frame rate frames)",
+    )
     parser.add_argument(
         "--out", type=Path, metavar="FILE", help="annotated video (.mp4, .mov, .mkv or .avi)"
     )
@@ -49,7 +66,8 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="run the model on every Nth frame; the frames between repeat its faces (default: 1)",
+        help="run the model on every Nth frame; the frames between repeat its faces at the "
+        "boxes their tracks' motion predicts (default: 1)",
     )
     parser.add_argument(
         "--smooth",
@@ -65,14 +83,19 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_video(args: argparse.Namespace) -> int:
-    from ferlab.apps.capture import open_video
+    from ferlab.apps.capture import interrupt_stops, open_camera, open_video
     from ferlab.apps.video import check_video_out, process_video
 
     if args.out is not None:
         check_video_out(args.out)
-    video = open_video(args.video)
+    if args.seconds is not None and not args.seconds > 0:
+        raise ConfigError(f"--seconds must be > 0, got {args.seconds:g}")
+    video = open_video(args.video) if args.camera is None else open_camera(args.camera)
+    limit = None if args.seconds is None else max(1, round(args.seconds * video.fps))
     recognizer = load_recognizer(args)
-    with _progress(video.frame_count) as advance:
+    stops = contextlib.nullcontext() if args.camera is None else interrupt_stops(video)
+    total = video.frame_count if limit is None else min(limit, video.frame_count or limit)
+    with _progress(total) as advance, stops:
         summary = process_video(
             recognizer,
             video,
@@ -82,13 +105,14 @@ def _run_video(args: argparse.Namespace) -> int:
             smooth=args.smooth,
             batch_size=args.batch_size,
             top_k=args.top_k,
+            max_frames=limit,
             on_frame=lambda _: advance(),
         )
     width, height = summary.size
     model_on = "every frame" if args.every == 1 else f"every {args.every} frames"
     smoothing = f"{args.smooth:g} s" if args.smooth > 0 else "off"
     print(
-        f"{args.video}: {summary.frames} frames, {width}x{height}, {video.fps:g} fps "
+        f"{video.name}: {summary.frames} frames, {width}x{height}, {video.fps:g} fps "
         f"({summary.frames / video.fps:.1f} s); model on {model_on}; smoothing {smoothing}"
     )
     print(f"{'track':>5}  {'frames':>6}  {'seconds':>11}  label (most frames)")

@@ -32,7 +32,7 @@ def _run_webcam(args: argparse.Namespace) -> int:
 
     check_display()
     recognizer = load_recognizer(args)
-    camera = open_camera(int(args.camera) if args.camera.isdigit() else args.camera)
+    camera = open_camera(args.camera)
     shown = run_webcam(recognizer, camera, every=args.every, smooth=args.smooth, top_k=args.top_k)
     print(f"{camera.name}: {shown} frames shown")
     return 0

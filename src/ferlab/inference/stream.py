@@ -3,7 +3,8 @@
 Frames are read a few at a time (``frames_per_batch``) so that their faces share model batches,
 and each frame's result is yielded as soon as its chunk is done: a long video never piles up.
 With ``every`` N, the model sees frames 0, N, 2N, ...; the frames between repeat the faces of the
-last frame it saw (same boxes, ids and probabilities), so there is still one result per frame.
+last frame it saw (same ids and probabilities) at the boxes their tracks' motion predicts, so
+there is still one result per frame.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ferlab.errors import ConfigError
-from ferlab.inference.tracking import IoUTracker, ProbabilitySmoother
+from ferlab.inference.tracking import FaceTracker, ProbabilitySmoother
 
 if TYPE_CHECKING:
     from ferlab.inference.recognizer import FaceResult, Recognizer
@@ -67,7 +68,7 @@ def stream_results(
             f"need fps > 0 and every, batch_size, frames_per_batch >= 1, "
             f"got {fps}, {every}, {batch_size}, {frames_per_batch}"
         )
-    tracker = IoUTracker(max_missed=max_missed)
+    tracker = FaceTracker(max_missed=max_missed)
     smoother = ProbabilitySmoother(smooth)
     return _loop(
         recognizer, frames, tracker, smoother, fps, every, batch_size, frames_per_batch, rgb
@@ -77,7 +78,7 @@ def stream_results(
 def _loop(
     recognizer: Recognizer,
     frames: Iterable[np.ndarray],
-    tracker: IoUTracker,
+    tracker: FaceTracker,
     smoother: ProbabilitySmoother,
     fps: float,
     every: int,
@@ -97,13 +98,32 @@ def _loop(
                 faces = next(found)
                 height, width = frame.shape[:2]
                 boxes = [face.box or (0, 0, width, height) for face in faces]
-                tracks = tracker.update(boxes)
+                tracks = tracker.update(boxes, index)
                 smoother.keep(tracker.active)
                 current = [
                     TrackedFace(track, _smoothed(face, smoother, track, time, classes), face)
                     for track, face in zip(tracks, faces, strict=True)
                 ]
-            yield FrameResult(index, time, list(current), frame)
+                yield FrameResult(index, time, list(current), frame)
+            else:
+                moved = _moved(current, tracker, index, frame.shape)
+                yield FrameResult(index, time, moved, frame)
+
+
+def _moved(
+    faces: list[TrackedFace], tracker: FaceTracker, index: int, shape: tuple[int, ...]
+) -> list[TrackedFace]:
+    """``faces`` of the last model frame with the boxes their tracks predict at frame ``index``,
+    cut to the frame's ``shape``."""
+    moved = []
+    for tracked in faces:
+        if tracked.face.box is not None:
+            x1, y1, x2, y2 = tracker.box(tracked.track, index)
+            height, width = shape[:2]
+            box = (max(0, x1), max(0, y1), min(width, x2), min(height, y2))
+            tracked = dataclasses.replace(tracked, face=dataclasses.replace(tracked.face, box=box))
+        moved.append(tracked)
+    return moved
 
 
 def _smoothed(

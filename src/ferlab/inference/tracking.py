@@ -1,4 +1,4 @@
-"""Faces across video frames: IoU tracking for stable ids, exponential smoothing per track."""
+"""Faces across video frames: tracking for stable ids, exponential smoothing per track."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ferlab.errors import ConfigError
-
-Box = tuple[int, int, int, int]
+from ferlab.inference.motion import Box, BoxMotion
 
 
 def iou(a: Box, b: Box) -> float:
@@ -23,19 +22,27 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+# Chi-squared with 4 degrees of freedom at 0.95: a detection of a track's face lies this close to
+# the box its motion predicts 95% of the time.
+GATE = 9.4877
+
+
 @dataclass
 class _Track:
-    box: Box
+    motion: BoxMotion
     missed: int = 0
 
 
-class IoUTracker:
+class FaceTracker:
     """Gives each face box a track id (1, 2, ...) that it keeps from frame to frame.
 
-    Each update matches the new boxes to the live tracks' last boxes so that the summed IoU is
-    largest (Hungarian assignment); a pair counts only at ``min_iou`` or more. Unmatched boxes
-    start new tracks; a track unmatched for more than ``max_missed`` updates in a row ends, and
-    its id is never reused.
+    Each track follows its face with a constant-velocity Kalman filter (``BoxMotion``), so that
+    its box is predicted on frames without detection and a face that moved between two detected
+    frames is found where it went. Each update matches the new boxes to the live tracks by least
+    summed distance from the predicted boxes (Hungarian assignment); a pair counts where the box
+    lies within the 95% gate of the prediction or overlaps the predicted box by ``min_iou`` or
+    more. Unmatched boxes start new tracks; a track unmatched for more than ``max_missed``
+    updates in a row ends, and its id is never reused.
     """
 
     def __init__(self, *, min_iou: float = 0.3, max_missed: int = 5) -> None:
@@ -47,20 +54,28 @@ class IoUTracker:
         self.max_missed = max_missed
         self._tracks: dict[int, _Track] = {}
         self._next_id = 1
+        self._frame = -1
 
     @property
     def active(self) -> list[int]:
         """Ids of the tracks still alive (matched, or missed for at most ``max_missed`` updates)."""
         return list(self._tracks)
 
-    def update(self, boxes: Sequence[Box]) -> list[int]:
-        """The track id of each box, in the order given."""
+    def box(self, track: int, frame: int) -> Box:
+        """Where live ``track``'s face is expected at ``frame`` (its motion since its last box)."""
+        return self._tracks[track].motion.box(frame)
+
+    def update(self, boxes: Sequence[Box], frame: int | None = None) -> list[int]:
+        """The track id of each box, in the order given; ``frame``: the index of the frame the
+        boxes were found in (default: the frame after the last update's)."""
+        frame = self._frame + 1 if frame is None else frame
+        self._frame = frame
         ids = list(self._tracks)
         matches: dict[int, int] = {}  # box index -> track id
         if ids and boxes:
-            overlap = np.array([[iou(self._tracks[i].box, box) for box in boxes] for i in ids])
-            for row, col in zip(*linear_sum_assignment(overlap, maximize=True), strict=True):
-                if overlap[row, col] >= self.min_iou:
+            cost = np.array([[self._cost(track, box, frame) for box in boxes] for track in ids])
+            for row, col in zip(*linear_sum_assignment(cost), strict=True):
+                if cost[row, col] <= GATE:
                     matches[int(col)] = ids[row]
         for track_id in set(ids) - set(matches.values()):
             self._tracks[track_id].missed += 1
@@ -72,9 +87,21 @@ class IoUTracker:
             if track_id is None:
                 track_id = self._next_id
                 self._next_id += 1
-            self._tracks[track_id] = _Track(box)
+                self._tracks[track_id] = _Track(BoxMotion(box, frame))
+            else:
+                self._tracks[track_id].motion.correct(box, frame)
+                self._tracks[track_id].missed = 0
             assigned.append(track_id)
         return assigned
+
+    def _cost(self, track: int, box: Box, frame: int) -> float:
+        """Squared Mahalanobis distance of ``box`` from ``track``'s prediction, at most ``GATE``
+        where they overlap by ``min_iou``; above ``GATE``: no match."""
+        motion = self._tracks[track].motion
+        distance = motion.distance(box, frame)
+        if distance > GATE and iou(motion.box(frame), box) >= self.min_iou:
+            return GATE
+        return min(distance, 2 * GATE)
 
 
 def smoothing_weight(elapsed: float, seconds: float) -> float:
