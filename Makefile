@@ -67,7 +67,8 @@ runs/int8ft/kd3.pt: runs/int8ft/kd1.pt
 		--out $@ --agreement-weight 8 --epochs 2 --seed 1
 
 default-model: runs/int8ft/kd3.pt
-	$(BIN)/python scripts/ship_model.py $< --int8-float-convs 33
+	$(BIN)/python scripts/ship_model.py $< --name fer2013 --int8-float-convs 33 \
+		--class-prior-data $(FER2013)
 
 clean:
 	rm -rf $(VENV) .cache runs

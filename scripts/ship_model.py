@@ -1,10 +1,11 @@
-"""Make a trained run the model that ships in the package: its model file and ONNX export.
+"""Make a trained run a model that ships in the package: its model file and ONNX export.
 
-    python scripts/ship_model.py runs/int8ft/kd3.pt --int8-float-convs 33
+    python scripts/ship_model.py runs/int8ft/kd3.pt --name fer2013 --int8-float-convs 33
 
-Writes src/ferlab/weights/default.pt (the run's model, weights only, with its flip-TTA default and
-the number of leading convolutions its int8 export keeps float) and default.onnx (its fp32
-export, which `Recognizer.load("default")` runs on onnxruntime), then checks that the two agree.
+Writes src/ferlab/weights/NAME.pt (the run's model, weights only, with its test-time augmentation
+and prior defaults and the number of leading convolutions its int8 export keeps float) and
+NAME.onnx (its fp32 export, which `Recognizer.load(NAME)` runs on onnxruntime), then checks that
+the two agree. NAME is one of ferlab.models.artifact.SHIPPED_MODELS.
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferlab.data.sources import load_dataset
 from ferlab.data.tta import TTA_MODES
 from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.onnx_export import FLOAT_CONVS_KEY, OnnxModel, export_onnx
-from ferlab.models.artifact import load_model_file, resolve_model_file, save_model_file
+from ferlab.models.artifact import (
+    SHIPPED_MODELS,
+    load_model_file,
+    resolve_model_file,
+    save_model_file,
+)
+from ferlab.models.prior import check_prior_tau, recorded_prior
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ferlab" / "weights"
 MAX_BYTES = 25 * 10**6
@@ -28,6 +36,18 @@ MAX_BYTES = 25 * 10**6
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run folder or model file")
+    parser.add_argument("--name", required=True, choices=sorted(SHIPPED_MODELS))
+    parser.add_argument(
+        "--prior-tau",
+        type=float,
+        help="record the tau the model runs with by default (--prior-tau of predict, evaluate)",
+    )
+    parser.add_argument(
+        "--class-prior-data",
+        metavar="DATA",
+        help="record the training class prior as the label shares of DATA's train split, for a "
+        "model file that records none",
+    )
     parser.add_argument(
         "--tta",
         choices=TTA_MODES,
@@ -49,9 +69,16 @@ def main() -> int:
     bundle.meta["tta"] = args.tta
     if args.int8_float_convs is not None:
         bundle.meta[FLOAT_CONVS_KEY] = args.int8_float_convs
-    shipped = WEIGHTS / "default.pt"
+    if args.class_prior_data is not None and "class_prior" not in bundle.meta:
+        counts = load_dataset(args.class_prior_data).splits["train"].class_counts()
+        shares = np.array([counts.get(name, 0) for name in bundle.classes], dtype=float)
+        bundle.meta["class_prior"] = [round(float(p), 6) for p in shares / shares.sum()]
+    if args.prior_tau is not None:
+        recorded_prior(bundle.meta, bundle.classes, str(source))
+        bundle.meta["prior_tau"] = check_prior_tau(args.prior_tau)
+    shipped = WEIGHTS / f"{args.name}.pt"
     save_model_file(shipped, bundle)
-    onnx_file = export_onnx(shipped, WEIGHTS / "default.onnx")
+    onnx_file = export_onnx(shipped, WEIGHTS / f"{args.name}.onnx")
     batch = torch.rand(16, bundle.prep.in_channels, bundle.prep.input_size, bundle.prep.input_size)
     batch = ((batch - 0.5) / 0.25).numpy()
     torch_probs = TorchClassifier(load_model_file(shipped))(batch)

@@ -81,3 +81,16 @@ def test_int8_agrees_with_fp32_on_fer2013_test(fer2013_dir: Path, tmp_path: Path
     int8_top1 = np.concatenate([int8(x[i : i + 256]) for i in range(0, len(x), 256)])
     agreement = float((fp32_top1.argmax(1) == int8_top1.argmax(1)).mean())
     assert len(x) == 3589 and agreement >= 0.99, f"int8 top-1 agreement {agreement:.4f}"
+
+
+def test_shipped_models_by_name() -> None:
+    from ferlab.errors import ModelError
+    from ferlab.models.artifact import DEFAULT_MODEL, SHIPPED_MODELS, resolve_model_file
+
+    assert resolve_model_file("default") == resolve_model_file(DEFAULT_MODEL)
+    fer2013 = load_model_file(resolve_model_file("fer2013"))
+    assert len(fer2013.meta["class_prior"]) == len(fer2013.classes) == 7
+    assert Recognizer.load("fer2013").classifier.runtime == "onnxruntime"
+    with pytest.raises(ModelError, match="no such run folder or model file"):
+        resolve_model_file("fer2014")
+    assert set(SHIPPED_MODELS) >= {"fer2013"}

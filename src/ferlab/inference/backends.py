@@ -12,7 +12,7 @@ from ferlab.data.transforms import Preprocessing
 from ferlab.data.tta import tta_mode
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.preprocess import decode_settings
-from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file, shipped_name
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -66,7 +66,7 @@ class TorchClassifier:
 def open_classifier(ref: str | Path, backend: str = "auto") -> Classifier:
     """``"default"``, a run folder, a model file or an ``.onnx`` export, on ``backend``.
 
-    ``auto`` runs the shipped model and ``.onnx`` files on onnxruntime (the shipped model has its
+    ``auto`` runs the shipped models and ``.onnx`` files on onnxruntime (the shipped model has its
     ONNX export beside it) and other model files on PyTorch; ``onnx`` with a model file exports it
     once to the ferlab cache folder and runs that.
     """
@@ -74,7 +74,7 @@ def open_classifier(ref: str | Path, backend: str = "auto") -> Classifier:
         raise ConfigError(f"backend: unknown '{backend}'; available: {', '.join(BACKENDS)}")
     file = resolve_model_file(ref)
     shipped_onnx = file.with_suffix(".onnx")
-    if str(ref) == "default" and backend != "torch" and shipped_onnx.is_file():
+    if shipped_name(ref) is not None and backend != "torch" and shipped_onnx.is_file():
         from ferlab.inference.onnx_export import OnnxModel
 
         return OnnxModel(shipped_onnx)

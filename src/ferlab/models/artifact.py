@@ -102,19 +102,45 @@ def load_model_file(path: str | Path) -> ModelBundle:
     )
 
 
-def default_model_file() -> Path:
-    """The model shipped inside the package, or ModelError where this install has none."""
-    shipped = resources.files("ferlab") / "weights" / "default.pt"
+SHIPPED_MODELS = {
+    "fer2013": "MobileNetV2, 7 classes, trained on FER2013's original labels",
+}
+"""Models that ship inside the package (``weights/NAME.pt``, with ``NAME.onnx`` beside it)."""
+DEFAULT_MODEL = "fer2013"
+"""The shipped model that ``"default"`` names."""
+
+
+def shipped_name(ref: str | Path) -> str | None:
+    """The shipped model a reference names (``"default"`` or a name of ``SHIPPED_MODELS``), or
+    None for a path."""
+    name = str(ref)
+    if name == "default":
+        return DEFAULT_MODEL
+    return name if name in SHIPPED_MODELS else None
+
+
+def shipped_model_file(name: str = DEFAULT_MODEL) -> Path:
+    """The file of a shipped model, or ModelError where this install lacks it."""
+    if name not in SHIPPED_MODELS:
+        raise ModelError(f"no shipped model '{name}'; shipped: {', '.join(SHIPPED_MODELS)}")
+    shipped = resources.files("ferlab") / "weights" / f"{name}.pt"
     if not shipped.is_file():
-        raise ModelError("no model ships in this install yet; pass a run folder or model file")
+        raise ModelError(f"model '{name}' does not ship in this install; pass a model file")
     return Path(str(shipped))
 
 
+def default_model_file() -> Path:
+    """The file of the model ``"default"`` names."""
+    return shipped_model_file(DEFAULT_MODEL)
+
+
 def resolve_model_file(ref: str | Path) -> Path:
-    """A model reference → its file: ``"default"`` (the shipped model), a run folder (its
+    """A model reference → its file: ``"default"`` or a shipped model's name (see
+    ``SHIPPED_MODELS``; a local folder of that name is ``./NAME``), a run folder (its
     ``model.pt``) or a model file."""
-    if str(ref) == "default":
-        return default_model_file()
+    name = shipped_name(ref)
+    if name is not None:
+        return shipped_model_file(name)
     path = Path(ref)
     if path.is_dir():
         candidate = path / "model.pt"
