@@ -57,7 +57,7 @@ def train_args(data: Path, runs: Path, name: str) -> list[str]:
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     return last["state_dict"]
 
 
@@ -80,7 +80,7 @@ def test_killed_run_resumes_to_the_same_end(tmp_path: Path) -> None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.communicate()
-    killed_at = torch.load(last, weights_only=False)["epoch"]
+    killed_at = torch.load(last, weights_only=True)["epoch"]
     assert killed_at < 3, "the run finished before it could be killed"
 
     output = run_ok("train", "--resume", str(runs / "killed"))
@@ -92,7 +92,7 @@ def test_killed_run_resumes_to_the_same_end(tmp_path: Path) -> None:
     assert [s["start_epoch"] for s in sessions] == [0, killed_at + 1]
     assert sessions[1]["resumed_from"] == "checkpoints/last.ckpt"
     assert sessions[1]["end_epoch"] == 4
-    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 3
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
     expected, got = weights(whole), weights(resumed)
     assert expected.keys() == got.keys()
     for key in expected:

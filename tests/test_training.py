@@ -111,7 +111,7 @@ def test_strategies_train_the_right_parts(
         )
     )
     model = captured["model"]  # model.pt holds the best epoch; compare the last one
-    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     model.load_state_dict(
         {k[6:]: v for k, v in last["state_dict"].items() if k.startswith("model.")}
     )
