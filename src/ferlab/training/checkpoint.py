@@ -38,14 +38,14 @@ def checkpoint_file(run_dir: Path, name: str) -> Path:
 
 def read_checkpoint(path: Path, keys: Iterable[str] = ("epoch", "state_dict")) -> dict[str, Any]:
     """A checkpoint read weights-only, with ``keys`` present; ModelError (one line) otherwise."""
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a readable checkpoint (not a torch file)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        if zipfile.is_zipfile(path):
-            raise ModelError(
-                f"{path}: refused: the file holds Python objects beyond weights (weights-only load)"
-            ) from None
-        raise ModelError(f"{path}: not a readable checkpoint (not a torch file)") from None
+        raise ModelError(
+            f"{path}: refused: the file holds Python objects beyond weights (weights-only load)"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"{path}: not a readable checkpoint ({first})") from None
