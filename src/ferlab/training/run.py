@@ -63,6 +63,8 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
     logging.getLogger(_name).addFilter(_DropAdvertising())
 # Lightning's own use of a torch API it has not caught up with; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# A resumed run's checkpoint folder holds its checkpoints, as it should.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 MODEL_FILE = "model.pt"
 
 
