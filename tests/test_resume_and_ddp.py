@@ -139,3 +139,35 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     assert summary["epochs_completed"] == 2 and len(summary["sessions"]) == 1
     assert (run_dir / "model.pt").is_file()
     assert summary["sessions"][0]["end_epoch"] == 2
+
+
+def test_sigint_and_sigterm_stop_training_in_one_line(tmp_path: Path) -> None:
+    """Ctrl+C (SIGINT to the process group, data loader workers included) after an epoch, and
+    SIGTERM to the main process in the first epoch; both runs side by side to share start-up."""
+    data = make_pattern_tree(tmp_path / "data", {"train": 16, "val": 8})
+    runs = tmp_path / "runs"
+    interrupted = ferlab(*train_args(data, runs, "int"), start_new_session=True)
+    terminated = ferlab(*train_args(data, runs, "term"))
+    wait_for(runs / "int" / "checkpoints" / "last.ckpt", interrupted)
+    os.killpg(interrupted.pid, signal.SIGINT)
+    wait_for(runs / "term" / "config.yaml", terminated)
+    terminated.send_signal(signal.SIGTERM)
+
+    expected = {
+        interrupted: (130, f"interrupted; continue with: ferlab train --resume {runs}/int"),
+        terminated: (143, f"terminated; no epoch finished, nothing to resume in {runs}/term"),
+    }
+    for process, (code, message) in expected.items():
+        output = process.communicate(timeout=300)[0]
+        assert process.returncode == code, output[-3000:]
+        assert [line for line in output.splitlines() if "ferlab:" in line] == [f"ferlab: {message}"]
+        assert "Traceback" not in output
+
+    for run_dir in (runs / "int", runs / "term"):
+        assert not (run_dir / "model.pt").exists()
+        names = [p.name for p in run_dir.rglob("*")]
+        assert not [n for n in names if n.startswith(".") or n.endswith(".tmp")], names
+    assert not (runs / "term" / "checkpoints").exists()
+    last = torch.load(runs / "int" / "checkpoints" / "last.ckpt", weights_only=True)
+    rows = epoch_metrics(runs / "int")
+    assert [row["epoch"] for row in rows] == list(range(last["epoch"] + 1))
