@@ -277,6 +277,7 @@ def test_moved_and_copied_run_folders_resume_from_their_own_files(
     for run_dir in (moved, copied):
         resumed = train(resume=run_dir, epochs=2)
         assert resumed.epochs_completed == 2 and epochs_logged(run_dir) == [0, 1]
+        assert [s["start_epoch"] for s in resumed.history] == [0, 1]
         for name in ("last.ckpt", "best.ckpt"):
             assert str(first.run_dir) not in repr(
                 torch.load(run_dir / "checkpoints" / name, weights_only=True)
@@ -296,3 +297,5 @@ def test_a_failed_resume_changes_no_file(pattern_tree: Path, tmp_path: Path) -> 
         with pytest.raises(ConfigError, match=text):
             train(resume=first.run_dir, **overrides)
         assert _files(first.run_dir) == before
+    nothing_left = train(resume=first.run_dir)  # the run had finished: a session, no epoch
+    assert [(s["start_epoch"], s["end_epoch"]) for s in nothing_left.history] == [(0, 1), (1, 1)]

@@ -300,8 +300,9 @@ def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -
     every_epoch = RunCheckpoint(run_dir / CHECKPOINT_DIR, LAST)
     stop = StopAtBatchBoundary()
     history = _read_json(run_dir / "run.json").get("sessions", [])
+    session_start = _SessionStart(lambda: _start_session(prepared, run_dir, resumed, history))
     callbacks: list[L.Callback] = [
-        _OnTrainStart(lambda: _start_session(prepared, run_dir, resumed, history)),
+        session_start,
         stop,
         SeedEachBatch(config.seed),
         StagedUnfreeze(
@@ -354,6 +355,8 @@ def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -
             raise Stopped(stop.signum, _resume_hint(run_dir)) from None
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
+        if trainer.is_global_zero:
+            session_start()  # a resumed run with no epoch left to train did not start one
         return _finish(prepared, run_dir, trainer, checkpoint, monitor, history, started)
 
 
@@ -363,15 +366,22 @@ def _resume_hint(run_dir: Path) -> str:
     return f"no epoch finished, nothing to resume in {run_dir}"
 
 
-class _OnTrainStart(L.Callback):
-    """Runs ``action`` on rank zero once a resumed checkpoint is restored and training starts."""
+class _SessionStart(L.Callback):
+    """Runs ``action`` once, on rank zero, when training starts: after a resumed checkpoint was
+    restored, so that a resume that fails leaves the run's files as they were."""
 
     def __init__(self, action: Callable[[], None]) -> None:
         self.action = action
+        self.done = False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.action()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self.action()
+            self()
 
 
 def _finish(
