@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ferlab.errors import FerlabError
 from ferlab.training.checkpoint import snapshot_run
 
 
@@ -19,7 +20,11 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("target", type=Path)
     args = parser.parse_args()
-    for path in snapshot_run(args.run_dir, args.target):
+    try:
+        written = snapshot_run(args.run_dir, args.target)
+    except FerlabError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    for path in written:
         print(f"{path}  {path.stat().st_size / 2**20:.1f} MiB")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def test_strategies_train_the_right_parts(
         )
     )
     model = captured["model"]  # model.pt holds the best epoch; compare the last one
-    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     model.load_state_dict(
         {k[6:]: v for k, v in last["state_dict"].items() if k.startswith("model.")}
     )
@@ -256,3 +257,45 @@ def test_onecycle_resume_refuses_other_epochs(pattern_tree: Path, tmp_path: Path
     result = train(**quick(pattern_tree, tmp_path, epochs=1))
     with pytest.raises(ConfigError, match="same --epochs"):
         train(resume=result.run_dir, epochs=5)
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _model_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def test_moved_and_copied_run_folders_resume_from_their_own_files(
+    pattern_tree: Path, tmp_path: Path
+) -> None:
+    first = train(**quick(pattern_tree, tmp_path, epochs=1, scheduler="none", name="orig"))
+    copied = tmp_path / "copied"
+    shutil.copytree(first.run_dir, copied)
+    moved = first.run_dir.rename(tmp_path / "moved")
+    for run_dir in (moved, copied):
+        resumed = train(resume=run_dir, epochs=2)
+        assert resumed.epochs_completed == 2 and epochs_logged(run_dir) == [0, 1]
+        assert [s["start_epoch"] for s in resumed.history] == [0, 1]
+        for name in ("last.ckpt", "best.ckpt"):
+            assert str(first.run_dir) not in repr(
+                torch.load(run_dir / "checkpoints" / name, weights_only=True)
+            )
+        best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+        exported = load_model_file(run_dir / "model.pt").model.state_dict()
+        for key, value in _model_weights(best["state_dict"]).items():
+            assert torch.equal(exported[key], value), key
+    assert not first.run_dir.exists()
+
+
+def test_a_failed_resume_changes_no_file(pattern_tree: Path, tmp_path: Path) -> None:
+    first = train(**quick(pattern_tree, tmp_path, epochs=1))
+    before = _files(first.run_dir)
+    bad = (({"head": "mlp"}, "does not fit"), ({"strategy": "progressive"}, "groups"))
+    for overrides, text in bad:
+        with pytest.raises(ConfigError, match=text):
+            train(resume=first.run_dir, **overrides)
+        assert _files(first.run_dir) == before
+    nothing_left = train(resume=first.run_dir)  # the run had finished: a session, no epoch
+    assert [(s["start_epoch"], s["end_epoch"]) for s in nothing_left.history] == [(0, 1), (1, 1)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import typing
 import warnings
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ferlab.errors import FerlabError
+from ferlab.signals import Stopped, raise_stopped
 
 COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers); in --help order
     "train",
@@ -57,9 +59,11 @@ def _one_line_warning(message: Any, category: Any, *args: Any, **kwargs: Any) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; user errors become one line on stderr and exit code 2."""
+    """Entry point of the console script; user errors become one line on stderr and exit code 2,
+    SIGINT and SIGTERM one line and 130 or 143."""
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
+    previous = signal.signal(signal.SIGTERM, raise_stopped)
     try:
         return args.handler(args)
     except FerlabError as exc:
@@ -68,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ferlab: interrupted", file=sys.stderr)
         return 130
+    except Stopped as exc:
+        print(f"ferlab: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

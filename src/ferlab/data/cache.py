@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def decode_split(
     """Decoded pixels of ``table``; from the on-disk cache when this file list was seen before."""
     directory = cache_dir or default_cache_dir()
     file = directory / f"{table.name}-{cache_key(table, image_size, color)}.pt"
-    if file.is_file():
+    if file.is_file() and zipfile.is_zipfile(file):
         try:
             stored = torch.load(file, map_location="cpu", weights_only=True)
             decoded = DecodedSplit(stored["images"], stored["rows"], list(stored["skipped"]))

@@ -18,6 +18,8 @@ from ferlab.data.soft_labels import mapped_votes
 from ferlab.data.sources import DatasetSource
 from ferlab.data.transforms import Preprocessing, eval_transform, train_transform
 from ferlab.errors import DataError
+from ferlab.seeding import derived_seed
+from ferlab.signals import ignore_stop_signals
 
 
 class TensorImageDataset(Dataset):
@@ -196,18 +198,22 @@ def load_labelled_split(
     return data
 
 
-class EpochSampler(Sampler[int]):
-    """A shuffled, or class-balanced, order that depends only on the seed and the epoch.
+class EpochSampler(Sampler[tuple[int, int]]):
+    """A shuffled, or class-balanced, order that depends only on the seed and the epoch; it yields
+    ``(epoch, index)``, so that ``SeededSamples`` can seed each sample's augmentation.
 
-    Lightning calls ``set_epoch`` before each epoch (also through its DDP wrapper), so a resumed run
-    draws the same order for an epoch as an uninterrupted one.
+    Lightning calls ``set_epoch`` before each epoch (also through its DDP wrapper), but data loader
+    workers draw the first epoch of a session when the loader is first iterated, before that call:
+    ``epoch`` starts at the first epoch the session runs.
     """
 
-    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, size: int, seed: int, weights: torch.Tensor | None = None, epoch: int = 0
+    ) -> None:
         self.size = size
         self.seed = seed
         self.weights = weights
-        self.epoch = 0
+        self.epoch = epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -215,15 +221,35 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.size
 
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         if self.weights is None:
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.multinomial(
                 self.weights, self.size, replacement=True, generator=generator
             )
-        return iter(order.tolist())
+        return iter([(epoch, index) for index in order.tolist()])
+
+
+class SeededSamples(Dataset):
+    """Serves ``dataset[index]`` for an ``(epoch, index)`` key under a torch seed derived from
+    (seed, epoch, index): augmentation depends on the sample's place in the run, not on which
+    worker draws it or what that worker drew before. The caller's random state is left as it was."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(self.seed, epoch, index))
+            return self.dataset[index]
 
 
 def default_num_workers() -> int:
@@ -270,6 +296,8 @@ class FERDataModule(L.LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.cache_dir = cache_dir
         self.seed = seed
+        self.first_epoch = 0
+        """The first epoch the next ``train_dataloader()`` serves (the resumed one, on resume)."""
         self.splits: dict[str, LabelledImages] = {}
 
     def _load(self, split: str) -> LabelledImages:
@@ -317,6 +345,7 @@ class FERDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=ignore_stop_signals,
             **kwargs,
         )
 
@@ -329,12 +358,13 @@ class FERDataModule(L.LightningDataModule):
             split.va if self.with_va else None,
             self._targets(split),
         )
+        samples = SeededSamples(dataset, self.seed)
         weights = None
         if self.balance == "sampler":
             counts = split.class_counts(self.mapping.num_classes).clamp(min=1).double()
             weights = (1.0 / counts)[split.labels]
-        sampler = EpochSampler(len(dataset), self.seed, weights)
-        return self._loader(dataset, sampler=sampler, drop_last=len(dataset) > self.batch_size)
+        sampler = EpochSampler(len(dataset), self.seed, weights, self.first_epoch)
+        return self._loader(samples, sampler=sampler, drop_last=len(dataset) > self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         split = self.splits["val"]

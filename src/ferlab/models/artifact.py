@@ -61,11 +61,11 @@ def load_model_file(path: str | Path) -> ModelBundle:
     file = Path(path)
     if not file.is_file():
         raise ModelError(f"{file}: model file not found")
+    if not zipfile.is_zipfile(file):
+        raise ModelError(f"{file}: not a readable model file (not a torch file)")
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        if not zipfile.is_zipfile(file):
-            raise ModelError(f"{file}: not a readable model file (not a torch file)") from None
         raise ModelError(
             f"{file}: refused: the file holds Python objects beyond weights (weights-only load)"
         ) from None

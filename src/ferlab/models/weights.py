@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,9 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise ModelError(f"weights file {p} does not exist")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on an old or foreign pickle: refused below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for corrupt or unsafe files
         raise ModelError(
             f"cannot load weights file {p}: not a plain state dict of tensors ({_one_line(exc)})"

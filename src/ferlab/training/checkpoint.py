@@ -1,4 +1,7 @@
-"""Compact copies of a run, small enough to commit, that ``ferlab train --resume`` continues.
+"""Run checkpoints: read weights-only, saved without paths, and copied compactly.
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: a file that holds anything but
+tensors and plain containers is refused, so a shared run folder cannot run code on resume.
 
 A Lightning checkpoint of an AdamW run holds the weights and two moment tensors per weight. The
 compact copy keeps weights and everything else as they are and stores the moments in bfloat16
@@ -10,13 +13,94 @@ bfloat16 rounding.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from ferlab.errors import ModelError
 
 RUN_FILES = ("config.yaml", "classes.json", "metrics.csv", "run.json")
+CHECKPOINT_DIR = "checkpoints"
+BEST, LAST = "best", "last"
+RESUME_KEYS = ("epoch", "global_step", "state_dict", "optimizer_states", "loops")
+
+
+def checkpoint_file(run_dir: Path, name: str) -> Path:
+    """The run folder's own checkpoint ``name`` (``BEST`` or ``LAST``)."""
+    return run_dir / CHECKPOINT_DIR / f"{name}{ModelCheckpoint.FILE_EXTENSION}"
+
+
+def read_checkpoint(path: Path, keys: Iterable[str] = ("epoch", "state_dict")) -> dict[str, Any]:
+    """A checkpoint read weights-only, with ``keys`` present; ModelError (one line) otherwise."""
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a readable checkpoint (not a torch file)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelError(
+            f"{path}: refused: the file holds Python objects beyond weights (weights-only load)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path}: not a readable checkpoint ({first})") from None
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a Lightning checkpoint (no dictionary of states)")
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise ModelError(f"{path}: not a complete checkpoint (no {', '.join(missing)})")
+    if not isinstance(state["state_dict"], dict) or not isinstance(state["epoch"], int):
+        raise ModelError(f"{path}: not a Lightning checkpoint (malformed state_dict or epoch)")
+    return state
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Keeps one file, ``dirpath/name.ckpt``, and saves its scores but no path in checkpoints.
+
+    Lightning's own state holds absolute paths, which after a move or copy of the run folder point
+    into the old one (and name the file it deletes when a better one is saved); here the paths on
+    resume are always this folder's own.
+    """
+
+    def __init__(self, dirpath: Path, name: str, monitor: str | None = None) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=name,
+            monitor=monitor,
+            mode="max" if monitor else "min",
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        # Lightning's class name in the key: checkpoints written before this class still restore.
+        return f"{ModelCheckpoint.__qualname__}{kwargs!r}"
+
+    @property
+    def file(self) -> str:
+        return os.path.join(str(self.dirpath), f"{self.filename}{self.FILE_EXTENSION}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "best_model_score": self.best_model_score,
+            "kth_value": self.kth_value,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        score = state_dict.get("best_model_score")
+        self.best_model_score = score
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
+        self.best_model_path = self.file
+        if score is not None:
+            self.kth_best_model_path = self.file
+            self.best_k_models = {self.file: score}
 
 
 def _compact_state(state: Any) -> Any:
@@ -27,38 +111,41 @@ def _compact_state(state: Any) -> Any:
     return state
 
 
-def compact_checkpoint(source: Path, target: Path) -> None:
-    """Write ``source`` to ``target`` with optimizer moments in bfloat16 (atomically)."""
-    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
-    for optimizer in checkpoint.get("optimizer_states", []):
-        optimizer["state"] = {k: _compact_state(v) for k, v in optimizer["state"].items()}
+def _save(checkpoint: dict[str, Any], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.tmp")
     torch.save(checkpoint, partial)
     os.replace(partial, target)
 
 
-def weights_only_checkpoint(source: Path, target: Path) -> None:
-    """Keep only ``state_dict`` of a checkpoint: what exporting the model file needs."""
-    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.tmp")
-    torch.save({"state_dict": checkpoint["state_dict"], "epoch": checkpoint["epoch"]}, partial)
-    os.replace(partial, target)
+def compacted(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """``checkpoint`` with its optimizer moments in bfloat16."""
+    optimizers = [
+        {**optimizer, "state": {k: _compact_state(v) for k, v in optimizer["state"].items()}}
+        for optimizer in checkpoint["optimizer_states"]
+    ]
+    return {**checkpoint, "optimizer_states": optimizers}
 
 
 def snapshot_run(run_dir: Path, target: Path) -> list[Path]:
-    """Copy a run's records and compact checkpoints to ``target``; returns the files written."""
+    """Copy a run's records and compact checkpoints to ``target``; returns the files written.
+
+    Both checkpoints are read (weights-only) before anything is written; of ``best.ckpt`` only
+    the weights and epoch are kept, which is what exporting the model file needs.
+    """
+    last = read_checkpoint(checkpoint_file(run_dir, LAST), RESUME_KEYS)
+    best_file = checkpoint_file(run_dir, BEST)
+    best = read_checkpoint(best_file) if best_file.is_file() else None
     written = []
     target.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, target / name)
             written.append(target / name)
-    checkpoints = run_dir / "checkpoints"
-    compact_checkpoint(checkpoints / "last.ckpt", target / "checkpoints" / "last.ckpt")
-    written.append(target / "checkpoints" / "last.ckpt")
-    if (checkpoints / "best.ckpt").is_file():
-        weights_only_checkpoint(checkpoints / "best.ckpt", target / "checkpoints" / "best.ckpt")
-        written.append(target / "checkpoints" / "best.ckpt")
+    _save(compacted(last), checkpoint_file(target, LAST))
+    written.append(checkpoint_file(target, LAST))
+    if best is not None:
+        weights = {"state_dict": best["state_dict"], "epoch": best["epoch"]}
+        _save(weights, checkpoint_file(target, BEST))
+        written.append(checkpoint_file(target, BEST))
     return written

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ferlab.config import TrainConfig, load_config
@@ -30,12 +31,24 @@ from ferlab.data.datamodule import FERDataModule
 from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.transforms import Preprocessing
-from ferlab.errors import ConfigError, FerlabError
+from ferlab.errors import ConfigError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, create_model, model_info
+from ferlab.signals import Stopped
+from ferlab.training.checkpoint import (
+    BEST,
+    CHECKPOINT_DIR,
+    LAST,
+    RESUME_KEYS,
+    RunCheckpoint,
+    checkpoint_file,
+    read_checkpoint,
+)
 from ferlab.training.finetuning import StagedUnfreeze
 from ferlab.training.module import FERClassifier
 from ferlab.training.monitor import VA_COLUMNS, EpochRecorder
+from ferlab.training.reseeding import SeedEachBatch
+from ferlab.training.stopping import StopAtBatchBoundary
 
 RUN_DIR_ENV = "FERLAB_RUN_DIR"
 
@@ -51,6 +64,8 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
     logging.getLogger(_name).addFilter(_DropAdvertising())
 # Lightning's own use of a torch API it has not caught up with; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# A resumed run's checkpoint folder holds its checkpoints, as it should.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 MODEL_FILE = "model.pt"
 
 
@@ -199,7 +214,7 @@ def train(
 
     ``overrides`` replace config fields (for a resumed run, fields of its saved config).
     """
-    last_ckpt: Path | None = None
+    resumed: dict[str, Any] | None = None
     if resume is not None:
         run_dir = Path(resume)
         saved = run_dir / "config.yaml"
@@ -211,9 +226,7 @@ def train(
                 f"{run_dir}: the one-cycle schedule was laid out for its epochs; "
                 "resume with the same --epochs (or train a new run)"
             )
-        last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-        if not last_ckpt.is_file():
-            raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+        resumed = _read_resume_state(run_dir)
     elif config is None:
         config = load_config(**overrides)
     elif overrides:
@@ -223,10 +236,48 @@ def train(
     prepared = prepare(config)
     if resume is None:
         run_dir = Path(os.environ[RUN_DIR_ENV]) if _is_launched_child() else _new_run_dir(config)
-    return _fit(prepared, run_dir, last_ckpt)
+    return _fit(prepared, run_dir, resumed)
 
 
-def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainResult:
+def _read_resume_state(run_dir: Path) -> dict[str, Any]:
+    """The run's last checkpoint, read weights-only; its best one is checked the same way now,
+    before any work, rather than when the model file is exported at the end."""
+    last = checkpoint_file(run_dir, LAST)
+    if not last.is_file():
+        raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    state = read_checkpoint(last, RESUME_KEYS)
+    if checkpoint_file(run_dir, BEST).is_file():
+        read_checkpoint(checkpoint_file(run_dir, BEST))
+    return state
+
+
+def _check_resumable(module: FERClassifier, state: dict[str, Any], run_dir: Path) -> None:
+    """Refuse, before anything is written, a checkpoint the configured model or optimizer do not
+    fit (a resume given a different --model, --head, --strategy or class options)."""
+    where = checkpoint_file(run_dir, LAST)
+    if not all(isinstance(value, torch.Tensor) for value in state["state_dict"].values()):
+        raise ModelError(f"{where}: malformed state_dict in the checkpoint (not all tensors)")
+    have = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    saved = {key: tuple(value.shape) for key, value in state["state_dict"].items()}
+    differ = sorted(key for key in have.keys() | saved.keys() if have.get(key) != saved.get(key))
+    if differ:
+        raise ConfigError(
+            f"{where}: does not fit the model as now configured ({len(differ)} tensors differ, "
+            f"e.g. {differ[0]}); resume with the run's own model and class options"
+        )
+    groups = [len(group["params"]) for group in module.param_groups()]
+    try:
+        saved_groups = [len(g["params"]) for g in state["optimizer_states"][0]["param_groups"]]
+    except (KeyError, IndexError, TypeError):
+        raise ModelError(f"{where}: malformed optimizer state in the checkpoint") from None
+    if groups != saved_groups:
+        raise ConfigError(
+            f"{where}: its optimizer has parameter groups of {saved_groups}, the configured one "
+            f"{groups}; resume with the run's own --strategy"
+        )
+
+
+def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -> TrainResult:
     config = prepared.config
     num_classes = prepared.mapping.num_classes
     class_weights = (
@@ -250,24 +301,16 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
     )
     monitor = "val_score" if prepared.model.va else "val_acc"
     stages_top_first = list(reversed(prepared.model.info.stages))
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor=monitor,
-        mode="max",
-        save_top_k=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
+    checkpoint = RunCheckpoint(run_dir / CHECKPOINT_DIR, BEST, monitor)
     # Lightning writes save_last only in epochs that improved the best; resuming needs every epoch.
-    every_epoch = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="last",
-        save_top_k=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
+    every_epoch = RunCheckpoint(run_dir / CHECKPOINT_DIR, LAST)
+    stop = StopAtBatchBoundary()
+    history = _read_json(run_dir / "run.json").get("sessions", [])
+    session_start = _SessionStart(lambda: _start_session(prepared, run_dir, resumed, history))
     callbacks: list[L.Callback] = [
+        session_start,
+        stop,
+        SeedEachBatch(config.seed),
         StagedUnfreeze(
             config.strategy, stages_top_first, config.unfreeze_every, config.unfreeze_stages
         ),
@@ -279,7 +322,6 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=config.patience))
 
     train_batches = len(prepared.datamodule.splits["train"].labels) // config.batch_size
-    history = _read_json(run_dir / "run.json").get("sessions", [])
     session = len(history)
     trainer = L.Trainer(
         max_epochs=config.epochs,
@@ -299,15 +341,64 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
         default_root_dir=run_dir,
         log_every_n_steps=max(1, min(10, train_batches)),
         enable_model_summary=False,
+        enable_autolog_hparams=False,  # it would write log files before a resume is restored
     )
-    if trainer.is_global_zero:
-        _start_session(prepared, run_dir, last_ckpt, history)
+    last_ckpt = None
+    if resumed is not None:
+        _check_resumable(module, resumed, run_dir)
+        last_ckpt = checkpoint_file(run_dir, LAST)
+        prepared.datamodule.first_epoch = int(resumed["epoch"]) + 1
     os.environ[RUN_DIR_ENV] = str(run_dir)
     started = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=last_ckpt)
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)
+    with stop:
+        try:
+            trainer.fit(
+                module, datamodule=prepared.datamodule, ckpt_path=last_ckpt, weights_only=True
+            )
+        except (Stopped, SystemExit):  # Lightning ends a fit on SIGTERM with a SystemExit
+            if stop.signum is None:
+                raise
+            raise Stopped(stop.signum, _resume_hint(run_dir)) from None
+        finally:
+            os.environ.pop(RUN_DIR_ENV, None)
+        if trainer.is_global_zero:
+            session_start()  # a resumed run with no epoch left to train did not start one
+        return _finish(prepared, run_dir, trainer, checkpoint, monitor, history, started)
+
+
+def _resume_hint(run_dir: Path) -> str:
+    if checkpoint_file(run_dir, LAST).is_file():
+        return f"continue with: ferlab train --resume {run_dir}"
+    return f"no epoch finished, nothing to resume in {run_dir}"
+
+
+class _SessionStart(L.Callback):
+    """Runs ``action`` once, on rank zero, when training starts: after a resumed checkpoint was
+    restored, so that a resume that fails leaves the run's files as they were."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+        self.done = False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.action()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self()
+
+
+def _finish(
+    prepared: PreparedRun,
+    run_dir: Path,
+    trainer: L.Trainer,
+    checkpoint: RunCheckpoint,
+    monitor: str,
+    history: list[dict[str, Any]],
+    started: float,
+) -> TrainResult:
     model_file = run_dir / MODEL_FILE
     epochs_completed = trainer.current_epoch
     best = checkpoint.best_model_score
@@ -317,7 +408,7 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
     if monitor != "val_acc":
         best_val_acc = float(best_epoch["val_acc"]) if best_epoch else None
     if trainer.is_global_zero:
-        _export(prepared, checkpoint, model_file)
+        _export(prepared, run_dir)
         history = _finish_session(
             run_dir, history, epochs_completed, best_val_acc, time.perf_counter() - started
         )
@@ -346,21 +437,23 @@ def _best_epoch(
 
 
 def _start_session(
-    prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None, history: list[dict[str, Any]]
+    prepared: PreparedRun,
+    run_dir: Path,
+    resumed: dict[str, Any] | None,
+    history: list[dict[str, Any]],
 ) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     prepared.config.save(run_dir / "config.yaml")
     _write_json(run_dir / "classes.json", prepared.mapping.to_dict())
-    resumed: dict[str, Any] = {"resumed_from": None, "start_epoch": 0}
-    if last_ckpt is not None:
-        state = torch.load(last_ckpt, map_location="cpu", weights_only=False)
-        resumed = {
-            "resumed_from": str(last_ckpt.relative_to(run_dir)),
-            "start_epoch": int(state["epoch"]) + 1,
-            "start_step": int(state["global_step"]),
+    start: dict[str, Any] = {"resumed_from": None, "start_epoch": 0}
+    if resumed is not None:
+        start = {
+            "resumed_from": checkpoint_file(Path(), LAST).as_posix(),
+            "start_epoch": int(resumed["epoch"]) + 1,
+            "start_step": int(resumed["global_step"]),
         }
     history.append(
-        {"session": len(history), "started": datetime.now(timezone.utc).isoformat(), **resumed}
+        {"session": len(history), "started": datetime.now(timezone.utc).isoformat(), **start}
     )
     summary = _read_json(run_dir / "run.json")
     summary.update(
@@ -402,12 +495,15 @@ def read_epoch_metrics(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _export(prepared: PreparedRun, checkpoint: ModelCheckpoint, model_file: Path) -> None:
-    """Write model.pt from the best checkpoint (or the last one if none was ranked)."""
-    source = checkpoint.best_model_path or str(model_file.parent / "checkpoints" / "last.ckpt")
-    if not source:
-        raise FerlabError(f"{model_file.parent}: training ended without a checkpoint to export")
-    state = torch.load(source, map_location="cpu", weights_only=False)["state_dict"]
+def _export(prepared: PreparedRun, run_dir: Path) -> None:
+    """Write model.pt from the run folder's own best checkpoint (or its last one if none was
+    ranked)."""
+    source = checkpoint_file(run_dir, BEST)
+    if not source.is_file():
+        source = checkpoint_file(run_dir, LAST)
+    if not source.is_file():
+        raise FerlabError(f"{run_dir}: training ended without a checkpoint to export")
+    state = read_checkpoint(source)["state_dict"]
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     prepared.model.load_state_dict(weights)
     train_split = prepared.datamodule.splits["train"]
@@ -415,7 +511,7 @@ def _export(prepared: PreparedRun, checkpoint: ModelCheckpoint, model_file: Path
     meta = {
         "trained_on": str(prepared.config.data),
         "strategy": prepared.config.strategy,
-        "checkpoint": Path(source).name,
+        "checkpoint": source.name,
         "config": prepared.config.to_dict(),
         "label_source": prepared.config.labels,
         "label_mode": prepared.config.label_mode if prepared.config.labels else "single",
@@ -429,4 +525,4 @@ def _export(prepared: PreparedRun, checkpoint: ModelCheckpoint, model_file: Path
         head=prepared.config.head,
         meta=meta,
     )
-    save_model_file(model_file, bundle)
+    save_model_file(run_dir / MODEL_FILE, bundle)
