@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.data.sources import IMAGE_EXTENSIONS
+from ferlab.data.tables import IMAGE_EXTENSIONS
 from ferlab.errors import DataError
 from ferlab.inference.images import load_image
 from ferlab.inference.recognizer import FaceResult, Recognizer
