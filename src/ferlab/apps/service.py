@@ -19,8 +19,9 @@ from PIL import Image
 
 from ferlab.errors import DataError, ModelError
 from ferlab.inference.backends import TorchClassifier, open_classifier
-from ferlab.inference.explain import Explanation, explain_image, load_explainable
-from ferlab.inference.recognizer import FaceResult, Recognizer
+from ferlab.inference.explain import explain_image, load_explainable
+from ferlab.inference.recognizer import Recognizer
+from ferlab.inference.results import Explanation, FaceResult
 from ferlab.models.artifact import ModelBundle
 
 

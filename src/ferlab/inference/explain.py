@@ -6,10 +6,8 @@ heatmap is computed at the model's decode size and blended onto the crop at the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ferlab.errors import ConfigError, ModelError
@@ -18,19 +16,8 @@ from ferlab.evaluation.gradcam import gradcam_heatmaps, overlay_heatmap
 from ferlab.inference.detect import DEFAULT_MARGIN, detect_faces, square_crop
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, decode_settings
+from ferlab.inference.results import Explanation
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
-
-
-@dataclass
-class Explanation:
-    """One face (numbered from 1, left to right): the class explained, its probability, the
-    face box (None for a whole image) and the heatmap overlay, RGB uint8 at the crop's size."""
-
-    face: int
-    label: str
-    score: float
-    box: tuple[int, int, int, int] | None
-    overlay: np.ndarray
 
 
 def load_explainable(ref: str | Path = "default") -> ModelBundle:

@@ -12,15 +12,24 @@ import dataclasses
 import itertools
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from ferlab.errors import ConfigError
+from ferlab.inference.results import FaceResult
 from ferlab.inference.tracking import IoUTracker, ProbabilitySmoother
 
-if TYPE_CHECKING:
-    from ferlab.inference.recognizer import FaceResult, Recognizer
+
+class FacePredictor(Protocol):
+    """What the frame loop needs of a :class:`ferlab.inference.Recognizer`."""
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    def predict_many(
+        self, sources: Iterable[np.ndarray], *, batch_size: int = 64, rgb: bool = False
+    ) -> list[list[FaceResult]]: ...
 
 
 @dataclass
@@ -45,7 +54,7 @@ class FrameResult:
 
 
 def stream_results(
-    recognizer: Recognizer,
+    recognizer: FacePredictor,
     frames: Iterable[np.ndarray],
     *,
     fps: float,
@@ -75,7 +84,7 @@ def stream_results(
 
 
 def _loop(
-    recognizer: Recognizer,
+    recognizer: FacePredictor,
     frames: Iterable[np.ndarray],
     tracker: IoUTracker,
     smoother: ProbabilitySmoother,
