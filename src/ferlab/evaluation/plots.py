@@ -209,7 +209,7 @@ def gradcam_plot(
 ) -> bytes:
     """Grad-CAM overlays (for the predicted class) of the first ``per_class`` faces of each
     true class; one row per class."""
-    from ferlab.evaluation.gradcam import gradcam_overlays
+    from ferlab.inference.gradcam import gradcam_overlays
 
     classes = bundle.classes
     picks = [np.flatnonzero(labels == k)[:per_class] for k in range(len(classes))]

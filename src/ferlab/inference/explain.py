@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from ferlab.errors import ConfigError, ModelError
-from ferlab.evaluation.evaluate import predict_probs
-from ferlab.evaluation.gradcam import gradcam_heatmaps, overlay_heatmap
+from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.detect import DEFAULT_MARGIN, detect_faces, square_crop
+from ferlab.inference.gradcam import gradcam_heatmaps, overlay_heatmap
 from ferlab.inference.images import ImageSource, load_image
-from ferlab.inference.preprocess import crop_tensor, decode_settings
+from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
 from ferlab.inference.results import Explanation
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 
@@ -56,7 +56,7 @@ def explain_image(
         return []
     image_size, color = decode_settings(bundle.meta, bundle.prep)
     tensors = torch.stack([crop_tensor(crop, image_size, color) for crop in crops])
-    probs = predict_probs(bundle, tensors)
+    probs = TorchClassifier(bundle)(model_input(tensors, bundle.prep))
     if target_class is None:
         targets = probs.argmax(axis=1).tolist()
     else:
