@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ferlab.data.cache import decode_split
 from ferlab.data.classes import ClassMapping
 from ferlab.data.sources import DatasetSource
-from ferlab.data.transforms import Preprocessing, eval_transform, train_transform
+from ferlab.data.transforms import train_transform
 from ferlab.errors import DataError
+from ferlab.preprocessing import Preprocessing, eval_transform
 
 
 class TensorImageDataset(Dataset):

@@ -28,10 +28,10 @@ from ferlab.config import TrainConfig, load_config
 from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import FERDataModule
 from ferlab.data.sources import DatasetSource, load_dataset
-from ferlab.data.transforms import Preprocessing
 from ferlab.errors import ConfigError, FerlabError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, create_model, model_info
+from ferlab.preprocessing import Preprocessing
 from ferlab.training.finetuning import StagedUnfreeze
 from ferlab.training.module import FERClassifier
 from ferlab.training.monitor import VA_COLUMNS, EpochRecorder
