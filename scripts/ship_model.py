@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlab.data.tta import TTA_MODES
 from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.onnx_export import FLOAT_CONVS_KEY, OnnxModel, export_onnx
 from ferlab.models.artifact import load_model_file, resolve_model_file, save_model_file
+from ferlab.tta_modes import TTA_MODES
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ferlab" / "weights"
 MAX_BYTES = 25 * 10**6

@@ -19,7 +19,7 @@ import torch
 from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import LabelledImages, load_labelled_split
 from ferlab.data.sources import DatasetSource, load_dataset
-from ferlab.data.tta import tta_mode, tta_views
+from ferlab.data.tta import tta_views
 from ferlab.errors import DataError
 from ferlab.evaluation.calibration import (
     apply_temperature,
@@ -35,6 +35,7 @@ from ferlab.evaluation.va_metrics import va_metrics
 from ferlab.evaluation.va_plots import va_plots
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 from ferlab.preprocessing import eval_transform
+from ferlab.tta_modes import tta_mode
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import overload
 import numpy as np
 import torch
 
-from ferlab.data.tta import tta_mode, tta_views
+from ferlab.data.tta import tta_views
 from ferlab.errors import ConfigError
 from ferlab.inference.backends import Classifier, open_classifier
 from ferlab.inference.detect import (
@@ -25,6 +25,7 @@ from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, model_input
 from ferlab.inference.results import FaceResult
 from ferlab.inference.stream import FrameResult, stream_results
+from ferlab.tta_modes import tta_mode
 
 
 class Recognizer:
