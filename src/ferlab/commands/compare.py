@@ -23,10 +23,10 @@ def add_parser(commands: Any) -> None:
         metavar="MODEL",
         help='"default", run folders, model files or .onnx exports (fp32 or int8)',
     )
-    parser.add_argument("--data", required=True, help="data set path")
+    parser.add_argument("--data", required=True, metavar="PATH", help="data set path")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument(
-        "--alpha", type=float, default=0.05, help="significance level (default: 0.05)"
+        "--alpha", type=float, default=0.05, metavar="P", help="significance level (default: 0.05)"
     )
     parser.add_argument(
         "--out", type=Path, default=Path("."), metavar="DIR", help="default: the current folder"
