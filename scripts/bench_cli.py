@@ -1,7 +1,8 @@
 """Start-up time of the ``ferlab`` command and of the web service module.
 
-Each case runs in a fresh interpreter; the median wall time over the runs is printed, with the
-load average, since a background job sharing the CPU slows every case alike.
+Each case runs in a fresh interpreter; the median wall time over the runs is printed, and the
+median CPU time (user + system) of the child, which a background job sharing the CPU does not
+inflate as it does the wall time; the load average at the start says how busy the machine was.
 
     python scripts/bench_cli.py [--runs 5]
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,13 +37,20 @@ def cases() -> dict[str, list[str]]:
     }
 
 
-def median_seconds(command: list[str], runs: int) -> float:
-    times = []
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def median_seconds(command: list[str], runs: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``command`` over ``runs`` runs."""
+    wall, cpu = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), _children_cpu()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(_children_cpu() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -53,8 +62,10 @@ def main() -> None:
         f"median of {args.runs} fresh runs; Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, load average {load:.2f} at the start"
     )
+    print(f"{'':<26} {'wall':>6}  {'CPU':>6}")
     for name, command in cases().items():
-        print(f"{name:<26} {median_seconds(command, args.runs):.2f} s")
+        wall, cpu = median_seconds(command, args.runs)
+        print(f"{name:<26} {wall:>5.2f}s  {cpu:>5.2f}s")
 
 
 if __name__ == "__main__":
