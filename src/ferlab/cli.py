@@ -41,6 +41,8 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"ferlab: error: {message} (see '{self.prog} --help')\n")
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's check of a choice (command names included); Python 3.14's suggest_on_error
+        # does the same, from 3.14 on only.
         if action.choices is None or value in action.choices:
             return
         choices = [str(choice) for choice in action.choices]
