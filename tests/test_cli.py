@@ -52,6 +52,8 @@ def test_help_shows_readable_metavars_and_no_empty_defaults():
     assert "--epochs N" in train and "--lr NUM" in train and "--pretrained {true,false}" in train
     assert "--augment {none,light,standard,strong}" in train
     assert "(default: true)" in train  # --pretrained
+    for name in ("evaluate", "compare"):
+        assert "--data PATH" in helps[name] and "the split to score (default: test)" in helps[name]
 
 
 def test_export_needs_no_format_flag():

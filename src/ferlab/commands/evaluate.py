@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.commands.scored_models import scored_model
+from ferlab.commands.split_options import add_split_options
 from ferlab.commands.train import FLAG_HELP, METAVARS
 from ferlab.commands.tta_option import add_tta_option
 
@@ -17,8 +18,7 @@ def add_parser(commands: Any) -> None:
         "model",
         help='"default" (the shipped model), run folder, model file or .onnx export (fp32 or int8)',
     )
-    parser.add_argument("--data", required=True, metavar="PATH", help="data set path")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    add_split_options(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -30,7 +30,6 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=256, metavar="N", help="images per batch (default: 256)"
     )
-    parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
     add_tta_option(parser)
     parser.set_defaults(handler=_run_evaluate)
 
