@@ -104,8 +104,8 @@ def test_layers_follow_the_data_flow():
     assert not wrong, "\n".join(wrong)
 
 
-def _loaded_after(code: str) -> list[str]:
-    """The heavy packages in sys.modules after running ``code`` in a fresh interpreter."""
+def _loaded_after(code: str, packages: tuple[str, ...] = HEAVY) -> list[str]:
+    """Those of ``packages`` in sys.modules after running ``code`` in a fresh interpreter."""
     paths = [str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     script = f"import sys\n{code}\nprint(__import__('json').dumps(sorted(sys.modules)))"
@@ -113,7 +113,7 @@ def _loaded_after(code: str) -> list[str]:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     modules = json.loads(out.stdout.splitlines()[-1])
-    return [name for name in HEAVY if name in modules]
+    return [name for name in packages if name in modules]
 
 
 def test_the_cli_parser_imports_no_heavy_package():
@@ -122,3 +122,10 @@ def test_the_cli_parser_imports_no_heavy_package():
 
 def test_the_service_module_imports_no_heavy_package():
     assert _loaded_after("import ferlab.apps.server") == []
+
+
+def test_predicting_and_serving_a_model_need_only_torch_of_the_heavy_packages():
+    modules = ("apps.service", "inference.batch", "inference.annotate", "inference.report")
+    modules += ("inference.recognizer", "inference.onnx_export", "inference.explain")
+    code = "\n".join(f"import ferlab.{name}" for name in modules)
+    assert _loaded_after(code, (*HEAVY, "pytorch_grad_cam")) == ["torch"]

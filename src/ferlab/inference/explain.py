@@ -13,7 +13,6 @@ import torch
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.detect import DEFAULT_MARGIN, detect_faces, square_crop
-from ferlab.inference.gradcam import gradcam_heatmaps, overlay_heatmap
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
 from ferlab.inference.results import Explanation
@@ -54,6 +53,9 @@ def explain_image(
         boxes, crops = [None], [image]
     if not crops:
         return []
+    # grad-cam (with matplotlib and scikit-learn) loads with the first heatmap, not the model.
+    from ferlab.inference.gradcam import gradcam_heatmaps, overlay_heatmap
+
     image_size, color = decode_settings(bundle.meta, bundle.prep)
     tensors = torch.stack([crop_tensor(crop, image_size, color) for crop in crops])
     probs = TorchClassifier(bundle)(model_input(tensors, bundle.prep))
