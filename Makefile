@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export TORCH_HOME ?= $(CURDIR)/.cache/torch
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test lint format clean bench default-model
+.PHONY: demo test lint format clean bench default-model ferplus-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,19 @@ runs/int8ft/kd3.pt: runs/int8ft/kd1.pt
 default-model: runs/int8ft/kd3.pt
 	$(BIN)/python scripts/ship_model.py $< --name fer2013 --int8-float-convs 33 \
 		--class-prior-data $(FER2013)
+
+# The FER+ model's recipe (MODEL_CARD.md): the FER2013 model's fp32 weights fine-tuned on the FER+
+# vote distribution; resumable like default-model.
+FERPLUS_VOTES ?= $(FER2013)/ferplus.csv
+runs/ferplus-model/model.pt: | $(VENV)/.installed $(MOBILENET_WEIGHTS)
+	if [ -f runs/ferplus-model/checkpoints/last.ckpt ]; then \
+		$(BIN)/ferlab train --resume runs/ferplus-model; \
+	else \
+		$(BIN)/ferlab train --config configs/ferplus-model.yaml --data $(FER2013) \
+			--labels $(FERPLUS_VOTES); \
+	fi
+
+ferplus-model: runs/ferplus-model/model.pt
 
 clean:
 	rm -rf $(VENV) .cache runs

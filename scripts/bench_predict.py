@@ -22,7 +22,6 @@ import numpy as np
 import onnxruntime
 import torch
 
-from ferlab.data.tta import TTA_MODES
 from ferlab.inference.backends import Classifier, TorchClassifier
 from ferlab.inference.batch import find_images
 from ferlab.inference.detect import detect_faces
@@ -31,6 +30,7 @@ from ferlab.inference.onnx_export import OnnxModel, export_onnx
 from ferlab.inference.preprocess import crop_tensor, model_input
 from ferlab.inference.recognizer import Recognizer
 from ferlab.models.artifact import load_model_file, resolve_model_file
+from ferlab.tta_modes import TTA_MODES
 
 SINGLE_RUNS = 200  # batch-1 calls timed per backend
 CALIBRATION = 512  # FER2013 train crops for static int8

@@ -18,7 +18,6 @@ import sys
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from ferlab.data.tta import tta_mode
 from ferlab.evaluation.evaluate import (
     SplitScorer,
     crowd_mapping,
@@ -27,6 +26,7 @@ from ferlab.evaluation.evaluate import (
 )
 from ferlab.models.artifact import load_model_file, resolve_model_file
 from ferlab.models.prior import prior_adjusted, recorded_prior
+from ferlab.tta_modes import tta_mode
 
 
 def main() -> int:

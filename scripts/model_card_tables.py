@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ferlab.data.tta import tta_mode
+from ferlab.tta_modes import tta_mode
 
 
 def headline(name: str, m: dict[str, Any]) -> str:

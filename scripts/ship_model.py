@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from ferlab.data.sources import load_dataset
-from ferlab.data.tta import TTA_MODES
 from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.onnx_export import FLOAT_CONVS_KEY, OnnxModel, export_onnx
 from ferlab.models.artifact import (
@@ -28,6 +27,7 @@ from ferlab.models.artifact import (
     save_model_file,
 )
 from ferlab.models.prior import check_prior_tau, recorded_prior
+from ferlab.tta_modes import TTA_MODES
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ferlab" / "weights"
 MAX_BYTES = 25 * 10**6

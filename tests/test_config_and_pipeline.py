@@ -16,8 +16,9 @@ from ferlab.data.cache import cache_key, decode_split
 from ferlab.data.classes import ClassMapping
 from ferlab.data.datamodule import EpochSampler, FERDataModule, limit_per_class
 from ferlab.data.sources import load_dataset
-from ferlab.data.transforms import Preprocessing, eval_transform, train_transform
+from ferlab.data.transforms import train_transform
 from ferlab.errors import ConfigError, DataError
+from ferlab.preprocessing import Preprocessing, eval_transform
 
 GRAY = Preprocessing(input_size=48, in_channels=1, mean=(0.5,), std=(0.5,))
 IMAGENET = Preprocessing(

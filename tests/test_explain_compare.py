@@ -14,19 +14,19 @@ from conftest import REPO, quick_options
 from ferlab import train
 from ferlab.cli import main
 from ferlab.commands.explain import METHOD_CHOICES
-from ferlab.data.transforms import Preprocessing
 from ferlab.errors import ConfigError
 from ferlab.evaluation.compare import compare_models, mcnemar
-from ferlab.evaluation.gradcam import (
+from ferlab.inference.detect import detect_faces, square_crop
+from ferlab.inference.gradcam import (
     METHODS,
     default_target_layer,
     gradcam_heatmaps,
     gradcam_overlays,
 )
-from ferlab.inference.detect import detect_faces, square_crop
 from ferlab.inference.images import load_image
 from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
+from ferlab.preprocessing import Preprocessing
 
 QUADRANT_CLASSES = ("across", "down")
 PHOTOS = [REPO.parent / "shared" / "data" / "photos", Path("/work/shared/data/photos")]

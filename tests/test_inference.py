@@ -15,7 +15,6 @@ from PIL import Image
 from conftest import REPO, RunsCode
 from ferlab.cli import main
 from ferlab.data.cache import _decode_file
-from ferlab.data.transforms import Preprocessing
 from ferlab.errors import ConfigError, DataError, ModelError
 from ferlab.evaluation.evaluate import predict_probs
 from ferlab.inference import Face, FaceResult, Recognizer, detect_faces
@@ -25,6 +24,7 @@ from ferlab.inference.onnx_export import OnnxModel, export_onnx
 from ferlab.inference.preprocess import model_input
 from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
+from ferlab.preprocessing import Preprocessing
 
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 PHOTO_CANDIDATES = [REPO.parent / "shared" / "data" / "photos", Path("/work/shared/data/photos")]

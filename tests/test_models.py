@@ -300,7 +300,7 @@ def test_pretrained_true_for_scratch_net_is_an_error():
 
 
 def test_resolve_pretrained_state_false_is_none():
-    assert resolve_pretrained_state("resnet18", False) is None
+    assert resolve_pretrained_state(model_info("resnet18"), False) is None
 
 
 # --------------------------------------------------------------------------------------------

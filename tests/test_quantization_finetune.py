@@ -15,10 +15,10 @@ import torch
 from onnx import numpy_helper
 from torch.utils.data import DataLoader, TensorDataset
 
-from ferlab.data.transforms import Preprocessing
 from ferlab.inference.onnx_export import export_onnx
 from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
+from ferlab.preprocessing import Preprocessing
 from ferlab.training.quantization import (
     FinetuneStats,
     QuantizationSimulator,

@@ -20,11 +20,11 @@ from ferlab.data.datamodule import (
     stratified_limit,
 )
 from ferlab.data.sources import load_dataset
-from ferlab.data.transforms import Preprocessing
 from ferlab.errors import ConfigError, DataError
 from ferlab.evaluation.va_metrics import ccc, pearson, regression_metrics, sagr, va_metrics
 from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
+from ferlab.preprocessing import Preprocessing
 from ferlab.training.losses import MultiTaskLoss, concordance, regression_loss
 
 # --- metrics ---------------------------------------------------------------------------------

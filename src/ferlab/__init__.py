@@ -9,8 +9,7 @@ The public API is imported lazily, so ``import ferlab`` stays fast::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ferlab.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -26,15 +25,9 @@ _EXPORTS = {
     "load_dataset": "ferlab.data.sources",
     "FerlabError": "ferlab.errors",
     "Recognizer": "ferlab.inference.recognizer",
-    "FaceResult": "ferlab.inference.recognizer",
+    "FaceResult": "ferlab.inference.results",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ferlab' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

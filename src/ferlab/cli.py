@@ -6,6 +6,7 @@ The commands only parse arguments and call the Python API that users import.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import signal
 import sys
@@ -14,10 +15,12 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from ferlab.commands.completion import add_completion_parser
 from ferlab.errors import FerlabError
 from ferlab.signals import Stopped, raise_stopped
 
-COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers); in --help order
+COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers); in --help order,
+    # then "completion", which prints a script made from the whole parser
     "train",
     "evaluate",
     "models",
@@ -33,10 +36,46 @@ COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers);
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line (and exit code 2), like every other ferlab error."""
+    """Usage errors as one line (and exit code 2), like every other ferlab error, with the
+    closest choice or flag suggested for a mistyped one."""
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"ferlab: error: {message} (see '{self.prog} --help')\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's check of a choice (command names included); Python 3.14's suggest_on_error
+        # does the same, from 3.14 on only.
+        if action.choices is None or value in action.choices:
+            return
+        choices = [str(choice) for choice in action.choices]
+        message = f"invalid choice: '{value}'{_did_you_mean(str(value), choices)}"
+        raise argparse.ArgumentError(action, f"{message} (choose from {', '.join(choices)})")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = _command_parser(self, parsed)
+            flags = [flag for flag in command._option_string_actions if flag.startswith("--")]
+            hint = _did_you_mean(extras[0].split("=")[0], flags) if extras[0][:2] == "--" else ""
+            command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+
+def _did_you_mean(value: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(value, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The (sub-)command parser that ``args`` were parsed by, deepest first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None))
+            if chosen is not None:
+                return _command_parser(chosen, args)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"ferlab.commands.{name}").add_parser(commands)
+    add_completion_parser(commands, parser)
     return parser
 
 

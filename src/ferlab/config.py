@@ -21,6 +21,16 @@ COLOR_MODES = ("gray", "rgb")
 BAD_FILE_MODES = ("skip", "error")
 VA_LOSSES = ("mse", "ccc")
 LABEL_MODES = ("majority", "distribution")
+CHOICES = {  # the options that take one of a fixed set of values
+    "strategy": TRANSFER_STRATEGIES,
+    "scheduler": SCHEDULERS,
+    "balance": BALANCE_MODES,
+    "augment": AUGMENT_PRESETS,
+    "color": COLOR_MODES,
+    "on_bad_file": BAD_FILE_MODES,
+    "va_loss": VA_LOSSES,
+    "label_mode": LABEL_MODES,
+}
 
 
 @dataclass
@@ -87,17 +97,7 @@ class TrainConfig:
         """Check values that a typo could get wrong; raise ConfigError with a one-line message."""
         if not self.data:
             raise ConfigError("no data set given: pass --data PATH (a class-folder tree or a CSV)")
-        choices = {
-            "strategy": TRANSFER_STRATEGIES,
-            "scheduler": SCHEDULERS,
-            "balance": BALANCE_MODES,
-            "augment": AUGMENT_PRESETS,
-            "color": COLOR_MODES,
-            "on_bad_file": BAD_FILE_MODES,
-            "va_loss": VA_LOSSES,
-            "label_mode": LABEL_MODES,
-        }
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"{name}: '{value}' is not one of {', '.join(allowed)}")

@@ -34,9 +34,8 @@ from ferlab import __version__
 from ferlab.apps.service import ModelService
 from ferlab.apps.uploads import IMAGE_TYPES, BodyLimit, sniff_image_type
 from ferlab.errors import ConfigError, DataError, ModelError
-from ferlab.inference.explain import Explanation
 from ferlab.inference.images import load_image, source_name
-from ferlab.inference.recognizer import FaceResult
+from ferlab.inference.results import Explanation, FaceResult
 
 API_KEY_ENV = "FERLAB_API_KEY"
 API_KEY_HEADER = "X-API-Key"

@@ -4,6 +4,7 @@ Model calls take turns under one lock: Grad-CAM hooks the shared PyTorch modules
 redirects stderr process-wide), so a prediction running beside it would be captured by its hooks.
 Decoding and encoding happen outside the lock. A call that cannot get the model before its
 ``timeout`` gives up with TimeoutError instead of running late for a client that has left.
+PyTorch and the runtimes are imported when a model is loaded, not with this module.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from ferlab.errors import DataError, ModelError
-from ferlab.inference.backends import TorchClassifier, open_classifier
-from ferlab.inference.explain import Explanation, explain_image, load_explainable
-from ferlab.inference.recognizer import FaceResult, Recognizer
-from ferlab.models.artifact import ModelBundle
+from ferlab.inference.results import Explanation, FaceResult
+
+if TYPE_CHECKING:
+    from ferlab.inference.recognizer import Recognizer
+    from ferlab.models.artifact import ModelBundle
 
 
 class ModelService:
@@ -40,6 +42,10 @@ class ModelService:
     def load(cls, ref: str | Path = "default", *, backend: str = "auto") -> ModelService:
         """Load ``ref`` once, on ``backend`` as :func:`open_classifier` picks it; heatmaps run on
         the same PyTorch weights, or on the PyTorch model file beside an ONNX runtime."""
+        from ferlab.inference.backends import TorchClassifier, open_classifier
+        from ferlab.inference.explain import load_explainable
+        from ferlab.inference.recognizer import Recognizer
+
         classifier = open_classifier(ref, backend)
         bundle, why = None, ""
         if isinstance(classifier, TorchClassifier):
@@ -80,6 +86,8 @@ class ModelService:
         """Face number ``face``'s heatmap overlay and how many faces the image holds."""
         if self.bundle is None:
             raise ModelError(f"this server's model has no heatmaps: {self.why_no_explain}")
+        from ferlab.inference.explain import explain_image
+
         with self._model(timeout):
             found = explain_image(
                 self.bundle, Image.fromarray(image_rgb), method=method, target_class=target_class

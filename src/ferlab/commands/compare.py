@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.commands.scored_models import scored_model
+from ferlab.commands.split_options import add_split_options
 from ferlab.commands.tta_option import add_tta_option
 
 
@@ -24,15 +25,13 @@ def add_parser(commands: Any) -> None:
         metavar="MODEL",
         help='"default", run folders, model files or .onnx exports (fp32 or int8)',
     )
-    parser.add_argument("--data", required=True, help="data set path")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    add_split_options(parser)
     parser.add_argument(
-        "--alpha", type=float, default=0.05, help="significance level (default: 0.05)"
+        "--alpha", type=float, default=0.05, metavar="P", help="significance level (default: 0.05)"
     )
     parser.add_argument(
         "--out", type=Path, default=Path("."), metavar="DIR", help="default: the current folder"
     )
-    parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
     parser.add_argument(
         "--labels",
         metavar="VOTES.csv",

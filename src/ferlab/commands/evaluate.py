@@ -8,7 +8,8 @@ from typing import Any
 
 from ferlab.commands.prior_option import add_prior_tau_option
 from ferlab.commands.scored_models import scored_model
-from ferlab.commands.train import FLAG_HELP
+from ferlab.commands.split_options import add_split_options
+from ferlab.commands.train import FLAG_HELP, METAVARS
 from ferlab.commands.tta_option import add_tta_option
 
 
@@ -18,11 +19,11 @@ def add_parser(commands: Any) -> None:
         "model",
         help='"default" (the shipped model), run folder, model file or .onnx export (fp32 or int8)',
     )
-    parser.add_argument("--data", required=True, help="data set path")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    add_split_options(parser)
     parser.add_argument(
         "--out",
         type=Path,
+        metavar="DIR",
         help="folder for metrics.json and the report (default: eval-SPLIT beside the model)",
     )
     parser.add_argument(
@@ -32,11 +33,11 @@ def add_parser(commands: Any) -> None:
         "majority label per image, plus the model's agreement with the vote distribution",
     )
     add_prior_tau_option(parser)
-    parser.add_argument("--keep", help=FLAG_HELP["keep"])
-    parser.add_argument("--rename", help=FLAG_HELP["rename"])
-    parser.add_argument("--merge", help=FLAG_HELP["merge"])
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--on-bad-file", choices=["skip", "error"], default="skip")
+    for name in ("keep", "rename", "merge"):
+        parser.add_argument(f"--{name}", metavar=METAVARS[name], help=FLAG_HELP[name])
+    parser.add_argument(
+        "--batch-size", type=int, default=256, metavar="N", help="images per batch (default: 256)"
+    )
     add_tta_option(parser)
     parser.set_defaults(handler=_run_evaluate)
 

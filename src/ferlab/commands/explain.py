@@ -30,11 +30,13 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--method", choices=METHOD_CHOICES, default="gradcam")
     parser.add_argument(
-        "--target-class", metavar="C", help="class to explain (default: each face's prediction)"
+        "--target-class",
+        metavar="CLASS",
+        help="class to explain (default: each face's prediction)",
     )
     parser.add_argument(
         "--target-layer",
-        metavar="L",
+        metavar="LAYER",
         help="dotted module path below the backbone (default: its last convolutional stage)",
     )
     parser.add_argument("--no-detect", action="store_true", help="take each image as one face crop")

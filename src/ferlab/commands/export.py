@@ -12,7 +12,9 @@ from ferlab.errors import ConfigError, DataError
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("export", help="export a trained model to ONNX")
     parser.add_argument("model", help="run folder or model file")
-    parser.add_argument("--format", choices=["onnx"], required=True)
+    parser.add_argument(
+        "--format", choices=["onnx"], default="onnx", help="the only format so far (default: onnx)"
+    )
     parser.add_argument(
         "--quantize",
         choices=["int8"],

@@ -21,9 +21,12 @@ def add_parser(commands: Any) -> None:
         "X-API-Key header of every /v1 request.",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address to bind (default: 127.0.0.1, this machine)",
     )
-    parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    parser.add_argument("--port", type=int, default=8000, metavar="N", help="default: 8000")
     add_model_options(parser)
     parser.add_argument(
         "--max-upload-mb",

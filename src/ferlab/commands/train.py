@@ -8,13 +8,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ferlab.config import (
-    AUGMENT_PRESETS,
-    SCHEDULERS,
-    TRANSFER_STRATEGIES,
-    TrainConfig,
-    config_fields,
-)
+from ferlab.config import CHOICES, TRANSFER_STRATEGIES, TrainConfig, config_fields
 
 FLAG_HELP = {
     "data": "data set: a class-folder tree, the FER2013 CSV or a path,label manifest CSV",
@@ -25,44 +19,74 @@ FLAG_HELP = {
     "model": "registry name (see 'ferlab models')",
     "strategy": "frozen | finetune | progressive; a Lightning strategy such as ddp goes to "
     "--distributed (the flag may be given twice: --strategy progressive --strategy ddp)",
-    "pretrained": "use the model's ImageNet weights where it has them (true/false)",
+    "pretrained": "use the model's ImageNet weights where it has them",
     "weights": "a local weights file instead of downloading",
     "keep": "classes to keep, e.g. angry,happy,sad (6-class: all but disgust)",
     "rename": "rename classes, e.g. anger=angry,sadness=sad",
     "merge": "merge classes, e.g. negative=angry+disgust+fear;positive=happy",
     "limit_per_class": "use at most N training images per class (quick experiments)",
     "limit": "use N training images in all, a stratified seeded sample (quick experiments)",
-    "va_loss": "multitask head: mse | ccc (1 - concordance) for valence and arousal",
+    "va_loss": "multitask head: loss for valence and arousal (ccc: 1 - concordance)",
     "valence_weight": "multitask head: weight of the valence loss beside cross-entropy",
     "arousal_weight": "multitask head: weight of the arousal loss beside cross-entropy",
     "image_size": "square size images are decoded and cached at",
     "input_size": "model input size (default: the model's)",
-    "balance": "none | sampler (weighted sampling) | loss (class-weighted loss)",
+    "balance": "sampler: weighted sampling; loss: class-weighted loss",
     "devices": "devices per node: a count, a list like 0,1, or auto",
     "distributed": "Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...",
     "max_steps_per_epoch": "cap the training batches per epoch",
     "max_val_batches": "cap the validation batches per epoch",
-    "augment": " | ".join(AUGMENT_PRESETS),
-    "scheduler": " | ".join(SCHEDULERS),
+    "augment": "augmentation preset (light: flips and shifts; strong: wider ranges)",
+    "scheduler": "learning-rate schedule",
+    "num_workers": "data loader processes (default: half the CPUs, 1 to 4)",
+    "cache_dir": "folder of decoded images (default: $FERLAB_CACHE or ~/.cache/ferlab)",
     "head": "linear | mlp | multitask (expression + valence and arousal)",
     "backbone_lr_factor": "backbone LR = lr x this",
     "stage_lr_decay": "progressive: each deeper stage's LR = the one above x this",
     "unfreeze_every": "progressive: epochs between unfreezing stages",
     "unfreeze_stages": "progressive: how many stages, from the top, get unfrozen",
     "precision": "auto (16-mixed on CUDA, else 32-true), bf16-mixed, ...",
-    "color": "gray | rgb: how images are decoded",
-    "on_bad_file": "skip | error: what to do with unreadable images",
+    "color": "how images are decoded",
+    "on_bad_file": "what to do with unreadable images",
     "patience": "early stopping: epochs without a better val accuracy (0: off)",
     "runs_dir": "where run folders are made",
     "name": "run folder name (default: MODEL-STRATEGY, numbered if taken)",
 }
 
 
-def _flag_type(annotation: Any) -> Any:
-    args = typing.get_args(annotation)
+METAVARS = {
+    "data": "PATH",
+    "labels": "VOTES.csv",
+    "model": "NAME",
+    "weights": "FILE",
+    "head": "NAME",
+    "keep": "CLASSES",
+    "rename": "OLD=NEW,...",
+    "merge": "NEW=A+B;...",
+    "cache_dir": "DIR",
+    "runs_dir": "DIR",
+    "name": "NAME",
+    "devices": "DEVICES",
+    "precision": "NAME",
+    "accelerator": "NAME",
+    "distributed": "NAME",
+}
+_TYPE_METAVARS = {bool: "{true,false}", int: "N", float: "NUM"}
+
+
+def _base_type(annotation: Any) -> Any:
     if isinstance(annotation, types.UnionType):
-        annotation = next(a for a in args if a is not type(None))
-    return str if annotation is bool else annotation
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _flag_help(name: str, default: Any) -> str:
+    """The flag's help, ending in its default unless there is none or the text tells it."""
+    text = FLAG_HELP.get(name, "")
+    if default is None or default == "" or "(default:" in text:
+        return text
+    default = str(default).lower() if isinstance(default, bool) else default
+    return f"{text} (default: {default})" if text else f"default: {default}"
 
 
 def add_parser(commands: Any) -> None:
@@ -71,19 +95,25 @@ def add_parser(commands: Any) -> None:
         help="train a model by transfer learning",
         description="Train a model. Flags override the values of --config FILE.yaml.",
     )
-    parser.add_argument("--config", type=Path, help="YAML file with training options")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="YAML file with training options"
+    )
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
     defaults = TrainConfig()
     for name, annotation in config_fields().items():
         flag = "--" + name.replace("_", "-")
-        text = FLAG_HELP.get(name, "")
-        default = getattr(defaults, name)
-        help_text = f"{text} (default: {default})" if text else f"default: {default}"
+        help_text = _flag_help(name, getattr(defaults, name))
         if name == "strategy":
             parser.add_argument(flag, action="append", metavar="NAME", help=help_text)
             continue
+        base = _base_type(annotation)
         parser.add_argument(
-            flag, type=_flag_type(annotation), default=None, metavar="X", help=help_text
+            flag,
+            type=str if base is bool else base,
+            choices=CHOICES.get(name),
+            default=None,
+            metavar=None if name in CHOICES else METAVARS.get(name, _TYPE_METAVARS.get(base)),
+            help=help_text,
         )
     parser.set_defaults(handler=_run_train)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ferlab.data.tta import TTA_MODES
+from ferlab.tta_modes import TTA_MODES
 
 
 def add_tta_option(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--camera",
         default="0",
+        metavar="CAMERA",
         help="camera index (0: the first) or a device path or stream URL (default: 0)",
     )
     add_stream_options(parser)

@@ -6,14 +6,8 @@ from ferlab.data.classes import (
     canonical_order,
     parse_class_options,
 )
-from ferlab.data.sources import (
-    IMAGE_EXTENSIONS,
-    SPLITS,
-    DatasetSource,
-    SplitTable,
-    load_dataset,
-    stratified_split,
-)
+from ferlab.data.sources import SPLITS, DatasetSource, load_dataset, stratified_split
+from ferlab.data.tables import IMAGE_EXTENSIONS, SplitTable
 
 __all__ = [
     "CANONICAL_CLASSES",

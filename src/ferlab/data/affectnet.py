@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ferlab.data.classes import CANONICAL_CLASSES
-from ferlab.data.sources import IMAGE_EXTENSIONS, SplitTable
+from ferlab.data.tables import IMAGE_EXTENSIONS, SplitTable
 from ferlab.errors import DataError
 
 SPLIT_FOLDERS = {"train_set": "train", "val_set": "val"}

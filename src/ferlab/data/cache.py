@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ferlab.data.sources import SplitTable
+from ferlab.data.tables import SplitTable
 from ferlab.errors import DataError
 
 CACHE_FORMAT = 1

@@ -16,8 +16,9 @@ from ferlab.data.cache import decode_split
 from ferlab.data.classes import ClassMapping
 from ferlab.data.soft_labels import mapped_votes
 from ferlab.data.sources import DatasetSource
-from ferlab.data.transforms import Preprocessing, eval_transform, train_transform
+from ferlab.data.transforms import train_transform
 from ferlab.errors import DataError
+from ferlab.preprocessing import Preprocessing, eval_transform
 from ferlab.seeding import derived_seed
 from ferlab.signals import ignore_stop_signals
 

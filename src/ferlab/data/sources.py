@@ -11,7 +11,6 @@ import os
 import re
 import stat
 import warnings
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,13 +18,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ferlab.data.affectnet import is_affectnet, read_affectnet
 from ferlab.data.classes import CANONICAL_CLASSES, canonical_order
+from ferlab.data.tables import IMAGE_EXTENSIONS, SplitTable
 from ferlab.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from _csv import Reader
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SPLITS = ("train", "val", "test")
 
 _UNSPLIT = "all"  # name of a table that still has to be split into train/val/test
@@ -38,52 +38,6 @@ _DIGITS_AND_SPACES = re.compile(r"[0-9 ]*")
 _ACCEPTED_HEADERS = (
     "'emotion,pixels[,Usage]' (FER2013) or 'path,label[,split][,valence][,arousal]' (manifest)"
 )
-
-
-@dataclass
-class SplitTable:
-    """The samples of one split: labels plus image paths or FER2013 pixels."""
-
-    name: str
-    """"train", "val" or "test"."""
-    labels: list[str]
-    """Source class name per sample."""
-    paths: list[Path] | None
-    """Image files, or None when pixels are given."""
-    pixels: np.ndarray | None
-    """uint8 (N, H, W) for the FER2013 CSV, else None."""
-    valence: np.ndarray | None
-    """float32 (N,), NaN where missing; None if the source has none."""
-    arousal: np.ndarray | None
-    origin: str
-    """Path of the folder or CSV the samples came from, for messages and cache keys."""
-    votes: np.ndarray | None = None
-    """float (N, K) crowd votes over ``DatasetSource.vote_columns``; None without a labels file."""
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, indices: Sequence[int] | np.ndarray) -> SplitTable:
-        """The samples at `indices`, in that order."""
-        idx = np.asarray(indices, dtype=np.intp)
-
-        def pick(array: np.ndarray | None) -> np.ndarray | None:
-            return None if array is None else array[idx]
-
-        return replace(
-            self,
-            labels=[self.labels[i] for i in idx],
-            paths=None if self.paths is None else [self.paths[i] for i in idx],
-            pixels=pick(self.pixels),
-            valence=pick(self.valence),
-            arousal=pick(self.arousal),
-            votes=pick(self.votes),
-        )
-
-    def class_counts(self) -> dict[str, int]:
-        """Samples per source class, in canonical order."""
-        counts = Counter(self.labels)
-        return {name: counts[name] for name in canonical_order(counts)}
 
 
 @dataclass
@@ -183,9 +137,6 @@ def load_dataset(
     root = Path(path).expanduser()
     excluded: dict[str, int] = {}
     if root.is_dir():
-        # Imported here: the AffectNet reader builds on this module's tables.
-        from ferlab.data.affectnet import is_affectnet, read_affectnet
-
         if is_affectnet(root):
             kind, (found, excluded) = "affectnet", read_affectnet(root, bad)
         else:

@@ -1,4 +1,4 @@
-"""Tensor transforms (torchvision v2): augmentation presets and the model's eval preprocessing.
+"""Training augmentation (torchvision v2): presets followed by the model's eval preprocessing.
 
 Images arrive as uint8 tensors (C, H, W) straight from the decoded cache; geometric augmentation
 runs at cache resolution, before the resize to the model's input size, where it is cheapest.
@@ -6,67 +6,11 @@ runs at cache resolution, before the resize to the model's input size, where it 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 from torchvision.transforms import v2
 
 from ferlab.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What a model expects: square input size, channel count and normalisation."""
-
-    input_size: int
-    in_channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(
-            input_size=int(data["input_size"]),
-            in_channels=int(data["in_channels"]),
-            mean=tuple(float(m) for m in data["mean"]),
-            std=tuple(float(s) for s in data["std"]),
-        )
-
-
-class MatchChannels(torch.nn.Module):
-    """Repeat gray to 3 channels or average RGB to gray so the input fits the model."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.channels = channels
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        have = image.shape[-3]
-        if have == self.channels:
-            return image
-        if have == 1:
-            return image.expand(*image.shape[:-3], self.channels, *image.shape[-2:])
-        if self.channels == 1:
-            return v2.functional.rgb_to_grayscale(image)
-        raise ValueError(f"cannot convert {have} channels to {self.channels}")
-
-
-def _to_model_input(prep: Preprocessing) -> list[torch.nn.Module]:
-    return [
-        v2.Resize((prep.input_size, prep.input_size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        MatchChannels(prep.in_channels),
-        v2.Normalize(mean=list(prep.mean), std=list(prep.std)),
-    ]
-
-
-def eval_transform(prep: Preprocessing) -> v2.Compose:
-    """uint8 (C, H, W) → normalised float tensor at the model's input size."""
-    return v2.Compose(_to_model_input(prep))
+from ferlab.preprocessing import Preprocessing, eval_transform, model_input_steps
 
 
 def train_transform(preset: str, prep: Preprocessing) -> v2.Compose:
@@ -97,4 +41,4 @@ def train_transform(preset: str, prep: Preprocessing) -> v2.Compose:
         erase = [v2.RandomErasing(p=0.5 if strong else 0.25, scale=(0.02, 0.2))]
     else:
         raise ConfigError(f"augment: unknown preset '{preset}'")
-    return v2.Compose([*augment, *_to_model_input(prep), *erase])
+    return v2.Compose([*augment, *model_input_steps(prep), *erase])

@@ -12,22 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ferlab.errors import ConfigError
+from ferlab.tta_modes import tta_mode
 
-TTA_MODES = ("none", "flip", "shift")
 SHIFT_FRACTION = 1 / 16
-
-
-def tta_mode(value: str | bool | None) -> str:
-    """The mode a setting names; ``True`` (how model files recorded flip averaging) is "flip",
-    ``False`` and ``None`` are "none"."""
-    if value is None or value is False:
-        return "none"
-    if value is True:
-        return "flip"
-    if value not in TTA_MODES:
-        raise ConfigError(f"tta: unknown mode '{value}'; available: {', '.join(TTA_MODES)}")
-    return str(value)
 
 
 def tta_views(images: torch.Tensor, mode: str) -> list[torch.Tensor]:

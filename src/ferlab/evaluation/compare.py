@@ -21,7 +21,6 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
 from ferlab.data.datamodule import load_labelled_split
 from ferlab.data.sources import DatasetSource
-from ferlab.data.tta import tta_mode
 from ferlab.errors import ConfigError
 from ferlab.evaluation.calibration import expected_calibration_error
 from ferlab.evaluation.evaluate import (
@@ -34,6 +33,7 @@ from ferlab.evaluation.evaluate import (
 from ferlab.evaluation.scoring import ExportedModel, ScoredModel, parameter_count, runtime_label
 from ferlab.models.artifact import load_model_file, resolve_model_file
 from ferlab.models.prior import default_prior_tau
+from ferlab.tta_modes import tta_mode
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
 SPEED_BATCH = 64

@@ -20,8 +20,7 @@ from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import LabelledImages, load_labelled_split
 from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
-from ferlab.data.transforms import eval_transform
-from ferlab.data.tta import tta_mode, tta_views
+from ferlab.data.tta import tta_views
 from ferlab.errors import DataError
 from ferlab.evaluation.calibration import (
     apply_temperature,
@@ -38,6 +37,8 @@ from ferlab.evaluation.va_metrics import va_metrics
 from ferlab.evaluation.va_plots import va_plots
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 from ferlab.models.prior import check_prior_tau, default_prior_tau, prior_adjusted, recorded_prior
+from ferlab.preprocessing import eval_transform
+from ferlab.tta_modes import tta_mode
 
 
 @dataclass

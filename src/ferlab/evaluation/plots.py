@@ -210,7 +210,7 @@ def gradcam_plot(
 ) -> bytes:
     """Grad-CAM overlays (for the model's predicted class) of the first ``per_class`` faces of
     each true class; one row per class (``classes``: those of ``labels``, default the model's)."""
-    from ferlab.evaluation.gradcam import gradcam_overlays
+    from ferlab.inference.gradcam import gradcam_overlays
 
     classes = bundle.classes if classes is None else classes
     picks = [np.flatnonzero(labels == k)[:per_class] for k in range(len(classes))]

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ferlab.data.tta import tta_mode
 from ferlab.evaluation.plots import Plot
 from ferlab.evaluation.va_metrics import VA_DIMENSIONS, VA_LABELS, VA_METRICS
+from ferlab.tta_modes import tta_mode
 
 # A cell is plain text, or a path into the metrics dict whose value it shows.
 Cell = str | tuple[str | int, ...]

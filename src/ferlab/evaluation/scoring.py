@@ -7,8 +7,8 @@ from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 
-from ferlab.data.transforms import Preprocessing
 from ferlab.models.artifact import ModelBundle
+from ferlab.preprocessing import Preprocessing
 
 
 class ExportedModel(Protocol):

@@ -1,6 +1,22 @@
-"""Apply a trained model to photos: face detection, expression recognition, ONNX export."""
+"""Apply a trained model to photos: face detection, expression recognition, ONNX export.
 
-from ferlab.inference.detect import Face, FaceDetector, detect_faces, libfacedetection
-from ferlab.inference.recognizer import FaceResult, Recognizer
+The names below are imported lazily, so that ``ferlab.inference.results`` and the other light
+modules load without PyTorch.
+"""
 
-__all__ = ["Face", "FaceDetector", "FaceResult", "Recognizer", "detect_faces", "libfacedetection"]
+from __future__ import annotations
+
+from ferlab.lazy import lazy_exports
+
+_EXPORTS = {
+    "Face": "ferlab.inference.detect",
+    "FaceDetector": "ferlab.inference.detect",
+    "detect_faces": "ferlab.inference.detect",
+    "libfacedetection": "ferlab.inference.detect",
+    "FaceResult": "ferlab.inference.results",
+    "Recognizer": "ferlab.inference.recognizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

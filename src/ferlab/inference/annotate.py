@@ -18,7 +18,7 @@ import numpy as np
 
 from ferlab.errors import DataError
 from ferlab.inference.label_layout import Rect, place_panels
-from ferlab.inference.recognizer import FaceResult
+from ferlab.inference.results import FaceResult
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)

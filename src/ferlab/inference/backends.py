@@ -8,11 +8,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ferlab.data.transforms import Preprocessing
-from ferlab.data.tta import tta_mode
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.preprocess import decode_settings
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file, shipped_name
+from ferlab.preprocessing import Preprocessing
+from ferlab.tta_modes import tta_mode
 
 BACKENDS = ("auto", "torch", "onnx")
 

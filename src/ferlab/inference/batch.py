@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.data.sources import IMAGE_EXTENSIONS
+from ferlab.data.tables import IMAGE_EXTENSIONS
 from ferlab.errors import DataError
 from ferlab.inference.images import load_image
-from ferlab.inference.recognizer import FaceResult, Recognizer
+from ferlab.inference.recognizer import Recognizer
+from ferlab.inference.results import FaceResult
 
 _CHUNK_PIXELS = 64_000_000  # decoded images held at once, at most (plus one)
 

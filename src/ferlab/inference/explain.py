@@ -6,31 +6,17 @@ heatmap is computed at the model's decode size and blended onto the crop at the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ferlab.errors import ConfigError, ModelError
-from ferlab.evaluation.evaluate import predict_probs
-from ferlab.evaluation.gradcam import gradcam_heatmaps, overlay_heatmap
+from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.detect import DEFAULT_MARGIN, detect_faces, square_crop
 from ferlab.inference.images import ImageSource, load_image
-from ferlab.inference.preprocess import crop_tensor, decode_settings
+from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
+from ferlab.inference.results import Explanation
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
-
-
-@dataclass
-class Explanation:
-    """One face (numbered from 1, left to right): the class explained, its probability, the
-    face box (None for a whole image) and the heatmap overlay, RGB uint8 at the crop's size."""
-
-    face: int
-    label: str
-    score: float
-    box: tuple[int, int, int, int] | None
-    overlay: np.ndarray
 
 
 def load_explainable(ref: str | Path = "default") -> ModelBundle:
@@ -67,9 +53,12 @@ def explain_image(
         boxes, crops = [None], [image]
     if not crops:
         return []
+    # grad-cam (with matplotlib and scikit-learn) loads with the first heatmap, not the model.
+    from ferlab.inference.gradcam import gradcam_heatmaps, overlay_heatmap
+
     image_size, color = decode_settings(bundle.meta, bundle.prep)
     tensors = torch.stack([crop_tensor(crop, image_size, color) for crop in crops])
-    probs = predict_probs(bundle, tensors)
+    probs = TorchClassifier(bundle)(model_input(tensors, bundle.prep))
     if target_class is None:
         targets = probs.argmax(axis=1).tolist()
     else:

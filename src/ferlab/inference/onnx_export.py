@@ -24,13 +24,13 @@ import onnx
 import torch
 
 from ferlab.data.cache import default_cache_dir
-from ferlab.data.transforms import Preprocessing
-from ferlab.data.tta import tta_mode
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 from ferlab.models.registry import FERModel
+from ferlab.preprocessing import Preprocessing
+from ferlab.tta_modes import tta_mode
 
 ONNX_FORMAT = "ferlab-onnx"
 ONNX_FORMAT_VERSION = 1

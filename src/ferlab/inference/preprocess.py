@@ -1,7 +1,7 @@
 """Face crops → model input, decoded the way training decoded its images.
 
 Training read each image with PIL, converted it to gray (or RGB) and resized it bilinearly to the
-cache size (``image_size``, 48 for FER2013); :func:`ferlab.data.transforms.eval_transform` then
+cache size (``image_size``, 48 for FER2013); :func:`ferlab.preprocessing.eval_transform` then
 brought it to the model's input. A crop from a photo goes through the same two steps.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ferlab.data.transforms import Preprocessing, eval_transform
+from ferlab.preprocessing import Preprocessing, eval_transform
 
 
 def decode_settings(meta: dict[str, Any], prep: Preprocessing) -> tuple[int, str]:

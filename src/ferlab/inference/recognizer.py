@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import overload
 
 import numpy as np
 import torch
 
-from ferlab.data.tta import tta_mode, tta_views
+from ferlab.data.tta import tta_views
 from ferlab.errors import ConfigError
 from ferlab.inference.backends import Classifier, open_classifier
 from ferlab.inference.detect import (
@@ -24,39 +23,10 @@ from ferlab.inference.detect import (
 )
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, model_input
+from ferlab.inference.results import FaceResult
 from ferlab.inference.stream import FrameResult, stream_results
 from ferlab.models.prior import check_prior_tau, default_prior_tau, prior_adjusted, recorded_prior
-
-
-@dataclass
-class FaceResult:
-    """One face: its box (x1, y1, x2, y2; None for a whole-image prediction) and its expression;
-    ``valence`` and ``arousal`` in [-1, 1] from a multi-task model, else None."""
-
-    box: tuple[int, int, int, int] | None
-    label: str
-    score: float
-    probs: dict[str, float]
-    detection_score: float | None
-    valence: float | None = None
-    arousal: float | None = None
-
-    def top(self, k: int) -> list[tuple[str, float]]:
-        """The ``k`` most probable classes with their probabilities, most probable first."""
-        return sorted(self.probs.items(), key=lambda item: -item[1])[:k]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form; ``valence`` and ``arousal`` only where the model predicts them."""
-        record = {
-            "box": None if self.box is None else list(self.box),
-            "label": self.label,
-            "score": self.score,
-            "probs": dict(self.probs),
-            "detection_score": self.detection_score,
-        }
-        if self.valence is not None and self.arousal is not None:
-            record.update(valence=self.valence, arousal=self.arousal)
-        return record
+from ferlab.tta_modes import tta_mode
 
 
 class Recognizer:

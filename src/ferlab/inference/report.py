@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferlab.inference.recognizer import FaceResult
+from ferlab.inference.results import FaceResult
 
 
 def text_lines(path: str, faces: list[FaceResult], top_k: int = 3) -> list[str]:

@@ -13,15 +13,24 @@ import dataclasses
 import itertools
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from ferlab.errors import ConfigError
+from ferlab.inference.results import FaceResult
 from ferlab.inference.tracking import FaceTracker, ProbabilitySmoother
 
-if TYPE_CHECKING:
-    from ferlab.inference.recognizer import FaceResult, Recognizer
+
+class FacePredictor(Protocol):
+    """What the frame loop needs of a :class:`ferlab.inference.Recognizer`."""
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    def predict_many(
+        self, sources: Iterable[np.ndarray], *, batch_size: int = 64, rgb: bool = False
+    ) -> list[list[FaceResult]]: ...
 
 
 @dataclass
@@ -46,7 +55,7 @@ class FrameResult:
 
 
 def stream_results(
-    recognizer: Recognizer,
+    recognizer: FacePredictor,
     frames: Iterable[np.ndarray],
     *,
     fps: float,
@@ -76,7 +85,7 @@ def stream_results(
 
 
 def _loop(
-    recognizer: Recognizer,
+    recognizer: FacePredictor,
     frames: Iterable[np.ndarray],
     tracker: FaceTracker,
     smoother: ProbabilitySmoother,

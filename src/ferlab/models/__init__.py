@@ -8,7 +8,8 @@ Example::
 
 from . import backbones as _backbones  # noqa: F401  (registers the ImageNet models)
 from . import small as _small  # noqa: F401  (registers the from-scratch models)
-from .registry import FERModel, ModelInfo, create_model, list_models, model_info, register_model
+from .info import ModelInfo
+from .registry import FERModel, create_model, list_models, model_info, register_model
 from .weights import resolve_pretrained_state
 
 __all__ = [

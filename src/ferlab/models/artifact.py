@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from ferlab.data.transforms import Preprocessing
 from ferlab.errors import ModelError
 from ferlab.models.registry import FERModel, create_model
+from ferlab.preprocessing import Preprocessing
 
 MODEL_FORMAT = "ferlab-model"
 MODEL_FORMAT_VERSION = 1

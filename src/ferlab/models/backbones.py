@@ -20,7 +20,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, register_model
+from .info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo
+from .registry import register_model
 from .weights import load_backbone_state, module_names
 
 __all__ = ["PooledBackbone"]

@@ -10,7 +10,6 @@ head on top (see :mod:`ferlab.models.heads`) and returns a :class:`FERModel`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from torch import nn
 from ferlab.errors import ConfigError, ModelError
 
 from .heads import build_head, list_heads
+from .info import ModelInfo
+from .weights import StateMismatch, describe_pretrained, resolve_pretrained_state
 
 __all__ = [
     "BackboneBuilder",
@@ -33,31 +34,6 @@ __all__ = [
 ]
 
 BackboneBuilder = Callable[[dict[str, Any] | None], tuple[nn.Module, int]]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-GRAY_MEAN = (0.5,)
-GRAY_STD = (0.5,)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the other layers need to know about a registered model.
-
-    ``stages`` names sub-modules of ``FERModel.backbone`` (resolvable with
-    ``backbone.get_submodule(stage)``), ordered from the input side to the output side, for
-    progressive unfreezing.  Together they cover the backbone's parameters except, where noted
-    in the builder, a final norm and ViT's class token/position embedding.
-    """
-
-    name: str
-    input_size: int  # default square input size in px
-    in_channels: int  # 1 for the from-scratch gray nets, 3 for ImageNet backbones
-    mean: tuple[float, ...]  # normalisation, len == in_channels
-    std: tuple[float, ...]
-    pretrained_weights: str | None  # torchvision weights enum name; None for scratch nets
-    stages: tuple[str, ...]
-    description: str
 
 
 class FERModel(nn.Module):
@@ -165,9 +141,6 @@ def create_model(
     state dict of the full torchvision model or of our backbone.  All problems the user can fix
     (unknown model or head, missing or unfitting weights) raise :class:`ModelError`.
     """
-    # Imported here: weights.py needs model_info from this module.
-    from .weights import StateMismatch, describe_pretrained, resolve_pretrained_state
-
     info, builder = _lookup(name)
     if head not in list_heads():
         available = ", ".join(list_heads())
@@ -177,11 +150,11 @@ def create_model(
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
 
-    state = resolve_pretrained_state(name, pretrained)
+    state = resolve_pretrained_state(info, pretrained)
     try:
         backbone, feature_dim = builder(state)
     except StateMismatch as exc:
-        source = describe_pretrained(name, pretrained)
+        source = describe_pretrained(info, pretrained)
         raise ModelError(f"weights {source} do not fit model '{name}': {exc}") from None
     head_module = build_head(head, feature_dim, num_classes, float(dropout))
     return FERModel(

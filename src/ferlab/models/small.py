@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import GRAY_MEAN, GRAY_STD, ModelInfo, register_model
+from .info import GRAY_MEAN, GRAY_STD, ModelInfo
+from .registry import register_model
 from .weights import load_backbone_state
 
 __all__ = ["BaselineCNN", "VGGFer"]

@@ -24,6 +24,8 @@ from torch import nn
 
 from ferlab.errors import ModelError
 
+from .info import ModelInfo
+
 __all__ = [
     "StateMismatch",
     "describe_pretrained",
@@ -101,17 +103,15 @@ def _imagenet_state(name: str, weights_name: str) -> dict[str, torch.Tensor]:
 
 
 def resolve_pretrained_state(
-    name: str, pretrained: bool | str | os.PathLike[str]
+    info: ModelInfo, pretrained: bool | str | os.PathLike[str]
 ) -> dict[str, torch.Tensor] | None:
-    """The state dict to initialise model ``name`` with, or ``None`` for random init.
+    """The state dict to initialise model ``info.name`` with, or ``None`` for random init.
 
     ``False``: ``None``.  ``True``: the torchvision weights in ``ModelInfo.pretrained_weights``,
     from ``torch.hub.get_dir()/checkpoints/`` if present there, else downloaded by torchvision.
     A path: that local file.  Problems raise :class:`ModelError` naming the file.
     """
-    from .registry import model_info
-
-    info = model_info(name)
+    name = info.name
     if pretrained is False or pretrained is None:
         return None
     if pretrained is True:
@@ -123,12 +123,10 @@ def resolve_pretrained_state(
     raise ModelError(f"pretrained must be True, False or a file path, got {pretrained!r}")
 
 
-def describe_pretrained(name: str, pretrained: bool | str | os.PathLike[str]) -> str:
+def describe_pretrained(info: ModelInfo, pretrained: bool | str | os.PathLike[str]) -> str:
     """The file a ``pretrained`` argument refers to, for error messages."""
-    from .registry import model_info
-
     if pretrained is True:
-        weights_name = model_info(name).pretrained_weights
+        weights_name = info.pretrained_weights
         return str(hub_checkpoint_path(weights_name)) if weights_name else "ImageNet"
     return str(Path(pretrained).expanduser())
 

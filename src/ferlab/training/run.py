@@ -30,10 +30,10 @@ from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import FERDataModule
 from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
-from ferlab.data.transforms import Preprocessing
 from ferlab.errors import ConfigError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, create_model, model_info
+from ferlab.preprocessing import Preprocessing
 from ferlab.signals import Stopped
 from ferlab.training.checkpoint import (
     BEST,

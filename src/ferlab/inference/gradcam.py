@@ -24,10 +24,10 @@ from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 from torch import nn
 from torchvision.models import VisionTransformer
 
-from ferlab.data.transforms import eval_transform
 from ferlab.errors import ConfigError
 from ferlab.models.artifact import ModelBundle
 from ferlab.models.registry import FERModel
+from ferlab.preprocessing import eval_transform
 
 METHODS: dict[str, type[BaseCAM]] = {
     "gradcam": GradCAM,

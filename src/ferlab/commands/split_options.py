@@ -1,0 +1,26 @@
+"""``--data``, ``--split`` and ``--on-bad-file``: the labelled images that evaluate and compare
+score a model on."""
+
+from __future__ import annotations
+
+import argparse
+
+from ferlab.commands.train import FLAG_HELP
+from ferlab.config import BAD_FILE_MODES
+
+
+def add_split_options(parser: argparse.ArgumentParser) -> None:
+    """``--data PATH`` (required), ``--split`` (test) and ``--on-bad-file`` (skip)."""
+    parser.add_argument("--data", required=True, metavar="PATH", help=FLAG_HELP["data"])
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "val", "test"],
+        help="the split to score (default: test)",
+    )
+    parser.add_argument(
+        "--on-bad-file",
+        choices=BAD_FILE_MODES,
+        default="skip",
+        help="unreadable images: skip them, or stop with an error (default: skip)",
+    )

@@ -1,0 +1,60 @@
+"""The split table every data set reader fills, and the image files they list."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ferlab.data.classes import canonical_order
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class SplitTable:
+    """The samples of one split: labels plus image paths or FER2013 pixels."""
+
+    name: str
+    """"train", "val" or "test"."""
+    labels: list[str]
+    """Source class name per sample."""
+    paths: list[Path] | None
+    """Image files, or None when pixels are given."""
+    pixels: np.ndarray | None
+    """uint8 (N, H, W) for the FER2013 CSV, else None."""
+    valence: np.ndarray | None
+    """float32 (N,), NaN where missing; None if the source has none."""
+    arousal: np.ndarray | None
+    origin: str
+    """Path of the folder or CSV the samples came from, for messages and cache keys."""
+    votes: np.ndarray | None = None
+    """float (N, K) crowd votes over ``DatasetSource.vote_columns``; None without a labels file."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> SplitTable:
+        """The samples at `indices`, in that order."""
+        idx = np.asarray(indices, dtype=np.intp)
+
+        def pick(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[idx]
+
+        return replace(
+            self,
+            labels=[self.labels[i] for i in idx],
+            paths=None if self.paths is None else [self.paths[i] for i in idx],
+            pixels=pick(self.pixels),
+            valence=pick(self.valence),
+            arousal=pick(self.arousal),
+            votes=pick(self.votes),
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        """Samples per source class, in canonical order."""
+        counts = Counter(self.labels)
+        return {name: counts[name] for name in canonical_order(counts)}

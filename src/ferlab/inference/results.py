@@ -1,0 +1,51 @@
+"""What recognition and explanation give back per face: plain data, free of any runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class FaceResult:
+    """One face: its box (x1, y1, x2, y2; None for a whole-image prediction) and its expression;
+    ``valence`` and ``arousal`` in [-1, 1] from a multi-task model, else None."""
+
+    box: tuple[int, int, int, int] | None
+    label: str
+    score: float
+    probs: dict[str, float]
+    detection_score: float | None
+    valence: float | None = None
+    arousal: float | None = None
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most probable classes with their probabilities, most probable first."""
+        return sorted(self.probs.items(), key=lambda item: -item[1])[:k]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form; ``valence`` and ``arousal`` only where the model predicts them."""
+        record = {
+            "box": None if self.box is None else list(self.box),
+            "label": self.label,
+            "score": self.score,
+            "probs": dict(self.probs),
+            "detection_score": self.detection_score,
+        }
+        if self.valence is not None and self.arousal is not None:
+            record.update(valence=self.valence, arousal=self.arousal)
+        return record
+
+
+@dataclass
+class Explanation:
+    """One face (numbered from 1, left to right): the class explained, its probability, the
+    face box (None for a whole image) and the heatmap overlay, RGB uint8 at the crop's size."""
+
+    face: int
+    label: str
+    score: float
+    box: tuple[int, int, int, int] | None
+    overlay: np.ndarray
