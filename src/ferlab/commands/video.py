@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,7 @@ def _run_video(args: argparse.Namespace) -> int:
         check_video_out(args.out)
     video = open_video(args.video)
     recognizer = load_recognizer(args)
-    with _progress(video.frame_count) as advance:
+    with _terminate_as_exit(), _progress(video.frame_count) as advance:
         summary = process_video(
             recognizer,
             video,
@@ -101,7 +103,34 @@ def _run_video(args: argparse.Namespace) -> int:
     )
     for path in summary.written:
         print(f"wrote {path}")
+    declared = video.frame_count
+    if summary.frames < declared - declared // 100:
+        print(
+            f"ferlab: error: {args.video}: the stream broke off: {summary.frames} of {declared} "
+            "declared frames read (the outputs hold those)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM ends the block like Ctrl-C does, through the partial files' clean-up: one line,
+    exit code 143."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        print("ferlab: terminated", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

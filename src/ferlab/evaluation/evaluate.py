@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from ferlab.evaluation.scoring import ExportedModel, ScoredModel, runtime_label
 from ferlab.evaluation.va_metrics import va_metrics
 from ferlab.evaluation.va_plots import va_plots
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+from ferlab.outputs import check_writable, write_atomic
 
 
 @dataclass
@@ -211,6 +211,8 @@ def evaluate(
         bundle: ScoredModel = load_model_file(model_file)
     else:
         model_file, bundle = model.path, model
+    out_dir = Path(out) if out is not None else _default_out(model_file, split)
+    check_writable(out_dir)
     tta = tta_mode(bundle.meta.get("tta") if tta is None else tta)
     trained = bundle.meta.get("config", {})
     source = load_dataset(
@@ -258,11 +260,8 @@ def evaluate(
     )
     if va_pred is not None:
         figures += _valence_arousal(metrics, split_data, va_pred, labels, probs, bundle.classes)
-    out_dir = Path(out) if out is not None else _default_out(model_file, split)
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / ".metrics.json.tmp"
-    partial.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(partial, out_dir / "metrics.json")
+    write_atomic(out_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     notes = [history_note] if history_note else []
     if not isinstance(bundle, ModelBundle):
         notes.append(

@@ -8,8 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferlab.errors import DataError
+from ferlab.errors import DataError, OutputError, os_error_line
 from ferlab.inference.recognizer import FaceResult
+from ferlab.outputs import write_atomic
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)
@@ -85,10 +86,15 @@ def write_annotated(
     out: Path, image_rgb: np.ndarray, faces: list[FaceResult], *, top_k: int = 3
 ) -> Path:
     """Write the annotated image to ``out`` (with ``.png`` added where OpenCV cannot write its
-    format); returns the path written."""
+    format), whole or not at all; returns the path written."""
     if not cv2.haveImageWriter(str(out)):
         out = out.with_name(out.name + ".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), annotate(image_rgb, faces, top_k=top_k)):
-        raise DataError(f"{out}: could not write the annotated image")
+    ok, encoded = cv2.imencode(out.suffix, annotate(image_rgb, faces, top_k=top_k))
+    if not ok:
+        raise DataError(f"{out}: could not encode the annotated image")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(os_error_line(exc, out.parent)) from None
+    write_atomic(out, encoded.tobytes())
     return out

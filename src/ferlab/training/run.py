@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,7 @@ from ferlab.data.transforms import Preprocessing
 from ferlab.errors import ConfigError, FerlabError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, create_model, model_info
+from ferlab.outputs import check_writable
 from ferlab.training.finetuning import StagedUnfreeze
 from ferlab.training.module import FERClassifier
 from ferlab.training.monitor import VA_COLUMNS, EpochRecorder
@@ -208,11 +210,15 @@ def train(
         last_ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not last_ckpt.is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+        if not zipfile.is_zipfile(last_ckpt):
+            raise ConfigError(f"{last_ckpt}: empty, truncated or not a checkpoint; cannot resume")
     elif config is None:
         config = load_config(**overrides)
     elif overrides:
         config = load_config(None, **{**config.to_dict(), **overrides})
 
+    config.validate()
+    check_writable(run_dir if resume is not None else config.runs_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     prepared = prepare(config)
     if resume is None:
