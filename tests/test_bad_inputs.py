@@ -627,6 +627,39 @@ def test_evaluate_on_a_disk_that_fills_up_leaves_no_partial_file(
     assert files_below(out) == []
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        "evaluate {model} --data {tree} --out {out}",
+        "compare {model} {model} --data {tree} --out {out}",
+        "explain {face} --model {model} --no-detect --out {out}",
+        "export {model} --format onnx --out {out}/model.onnx",
+        "data inspect {tree} --out {out}",
+        "data convert {tree} {out}/fer.csv",
+        "predict {face} --model {model} --no-detect --annotate {out}",
+        "train --data {tree} --runs-dir {out}",
+    ],
+    ids=lambda command: command.split(" {")[0],
+)
+def test_output_below_a_file_is_refused_first(
+    command: str,
+    model_file: Path,
+    tree: Path,
+    face: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = command.format(model=model_file, tree=tree, face=face, out=blocker / "out").split()
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    line = assert_one_line(err, blocker)
+    assert "not a folder" in line or "no such folder" in line
+    assert files_below(tmp_path) == ["file"]
+
+
 # --- data convert --------------------------------------------------------------------------
 
 

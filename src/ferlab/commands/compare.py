@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.commands.scored_models import scored_model
+from ferlab.outputs import check_writable
 
 
 def add_parser(commands: Any) -> None:
@@ -38,6 +39,7 @@ def add_parser(commands: Any) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from ferlab.evaluation.compare import compare_models
 
+    check_writable(args.out)
     comparison = compare_models(
         [scored_model(ref) for ref in args.models],
         args.data,

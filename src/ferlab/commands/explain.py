@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.errors import DataError
+from ferlab.outputs import check_writable
 
 METHOD_CHOICES = ("gradcam", "gradcam++", "eigencam", "scorecam")
 
@@ -56,6 +57,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     files, problems = find_images(args.sources)
     if not files:
         raise DataError("; ".join(problems))
+    check_writable(args.out)
     bundle = load_explainable(args.model)
     errors, written = list(problems), 0
     for file in files:
