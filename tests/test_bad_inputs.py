@@ -81,8 +81,9 @@ def files_below(folder: Path) -> list[str]:
 
 @pytest.fixture
 def failing_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """``failing_disk(folder, code)``: creating or writing files below ``folder`` raises
-    OSError(code) (EROFS: a read-only disk, ENOSPC: a full one); reading still works."""
+    """``failing_disk(folder, code, names)``: creating or writing files below ``folder`` (only
+    those whose names start with one of ``names``, if given) raises OSError(code) (EROFS: a
+    read-only disk, ENOSPC: a full one); reading still works."""
 
     def install(folder: Path, code: int = errno.EROFS, names: tuple[str, ...] = ()) -> None:
         root = str(Path(folder).resolve())
@@ -93,7 +94,7 @@ def failing_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
             except TypeError:
                 return False
             inside = text == root or text.startswith(root + os.sep)
-            return inside and (not names or Path(text).name in names)
+            return inside and (not names or Path(text).name.startswith(names))
 
         def refuse(path: Any) -> OSError:
             return OSError(code, os.strerror(code), os.fspath(path))
@@ -763,22 +764,27 @@ def test_annotate_into_a_read_only_folder_fails_before_predicting(
     assert_one_line(err, tmp_path)
 
 
-def test_annotate_keeps_going_when_one_write_fails(
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_a_failed_write_is_an_error_line_and_the_rest_go_on(
+    command: str,
     model_file: Path,
     tmp_path: Path,
     failing_disk: Callable[..., None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     faces = _photos(tmp_path / "in", ["a.png", "b.png", "c.png"])
-    out = tmp_path / "annotated"
+    out = tmp_path / "written"
     out.mkdir()
-    failing_disk(out, errno.ENOSPC, names=(".b.png.tmp",))
-    argv = ["predict", *faces, "--model", model_file, "--no-detect", "--annotate", out]
+    failing_disk(out, errno.ENOSPC, names=(".b.", ".b_"))
+    flag = "--annotate" if command == "predict" else "--out"
+    argv = [command, *faces, "--model", model_file, "--no-detect", flag, out]
     code, stdout, err = run_cli(capsys, *argv)
     assert code == 1
-    assert len(stdout.splitlines()) == 3
-    assert err.splitlines()[0] == f"ferlab: error: {out / 'b.png'}: no space left on device"
-    assert files_below(out) == ["a.png", "c.png"]
+    assert len(stdout.splitlines()) == (3 if command == "predict" else 2)  # explain: files written
+    (line,) = err.splitlines()[:1]
+    assert line.startswith(f"ferlab: error: {out / 'b'}")
+    assert line.endswith(": no space left on device")
+    assert [name[0] for name in files_below(out)] == ["a", "c"]
 
 
 def test_annotate_gives_same_named_inputs_distinct_outputs(

@@ -31,10 +31,12 @@ def check_writable(folder: str | Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a hidden partial file renamed into place; on a failure
-    (a full or read-only disk) the partial file is removed and OutputError names the file."""
+    """Write ``data`` to ``path`` (its folder made if missing) through a hidden partial file
+    renamed into place; on a failure (a full or read-only disk) the partial file is removed and
+    OutputError names the file."""
     partial = path.with_name(f".{path.name}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(data)
         os.replace(partial, path)
     except OSError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferlab.errors import DataError, OutputError, os_error_line
+from ferlab.errors import DataError
 from ferlab.inference.recognizer import FaceResult
 from ferlab.outputs import write_atomic
 
@@ -92,9 +92,5 @@ def write_annotated(
     ok, encoded = cv2.imencode(out.suffix, annotate(image_rgb, faces, top_k=top_k))
     if not ok:
         raise DataError(f"{out}: could not encode the annotated image")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(os_error_line(exc, out.parent)) from None
     write_atomic(out, encoded.tobytes())
     return out
