@@ -36,6 +36,7 @@ from conftest import REPO, make_pattern_tree
 from ferlab.cli import main
 from ferlab.config import TrainConfig
 from ferlab.data.transforms import Preprocessing
+from ferlab.errors import OutputError
 from ferlab.inference.onnx_export import OnnxModel, _set_metadata
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import create_model
@@ -659,6 +660,15 @@ def test_output_below_a_file_is_refused_first(
     line = assert_one_line(err, blocker)
     assert "not a folder" in line or "no such folder" in line
     assert files_below(tmp_path) == ["file"]
+
+
+def test_model_file_on_a_full_disk_leaves_nothing(
+    bundle: ModelBundle, tmp_path: Path, failing_disk: Callable[..., None]
+) -> None:
+    failing_disk(tmp_path, errno.ENOSPC, names=(".model.pt",))
+    with pytest.raises(OutputError, match=r"model\.pt: no space left on device$"):
+        save_model_file(tmp_path / "model.pt", bundle)
+    assert files_below(tmp_path) == []
 
 
 # --- data convert --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Output folders checked writable before long work starts, so a failure costs nothing."""
+"""Output folders checked writable before long work starts; files written whole or not at all."""
 
 from __future__ import annotations
 

@@ -27,15 +27,6 @@ class Preprocessing:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(
-            input_size=int(data["input_size"]),
-            in_channels=int(data["in_channels"]),
-            mean=tuple(float(m) for m in data["mean"]),
-            std=tuple(float(s) for s in data["std"]),
-        )
-
 
 class MatchChannels(torch.nn.Module):
     """Repeat gray to 3 channels or average RGB to gray so the input fits the model."""

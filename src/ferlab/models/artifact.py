@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ from ferlab.data.transforms import Preprocessing
 from ferlab.errors import FerlabError, ModelError
 from ferlab.models import bounds
 from ferlab.models.registry import FERModel, create_model
+from ferlab.outputs import write_atomic
 
 MODEL_FORMAT = "ferlab-model"
 MODEL_FORMAT_VERSION = 1
@@ -52,10 +53,9 @@ def save_model_file(path: Path, bundle: ModelBundle) -> None:
         "meta": bundle.meta,
         "state_dict": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_model_file(path: str | Path) -> ModelBundle:
