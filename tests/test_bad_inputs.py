@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,24 @@ def failing_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         monkeypatch.setattr(os, "replace", fake_replace)
 
     return install
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 KiB tmpfs where this process may mount one (root with CAP_SYS_ADMIN), else skip."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
 
 
 # --- shared inputs -------------------------------------------------------------------------
@@ -731,6 +749,15 @@ def test_convert_to_a_failing_disk_leaves_nothing(
     assert exit_code == 2
     assert os.strerror(code).lower() in assert_one_line(err, out)
     assert files_below(out) == []
+
+
+def test_convert_onto_a_really_full_disk(
+    fer_csv: Path, tiny_tmpfs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(capsys, "data", "convert", fer_csv, tiny_tmpfs / "tree")
+    assert code == 2
+    assert "no space left on device" in assert_one_line(err, tiny_tmpfs / "tree")
+    assert files_below(tiny_tmpfs) == []
 
 
 def test_csv_without_a_header_gives_a_short_line(
