@@ -658,6 +658,7 @@ def test_evaluate_on_a_disk_that_fills_up_leaves_no_partial_file(
         "data convert {tree} {out}/fer.csv",
         "predict {face} --model {model} --no-detect --annotate {out}",
         "train --data {tree} --runs-dir {out}",
+        "video {video} --model {model} --csv {out}/timeline.csv",
     ],
     ids=lambda command: command.split(" {")[0],
 )
@@ -671,13 +672,16 @@ def test_output_below_a_file_is_refused_first(
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    argv = command.format(model=model_file, tree=tree, face=face, out=blocker / "out").split()
+    video = _video(tmp_path / "clip.avi", 3)
+    argv = command.format(
+        model=model_file, tree=tree, face=face, video=video, out=blocker / "out"
+    ).split()
     code, out, err = run_cli(capsys, *argv)
     assert code == 2
     assert out == ""
     line = assert_one_line(err, blocker)
     assert "not a folder" in line or "no such folder" in line
-    assert files_below(tmp_path) == ["file"]
+    assert files_below(tmp_path) == ["clip.avi", "file"]
 
 
 def test_model_file_on_a_full_disk_leaves_nothing(

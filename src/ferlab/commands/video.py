@@ -16,6 +16,7 @@ from ferlab.commands.recognizer_options import (
     add_model_options,
     load_recognizer,
 )
+from ferlab.outputs import check_writable
 
 
 def add_parser(commands: Any) -> None:
@@ -72,6 +73,9 @@ def _run_video(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_video_out(args.out)
+    for target in (args.out, args.csv):
+        if target is not None:
+            check_writable(target.parent)
     video = open_video(args.video)
     recognizer = load_recognizer(args)
     with _terminate_as_exit(), _progress(video.frame_count) as advance:
