@@ -631,20 +631,32 @@ def test_evaluate_checks_its_output_folder_before_evaluating(
     assert "not a folder" in assert_one_line(err, target)
 
 
-def test_evaluate_on_a_disk_that_fills_up_leaves_no_partial_file(
+@pytest.mark.parametrize(
+    ("command", "fails_at"),
+    [
+        ("evaluate {model} --data {tree} --out {out}", "metrics.json"),
+        ("data inspect {tree} --out {out}", "inspect.json"),
+        ("data inspect {tree} --out {out}", "class_distribution.png"),
+    ],
+    ids=["evaluate", "inspect", "inspect-plot"],
+)
+def test_a_disk_that_fills_up_leaves_no_partial_file(
+    command: str,
+    fails_at: str,
     model_file: Path,
     tree: Path,
     tmp_path: Path,
     failing_disk: Callable[..., None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    out = tmp_path / "eval"
+    out = tmp_path / "out"
     out.mkdir()
-    failing_disk(out, errno.ENOSPC, names=(".metrics.json.tmp",))
-    code, _, err = run_cli(capsys, "evaluate", model_file, "--data", tree, "--out", out)
+    failing_disk(out, errno.ENOSPC, names=(f".{fails_at}.tmp",))
+    argv = command.format(model=model_file, tree=tree, out=out).split()
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2
-    assert "no space left on device" in assert_one_line(err, out / "metrics.json")
-    assert files_below(out) == []
+    assert "no space left on device" in assert_one_line(err, out / fails_at)
+    assert not [name for name in files_below(out) if name.startswith(".") or fails_at in name]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from ferlab.evaluation.calibration import expected_calibration_error
 from ferlab.evaluation.evaluate import map_classes_to_model, predict_probs
 from ferlab.evaluation.scoring import ExportedModel, ScoredModel, parameter_count, runtime_label
 from ferlab.models.artifact import load_model_file, resolve_model_file
+from ferlab.outputs import write_atomic
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
 SPEED_BATCH = 64
@@ -175,8 +176,8 @@ class Comparison:
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
         md, page = folder / "compare.md", folder / "compare.html"
-        md.write_text(self.markdown())
-        page.write_text(self.html())
+        write_atomic(md, self.markdown().encode())
+        write_atomic(page, self.html().encode())
         return md, page
 
 
