@@ -726,10 +726,11 @@ def test_convert_refuses_a_destination_that_holds_the_source(
 ) -> None:
     data = fer_csv.parent
     (data / "notes.txt").write_text("mine")
-    code, _, err = run_cli(capsys, "data", "convert", fer_csv, data, "--force")
-    assert code == 2
-    assert "holds the source" in assert_one_line(err, data)
-    assert files_below(data) == ["fer2013.csv", "notes.txt"]
+    for force in ([], ["--force"]):
+        code, _, err = run_cli(capsys, "data", "convert", fer_csv, data, *force)
+        assert code == 2
+        assert "holds the source" in assert_one_line(err, data)
+        assert files_below(data) == ["fer2013.csv", "notes.txt"]
 
 
 def test_convert_force_replaces_only_an_earlier_output(

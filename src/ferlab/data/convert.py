@@ -152,12 +152,12 @@ def convert_dataset(src: str | Path, dst: str | Path, *, force: bool = False) ->
     `force`; the old `dst` is replaced only once the new one is complete.
     """
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    if dst.exists() and not force:
-        raise DataError(f"{dst}: already exists (use --force to replace it)")
     if dst.resolve() == src.resolve():
         raise DataError(f"{dst}: is the source itself")
     if dst.resolve() in src.resolve().parents:
         raise DataError(f"{dst}: holds the source {src}; choose a destination outside it")
+    if dst.exists() and not force:
+        raise DataError(f"{dst}: already exists (use --force to replace it)")
     if not dst.parent.is_dir():
         raise DataError(f"{dst.parent}: no such folder")
     check_writable(dst.parent)

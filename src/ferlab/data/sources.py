@@ -241,7 +241,7 @@ def _check_classes_in_train(splits: dict[str, SplitTable]) -> None:
             raise DataError(
                 f"{table.origin}: split '{table.name}' has classes that train has not: "
                 f"{_names(unknown)} (train: {_names(sorted(trained))}); "
-                "name the class folders alike in every split"
+                "use the same class names in every split"
             )
 
 
