@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ferlab.commands.completion import add_completion_parser
-from ferlab.errors import FerlabError
+from ferlab.errors import FerlabError, os_error_line
 from ferlab.signals import Stopped, raise_stopped
 
 COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers); in --help order,
@@ -108,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except FerlabError as exc:
         print(f"ferlab: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only or full disk, a file where a folder should be, ...
+        print(f"ferlab: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ferlab: interrupted", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -101,7 +102,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"{name}: '{value}' is not one of {', '.join(allowed)}")
-        positive = ("epochs", "batch_size", "image_size", "unfreeze_every", "num_nodes")
+        for name, value in self.to_dict().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value}")
+        positive = ("epochs", "batch_size", "unfreeze_every", "num_nodes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -109,11 +113,32 @@ class TrainConfig:
             raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be at least 1, got {self.limit}")
-        for name in ("valence_weight", "arousal_weight"):
-            if getattr(self, name) < 0:
+        optional_positive = ("limit", "limit_per_class", "max_steps_per_epoch", "max_val_batches")
+        for name in optional_positive:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.input_size is not None and not 8 <= self.input_size <= 1024:
+            raise ConfigError(f"input_size must be in 8-1024 px, got {self.input_size}")
+        if not 8 <= self.image_size <= 1024:
+            raise ConfigError(f"image_size must be in 8-1024 px, got {self.image_size}")
+        not_negative = (
+            "grad_clip",
+            "weight_decay",
+            "patience",
+            "unfreeze_stages",
+            "num_workers",
+            "valence_weight",
+            "arousal_weight",
+        )
+        for name in not_negative:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in 0-{2**32 - 1}, got {self.seed}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.backbone_lr_factor < 0 or self.stage_lr_decay <= 0:
+            raise ConfigError("backbone_lr_factor must be at least 0 and stage_lr_decay above 0")
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise ConfigError("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
         return self

@@ -15,3 +15,15 @@ class ModelError(FerlabError):
 
 class ConfigError(FerlabError):
     """A configuration value or file is invalid."""
+
+
+class OutputError(FerlabError):
+    """An output file or folder cannot be written (read-only, full, or not a folder)."""
+
+
+def os_error_line(exc: OSError, where: object = None) -> str:
+    """``<where>: <problem>`` for an OSError, e.g. ``out/metrics.json: read-only file system``;
+    without ``where``, the file the error names."""
+    name = where if where is not None else exc.filename
+    problem = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    return f"{name}: {problem}" if name is not None else problem

@@ -9,6 +9,7 @@ from typing import Any
 from ferlab.commands.scored_models import scored_model
 from ferlab.commands.split_options import add_split_options
 from ferlab.commands.tta_option import add_tta_option
+from ferlab.outputs import check_writable
 
 
 def add_parser(commands: Any) -> None:
@@ -44,6 +45,7 @@ def add_parser(commands: Any) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from ferlab.evaluation.compare import compare_models
 
+    check_writable(args.out)
     comparison = compare_models(
         [scored_model(ref) for ref in args.models],
         args.data,

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ferlab.outputs import check_writable
+
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("data", help="inspect or convert a data set")
@@ -42,6 +44,7 @@ def add_parser(commands: Any) -> None:
 def _run_inspect(args: argparse.Namespace) -> int:
     from ferlab.data.inspect import format_summary, inspect_dataset, write_inspection
 
+    check_writable(args.out or Path("."))
     inspection = inspect_dataset(args.path, near_threshold=args.near_threshold)
     name = Path(inspection.report["dataset"]).stem or "data"
     out = args.out or Path(f"inspect-{name}")

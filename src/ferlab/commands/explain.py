@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 from typing import Any
 
-from ferlab.errors import DataError
+from ferlab.errors import DataError, FerlabError
+from ferlab.outputs import check_writable, write_atomic
 
 METHOD_CHOICES = ("gradcam", "gradcam++", "eigencam", "scorecam")
 
@@ -58,6 +60,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     files, problems = find_images(args.sources)
     if not files:
         raise DataError("; ".join(problems))
+    check_writable(args.out)
     bundle = load_explainable(args.model)
     errors, written = list(problems), 0
     for file in files:
@@ -79,8 +82,13 @@ def _run_explain(args: argparse.Namespace) -> int:
         stem = file.name.with_suffix("")
         for item in explanations:
             out = args.out / stem.with_name(f"{stem.name}_face{item.face}_{item.label}.png")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(item.overlay).save(out)
+            png = io.BytesIO()
+            Image.fromarray(item.overlay).save(png, format="PNG")
+            try:
+                write_atomic(out, png.getvalue())
+            except FerlabError as exc:
+                errors.append(str(exc))
+                continue
             written += 1
             print(f"{out}  {item.label} {item.score:.2f}  ({args.method}, {file.path})")
     for message in errors:

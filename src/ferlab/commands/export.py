@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.errors import ConfigError, DataError
+from ferlab.outputs import check_writable
 
 
 def add_parser(commands: Any) -> None:
@@ -48,6 +49,7 @@ def _run_export(args: argparse.Namespace) -> int:
     model_file = resolve_model_file(args.model)
     suffix = "-int8" if args.quantize else ""
     out = args.out or model_file.with_name(f"{model_file.stem}{suffix}.onnx")
+    check_writable(out.parent)
     calibration = None
     if args.calibration is not None:
         if args.quantize is None:

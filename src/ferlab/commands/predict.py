@@ -14,7 +14,8 @@ from ferlab.commands.recognizer_options import (
     add_model_options,
     load_recognizer,
 )
-from ferlab.errors import DataError
+from ferlab.errors import DataError, FerlabError
+from ferlab.outputs import check_writable
 
 
 def add_parser(commands: Any) -> None:
@@ -33,7 +34,10 @@ def add_parser(commands: Any) -> None:
     output.add_argument("--json", action="store_true", help="print a JSON list, one item per image")
     output.add_argument("--csv", action="store_true", help="print CSV, one row per face")
     parser.add_argument(
-        "--annotate", type=Path, metavar="DIR", help="write annotated copies here, same file names"
+        "--annotate",
+        type=Path,
+        metavar="DIR",
+        help="write annotated copies here, same file names (-2, -3, ... where names repeat)",
     )
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="classes shown per face (default: 3)"
@@ -51,12 +55,15 @@ def _run_predict(args: argparse.Namespace) -> int:
     import json
 
     from ferlab.inference.annotate import write_annotated
-    from ferlab.inference.batch import find_images, predict_files
+    from ferlab.inference.batch import annotated_names, find_images, predict_files
     from ferlab.inference.report import csv_header, csv_rows, json_record, text_lines
 
     files, problems = find_images(args.sources)
     if not files:
         raise DataError("; ".join(problems))
+    if args.annotate is not None:
+        check_writable(args.annotate)
+        annotated = annotated_names(files, args.annotate)
     recognizer = load_recognizer(args, detect=not args.no_detect)
     records = []
     writer = csv.writer(sys.stdout) if args.csv else None
@@ -65,7 +72,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     show_bar = any(Path(source).is_dir() for source in args.sources)
     errors, readable = list(problems), 0
     with _progress(len(files), show_bar) as advance:
-        for outcome in predict_files(recognizer, files, batch_size=args.batch_size):
+        outcomes = predict_files(recognizer, files, batch_size=args.batch_size)
+        for index, outcome in enumerate(outcomes):
             advance()
             if outcome.faces is None or outcome.image is None:
                 errors.append(str(outcome.error))
@@ -79,8 +87,12 @@ def _run_predict(args: argparse.Namespace) -> int:
             else:
                 print("\n".join(text_lines(path, outcome.faces, args.top_k)))
             if args.annotate is not None:
-                out = args.annotate / outcome.file.name
-                write_annotated(out, outcome.image, outcome.faces, top_k=args.top_k)
+                try:
+                    write_annotated(
+                        annotated[index], outcome.image, outcome.faces, top_k=args.top_k
+                    )
+                except FerlabError as exc:
+                    errors.append(str(exc))
     if args.json:
         print(json.dumps(records, indent=2))
     for message in errors:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from ferlab.commands.recognizer_options import (
     load_recognizer,
 )
 from ferlab.errors import ConfigError
+from ferlab.outputs import check_writable
 
 
 def add_parser(commands: Any) -> None:
@@ -88,6 +91,9 @@ def _run_video(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_video_out(args.out)
+    for target in (args.out, args.csv):
+        if target is not None:
+            check_writable(target.parent)
     if args.seconds is not None and not args.seconds > 0:
         raise ConfigError(f"--seconds must be > 0, got {args.seconds:g}")
     video = open_video(args.video) if args.camera is None else open_camera(args.camera)
@@ -95,7 +101,7 @@ def _run_video(args: argparse.Namespace) -> int:
     recognizer = load_recognizer(args)
     stops = contextlib.nullcontext() if args.camera is None else interrupt_stops(video)
     total = video.frame_count if limit is None else min(limit, video.frame_count or limit)
-    with _progress(total) as advance, stops:
+    with _terminate_as_exit(), _progress(total) as advance, stops:
         summary = process_video(
             recognizer,
             video,
@@ -125,7 +131,34 @@ def _run_video(args: argparse.Namespace) -> int:
     )
     for path in summary.written:
         print(f"wrote {path}")
+    declared = video.frame_count
+    if summary.frames < declared - declared // 100:
+        print(
+            f"ferlab: error: {args.video}: the stream broke off: {summary.frames} of {declared} "
+            "declared frames read (the outputs hold those)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM ends the block like Ctrl-C does, through the partial files' clean-up: one line,
+    exit code 143."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        print("ferlab: terminated", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,8 @@ from PIL import Image
 
 from ferlab.data.classes import CANONICAL_CLASSES
 from ferlab.data.sources import DatasetSource, load_dataset
-from ferlab.errors import DataError
+from ferlab.errors import DataError, OutputError, os_error_line
+from ferlab.outputs import check_writable
 
 FER2013_SIDE = 48
 USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
@@ -64,6 +65,26 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _check_replaceable(dst: Path, to_folders: bool) -> None:
+    """Refuse to replace ``dst`` unless it looks like an earlier output of this conversion: a
+    folder of split folders (for class folders) or a file (for a CSV)."""
+    if not to_folders:
+        if dst.is_dir() and not dst.is_symlink():
+            raise DataError(f"{dst}: is a folder; --force replaces only a CSV file here")
+        return
+    if not dst.is_dir() or dst.is_symlink():
+        raise DataError(f"{dst}: is not a folder; --force replaces only an earlier output folder")
+    foreign = sorted(
+        entry.name for entry in dst.iterdir() if entry.name not in USAGE or not entry.is_dir()
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise DataError(
+            f"{dst}: holds files 'ferlab data convert' does not write ({shown}); "
+            "--force replaces only an earlier output: move them or choose another destination"
+        )
 
 
 def _write_folders(source: DatasetSource, out: Path) -> dict[str, int]:
@@ -131,16 +152,21 @@ def convert_dataset(src: str | Path, dst: str | Path, *, force: bool = False) ->
     `force`; the old `dst` is replaced only once the new one is complete.
     """
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    if dst.exists() and not force:
-        raise DataError(f"{dst}: already exists (use --force to replace it)")
     if dst.resolve() == src.resolve():
         raise DataError(f"{dst}: is the source itself")
+    if dst.resolve() in src.resolve().parents:
+        raise DataError(f"{dst}: holds the source {src}; choose a destination outside it")
+    if dst.exists() and not force:
+        raise DataError(f"{dst}: already exists (use --force to replace it)")
+    if not dst.parent.is_dir():
+        raise DataError(f"{dst.parent}: no such folder")
+    check_writable(dst.parent)
     source = load_dataset(src)
     to_folders = source.kind == "fer2013_csv"
     if not to_folders and dst.suffix.lower() != ".csv":
         raise DataError(f"{dst}: converting {source.kind} to FER2013 needs a .csv destination")
-    if not dst.parent.is_dir():
-        raise DataError(f"{dst.parent}: no such folder")
+    if dst.exists() or dst.is_symlink():
+        _check_replaceable(dst, to_folders)
     partial = _temporary(dst)
     _remove(partial)
     skipped = list(source.skipped)
@@ -154,6 +180,9 @@ def convert_dataset(src: str | Path, dst: str | Path, *, force: bool = False) ->
         if dst.exists() or dst.is_symlink():
             _remove(dst)
         os.replace(partial, dst)
+    except OSError as exc:
+        _remove(partial)
+        raise OutputError(os_error_line(exc, dst)) from None
     except BaseException:
         _remove(partial)
         raise

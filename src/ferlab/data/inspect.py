@@ -19,6 +19,7 @@ from PIL import Image
 from ferlab.data.duplicates import MAX_THRESHOLD, duplicate_pairs, phash, pixel_digest
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.errors import ConfigError
+from ferlab.outputs import write_atomic
 
 SAMPLES_PER_CLASS = 16
 MAX_IMAGE_PIXELS = 64_000_000
@@ -383,6 +384,6 @@ def write_inspection(inspection: Inspection, out: Path) -> list[Path]:
             file = f"samples-{_slug(name)}.png"
             written.append(plot_sample_grid(images, name, out / file))
             pictures[name] = file
-    (out / "inspect.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "inspect.md").write_text(_markdown(report, pictures))
+    write_atomic(out / "inspect.json", (json.dumps(report, indent=1) + "\n").encode())
+    write_atomic(out / "inspect.md", _markdown(report, pictures).encode())
     return [out / "inspect.json", out / "inspect.md", *written]

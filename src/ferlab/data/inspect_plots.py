@@ -5,11 +5,14 @@ Figures are drawn with matplotlib's Agg canvas directly (no pyplot state, no dis
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from ferlab.outputs import write_atomic
 
 
 def plot_class_distribution(counts: dict[str, dict[str, int]], path: Path) -> Path:
@@ -28,7 +31,7 @@ def plot_class_distribution(counts: dict[str, dict[str, int]], path: Path) -> Pa
     axes.set_ylabel("images")
     axes.set_title("class distribution per split")
     axes.legend()
-    figure.savefig(path, dpi=100)
+    _save(figure, path, dpi=100)
     return path
 
 
@@ -41,5 +44,12 @@ def plot_sample_grid(images: list[np.ndarray], title: str, path: Path, columns: 
         axes.axis("off")
         if k < len(images):
             axes.imshow(images[k], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    figure.savefig(path, dpi=80)
+    _save(figure, path, dpi=80)
     return path
+
+
+def _save(figure: Figure, path: Path, dpi: int) -> None:
+    """The figure as a PNG written whole or not at all."""
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=dpi)
+    write_atomic(path, png.getvalue())

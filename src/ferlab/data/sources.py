@@ -169,6 +169,7 @@ def load_dataset(
         found["train"], found["val"] = _split_off(found["train"], "val", val_fraction, seed)
 
     splits = {name: found[name] for name in SPLITS if name in found}
+    _check_classes_in_train(splits)
     classes = canonical_order(label for table in splits.values() for label in table.labels)
     for table in splits.values():
         present = set(table.labels)
@@ -186,6 +187,23 @@ def load_dataset(
         skipped=bad.skipped,
         excluded=dict(excluded),
     )
+
+
+def _check_classes_in_train(splits: dict[str, SplitTable]) -> None:
+    """A class that only val or test has could never be predicted: refuse such data."""
+    trained = set(splits["train"].labels)
+    for table in splits.values():
+        unknown = sorted(set(table.labels) - trained)
+        if unknown:
+            raise DataError(
+                f"{table.origin}: split '{table.name}' has classes that train has not: "
+                f"{_names(unknown)} (train: {_names(sorted(trained))}); "
+                "use the same class names in every split"
+            )
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _skip_note(skipped: list[tuple[str, str]]) -> str:
@@ -296,9 +314,9 @@ def _read_csv(path: Path, bad: _BadFiles) -> tuple[str, dict[str, SplitTable]]:
         raise DataError(f"{path}: not a UTF-8 text file") from None
     except csv.Error as exc:
         raise DataError(f"{path}:line {reader.line_num}: {exc}") from None
-    raise DataError(
-        f"{path}: unexpected CSV header '{','.join(header)}'; accepted: {_ACCEPTED_HEADERS}"
-    )
+    shown = ",".join(header)
+    shown = shown if len(shown) <= 80 else f"{shown[:77]}..."
+    raise DataError(f"{path}: unexpected CSV header '{shown}'; accepted: {_ACCEPTED_HEADERS}")
 
 
 def _rows(

@@ -33,6 +33,7 @@ from ferlab.evaluation.evaluate import (
 from ferlab.evaluation.scoring import ExportedModel, ScoredModel, parameter_count, runtime_label
 from ferlab.models.artifact import load_model_file, resolve_model_file
 from ferlab.models.prior import default_prior_tau
+from ferlab.outputs import write_atomic
 from ferlab.tta_modes import tta_mode
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
@@ -183,8 +184,8 @@ class Comparison:
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
         md, page = folder / "compare.md", folder / "compare.html"
-        md.write_text(self.markdown())
-        page.write_text(self.html())
+        write_atomic(md, self.markdown().encode())
+        write_atomic(page, self.html().encode())
         return md, page
 
 

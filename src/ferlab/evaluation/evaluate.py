@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from ferlab.evaluation.va_metrics import va_metrics
 from ferlab.evaluation.va_plots import va_plots
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 from ferlab.models.prior import check_prior_tau, default_prior_tau, prior_adjusted, recorded_prior
+from ferlab.outputs import check_writable, write_atomic
 from ferlab.preprocessing import eval_transform
 from ferlab.tta_modes import tta_mode
 
@@ -310,6 +310,8 @@ def evaluate(
         bundle: ScoredModel = load_model_file(model_file)
     else:
         model_file, bundle = model.path, model
+    out_dir = Path(out) if out is not None else _default_out(model_file, split)
+    check_writable(out_dir)
     tta = tta_mode(bundle.meta.get("tta") if tta is None else tta)
     source = labelled_source(bundle, data, on_bad_file, labels)
     mapping, unanswerable = crowd_mapping(bundle, source, keep, rename, merge, labels is not None)
@@ -355,11 +357,8 @@ def evaluate(
     )
     if va_pred is not None:
         figures += _valence_arousal(metrics, split_data, va_pred, true, probs, classes)
-    out_dir = Path(out) if out is not None else _default_out(model_file, split)
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / ".metrics.json.tmp"
-    partial.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(partial, out_dir / "metrics.json")
+    write_atomic(out_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     notes = [history_note] if history_note else []
     if not isinstance(bundle, ModelBundle):
         notes.append(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ferlab.evaluation.plots import Plot
 from ferlab.evaluation.va_metrics import VA_DIMENSIONS, VA_LABELS, VA_METRICS
+from ferlab.outputs import write_atomic
 from ferlab.tta_modes import tta_mode
 
 # A cell is plain text, or a path into the metrics dict whose value it shows.
@@ -208,20 +208,14 @@ def render_html(metrics: dict[str, Any], plots: list[Plot], notes: list[str]) ->
     return "\n".join(parts) + "\n"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-
-
 def write_report(
     out_dir: Path, metrics: dict[str, Any], plots: list[Plot], notes: list[str]
 ) -> tuple[Path, Path]:
     """Write ``report.md`` (with ``plots/*.png`` beside it) and ``report.html``; their paths."""
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     for plot in plots:
-        _write_atomic(out_dir / "plots" / f"{plot.name}.png", plot.png)
+        write_atomic(out_dir / "plots" / f"{plot.name}.png", plot.png)
     markdown, page = out_dir / "report.md", out_dir / "report.html"
-    _write_atomic(markdown, render_markdown(metrics, plots, notes).encode())
-    _write_atomic(page, render_html(metrics, plots, notes).encode())
+    write_atomic(markdown, render_markdown(metrics, plots, notes).encode())
+    write_atomic(page, render_html(metrics, plots, notes).encode())
     return markdown, page

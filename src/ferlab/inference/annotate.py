@@ -19,6 +19,7 @@ import numpy as np
 from ferlab.errors import DataError
 from ferlab.inference.label_layout import Rect, place_panels
 from ferlab.inference.results import FaceResult
+from ferlab.outputs import write_atomic
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)
@@ -196,10 +197,11 @@ def write_annotated(
     out: Path, image_rgb: np.ndarray, faces: list[FaceResult], *, top_k: int = 3
 ) -> Path:
     """Write the annotated image to ``out`` (with ``.png`` added where OpenCV cannot write its
-    format); returns the path written."""
+    format), whole or not at all; returns the path written."""
     if not cv2.haveImageWriter(str(out)):
         out = out.with_name(out.name + ".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), annotate(image_rgb, faces, top_k=top_k)):
-        raise DataError(f"{out}: could not write the annotated image")
+    ok, encoded = cv2.imencode(out.suffix, annotate(image_rgb, faces, top_k=top_k))
+    if not ok:
+        raise DataError(f"{out}: could not encode the annotated image")
+    write_atomic(out, encoded.tobytes())
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,7 @@ def find_images(sources: Sequence[str]) -> tuple[list[ImageFile], list[str]]:
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            )
+            found = _images_below(path, problems)
             files.extend(ImageFile(p, p.relative_to(path)) for p in found)
             if not found:
                 problems.append(f"{path}: no image files in this folder")
@@ -60,6 +59,37 @@ def find_images(sources: Sequence[str]) -> tuple[list[ImageFile], list[str]]:
         else:
             problems.append(f"{source}: no such file or folder")
     return files, problems
+
+
+def _images_below(folder: Path, problems: list[str]) -> list[Path]:
+    """Image files below ``folder``, sorted; a sub-folder that cannot be read adds a problem."""
+
+    def unreadable(exc: OSError) -> None:
+        problems.append(f"{exc.filename}: cannot read folder ({(exc.strerror or '').lower()})")
+
+    found = [
+        Path(root) / name
+        for root, _, names in os.walk(folder, onerror=unreadable)
+        for name in names
+        if Path(name).suffix.lower() in IMAGE_EXTENSIONS and (Path(root) / name).is_file()
+    ]
+    return sorted(found)
+
+
+def annotated_names(files: Sequence[ImageFile], folder: Path) -> list[Path]:
+    """One output path in ``folder`` per file, by its name; names that repeat, or that would
+    land on one of the input files, get ``-2``, ``-3``, ... before the extension."""
+    inputs = {file.path.resolve() for file in files}
+    taken: set[Path] = set()
+    names = []
+    for file in files:
+        out, number = folder / file.name, 1
+        while out in taken or out.resolve() in inputs:
+            number += 1
+            out = folder / file.name.with_name(f"{file.name.stem}-{number}{file.name.suffix}")
+        taken.add(out)
+        names.append(out)
+    return names
 
 
 def predict_files(

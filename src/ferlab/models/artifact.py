@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -12,12 +12,15 @@ from typing import Any
 
 import torch
 
-from ferlab.errors import ModelError
+from ferlab.errors import FerlabError, ModelError
+from ferlab.models import bounds
 from ferlab.models.registry import FERModel, create_model
+from ferlab.outputs import write_atomic
 from ferlab.preprocessing import Preprocessing
 
 MODEL_FORMAT = "ferlab-model"
 MODEL_FORMAT_VERSION = 1
+FLOAT_CONVS_KEY = "int8_float_convs"  # convolutions an int8 export keeps float
 
 
 @dataclass
@@ -50,56 +53,109 @@ def save_model_file(path: Path, bundle: ModelBundle) -> None:
         "meta": bundle.meta,
         "state_dict": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_model_file(path: str | Path) -> ModelBundle:
-    """Load a model file with weights-only unpickling; anything else is refused with ModelError."""
+    """Load a model file with weights-only unpickling; every value is checked before use and
+    anything else is refused with a one-line ModelError naming the file."""
     file = Path(path)
     if not file.is_file():
         raise ModelError(f"{file}: model file not found")
+    payload = _read_payload(file)
+    if payload.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{file}: not a ferlab model file (train one with 'ferlab train')")
+    version = bounds.checked_int(file, "version", payload.get("version", 0), 0, 2**31)
+    if version > MODEL_FORMAT_VERSION:
+        raise ModelError(f"{file}: written by a newer ferlab (format {version})")
+    missing = sorted({"model", "classes", "preprocessing", "state_dict"} - set(payload))
+    if missing:
+        raise ModelError(f"{file}: incomplete model file (no {', '.join(missing)})")
+    name = bounds.checked_text(file, "model", payload["model"])
+    head = bounds.checked_text(file, "head", payload.get("head", "linear"))
+    va = bounds.checked_bool(file, "va", payload.get("va", False))
+    classes = bounds.checked_classes(file, payload["classes"])
+    prep = bounds.checked_preprocessing(file, payload["preprocessing"])
+    meta = _checked_meta(file, payload.get("meta", {}))
+    try:
+        model = create_model(name, len(classes), pretrained=False, head=head)
+    except FerlabError as exc:
+        raise ModelError(f"{file}: {exc}") from None
+    _load_weights(file, model, payload["state_dict"])
+    if va != model.va:
+        raise ModelError(
+            f"{file}: the file says valence/arousal outputs {va}, but head '{head}' has {model.va}"
+        )
+    if prep.in_channels != model.info.in_channels:
+        raise ModelError(
+            f"{file}: preprocessing.in_channels: {prep.in_channels}, but model '{name}' takes "
+            f"{model.info.in_channels}"
+        )
+    model.eval()
+    if prep.input_size != model.info.input_size:
+        _check_input_size(file, model, prep)
+    return ModelBundle(model=model, name=name, classes=classes, prep=prep, head=head, meta=meta)
+
+
+def _read_payload(file: Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(file):
-        raise ModelError(f"{file}: not a readable model file (not a torch file)")
+        raise ModelError(f"{file}: not a readable model file (not a torch zip archive)")
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise ModelError(
             f"{file}: refused: the file holds Python objects beyond weights (weights-only load)"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # torch raises many types for a damaged archive; all mean the same
+        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ModelError(f"{file}: not a readable model file ({first})") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+    if not isinstance(payload, dict):
         raise ModelError(f"{file}: not a ferlab model file (train one with 'ferlab train')")
-    if payload.get("version", 0) > MODEL_FORMAT_VERSION:
-        raise ModelError(f"{file}: written by a newer ferlab (format {payload['version']})")
-    classes = list(payload["classes"])
-    head = payload.get("head", "linear")
-    model = create_model(payload["model"], len(classes), pretrained=False, head=head)
+    return payload
+
+
+def _checked_meta(file: Path, value: Any) -> dict[str, Any]:
+    meta = dict(bounds.checked_mapping(file, "meta", value))
+    if "config" in meta:
+        meta["config"] = bounds.checked_config(file, meta["config"])
+    if "tta" in meta:
+        meta["tta"] = bounds.checked_tta(file, meta["tta"])
+    if FLOAT_CONVS_KEY in meta:
+        meta[FLOAT_CONVS_KEY] = bounds.checked_float_convs(file, meta[FLOAT_CONVS_KEY])
+    return meta
+
+
+def _load_weights(file: Path, model: FERModel, state: Any) -> None:
+    """Load ``state`` into ``model``: tensors only, every key and shape fitting, all finite."""
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ModelError(f"{file}: state_dict: expected a mapping of names to tensors")
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:160]
         raise ModelError(
-            f"{file}: weights do not fit model '{payload['model']}' ({first})"
+            f"{file}: weights do not fit model '{model.info.name}' ({detail})"
         ) from None
-    if bool(payload.get("va", False)) != model.va:
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        raise ModelError(f"{file}: state_dict: weights hold NaN or infinite values")
+
+
+def _check_input_size(file: Path, model: FERModel, prep: Preprocessing) -> None:
+    """One forward pass at a size the model was not registered with: too small fails here."""
+    probe = torch.zeros(1, prep.in_channels, prep.input_size, prep.input_size)
+    try:
+        with torch.inference_mode():
+            model.outputs(probe)
+    except RuntimeError:
         raise ModelError(
-            f"{file}: the file says valence/arousal outputs {payload.get('va')}, "
-            f"but head '{head}' has {model.va}"
-        )
-    model.eval()
-    return ModelBundle(
-        model=model,
-        name=payload["model"],
-        classes=classes,
-        prep=Preprocessing.from_dict(payload["preprocessing"]),
-        head=head,
-        meta=dict(payload.get("meta", {})),
-    )
+            f"{file}: preprocessing.input_size: {prep.input_size} px is too small for "
+            f"model '{model.info.name}'"
+        ) from None
 
 
 SHIPPED_MODELS = {

@@ -33,6 +33,7 @@ from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.errors import ConfigError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, create_model, model_info
+from ferlab.outputs import check_writable
 from ferlab.preprocessing import Preprocessing
 from ferlab.signals import Stopped
 from ferlab.training.checkpoint import (
@@ -232,6 +233,8 @@ def train(
     elif overrides:
         config = load_config(None, **{**config.to_dict(), **overrides})
 
+    config.validate()
+    check_writable(run_dir if resume is not None else config.runs_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     prepared = prepare(config)
     if resume is None:

@@ -1,0 +1,44 @@
+"""Output folders checked writable before long work starts; files written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ferlab.errors import OutputError, os_error_line
+
+
+def check_writable(folder: str | Path) -> None:
+    """Raise OutputError unless files can be created in ``folder``, or in the folder it would be
+    made in; nothing is left behind (a missing folder is not created)."""
+    target = Path(folder).expanduser()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():
+            raise OutputError(f"{existing}: a broken link, not a folder")
+        existing = existing.parent
+    if not existing.is_dir():
+        tail = "" if existing == target else f", so {target} cannot be made"
+        raise OutputError(f"{existing}: not a folder{tail}")
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".ferlab-write-check-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        problem = (exc.strerror or type(exc).__name__).lower()
+        raise OutputError(f"{existing}: cannot write to this folder ({problem})") from None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (its folder made if missing) through a hidden partial file
+    renamed into place; on a failure (a full or read-only disk) the partial file is removed and
+    OutputError names the file."""
+    partial = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise OutputError(os_error_line(exc, path)) from None
