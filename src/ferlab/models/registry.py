@@ -55,7 +55,9 @@ class ModelInfo:
     in_channels: int  # 1 for the from-scratch gray nets, 3 for ImageNet backbones
     mean: tuple[float, ...]  # normalisation, len == in_channels
     std: tuple[float, ...]
-    pretrained_weights: str | None  # torchvision weights enum name; None for scratch nets
+    # a torchvision weights enum name, or the .pth file name of weights torchvision does not
+    # publish (see ferlab.models.imagenet_files); None for scratch nets
+    pretrained_weights: str | None
     stages: tuple[str, ...]
     description: str
 
@@ -160,8 +162,8 @@ def create_model(
 ) -> FERModel:
     """Build model ``name`` with a ``head`` for ``num_classes`` classes.
 
-    ``pretrained``: ``False`` random init; ``True`` the torchvision ImageNet weights named in
-    :attr:`ModelInfo.pretrained_weights` (hub cache first, then download); a path: a local
+    ``pretrained``: ``False`` random init; ``True`` the ImageNet weights named in
+    :attr:`ModelInfo.pretrained_weights` (a local file first, then download); a path: a local
     state dict of the full torchvision model or of our backbone.  All problems the user can fix
     (unknown model or head, missing or unfitting weights) raise :class:`ModelError`.
     """
