@@ -15,13 +15,10 @@ def parameter_count(name: str, num_classes: int = 7) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def weights_status(name: str) -> tuple[str, str]:
-    """(``present``/``missing``/``-``, the file found or how to get it) for model ``name``."""
-    weights = model_info(name).pretrained_weights
-    if weights is None:
-        return "-", "no ImageNet weights (trained from scratch)"
-    found = find_imagenet_file(weights)
-    return ("present", str(found)) if found is not None else ("missing", missing_hint(weights))
+def weights_status(weights_name: str) -> tuple[str, str]:
+    """(``present``, the file found) or (``missing``, how to make it available offline)."""
+    found = find_imagenet_file(weights_name)
+    return ("present", str(found)) if found is not None else ("missing", missing_hint(weights_name))
 
 
 def registry_table(num_classes: int = 7) -> list[str]:
@@ -37,12 +34,13 @@ def registry_table(num_classes: int = 7) -> list[str]:
     for name in list_models():
         info = model_info(name)
         params = parameter_count(name, num_classes)
-        status, detail = weights_status(name)
+        weights = info.pretrained_weights
+        status, detail = weights_status(weights) if weights is not None else ("-", "")
         lines.append(
             f"{name:<20} {params / 1e6:>13.2f}M {info.input_size:>6} {info.in_channels:>3}  "
             f"{status:<8}  {info.description}"
         )
-        if info.pretrained_weights is not None:
+        if weights is not None:
             details.append(f"{name:<20} {status}: {detail}")
     details.append(
         "(where there is a network, torchvision downloads its missing weights on first use)"
