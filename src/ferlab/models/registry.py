@@ -136,8 +136,8 @@ def create_model(
 ) -> FERModel:
     """Build model ``name`` with a ``head`` for ``num_classes`` classes.
 
-    ``pretrained``: ``False`` random init; ``True`` the torchvision ImageNet weights named in
-    :attr:`ModelInfo.pretrained_weights` (hub cache first, then download); a path: a local
+    ``pretrained``: ``False`` random init; ``True`` the ImageNet weights named in
+    :attr:`ModelInfo.pretrained_weights` (a local file first, then download); a path: a local
     state dict of the full torchvision model or of our backbone.  All problems the user can fix
     (unknown model or head, missing or unfitting weights) raise :class:`ModelError`.
     """

@@ -1,9 +1,10 @@
-"""A table of the registry: parameter counts and default input sizes."""
+"""A table of the registry: parameter counts, default input sizes and ImageNet weights here."""
 
 from __future__ import annotations
 
 import torch
 
+from ferlab.models.imagenet_files import find_imagenet_file, missing_hint
 from ferlab.models.registry import create_model, list_models, model_info
 
 
@@ -14,17 +15,34 @@ def parameter_count(name: str, num_classes: int = 7) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def weights_status(weights_name: str) -> tuple[str, str]:
+    """(``present``, the file found) or (``missing``, how to make it available offline)."""
+    found = find_imagenet_file(weights_name)
+    return ("present", str(found)) if found is not None else ("missing", missing_hint(weights_name))
+
+
 def registry_table(num_classes: int = 7) -> list[str]:
-    """Lines of a fixed-width table over all registered models."""
+    """Lines of a fixed-width table over all registered models, then where their ImageNet
+    weights are (or how to make them available offline)."""
     lines = [
-        f"{'model':<20} {'params (7 cl.)':>14} {'input':>6} {'ch':>3}  pretrained  description"
+        f"{'model':<20} {'params (7 cl.)':>14} {'input':>6} {'ch':>3}  {'ImageNet':<8}  description"
+    ]
+    details = [
+        "",
+        "ImageNet weights (torch hub cache, ferlab's weights folder, installed packages):",
     ]
     for name in list_models():
         info = model_info(name)
         params = parameter_count(name, num_classes)
-        weights = "ImageNet" if info.pretrained_weights else "-"
+        weights = info.pretrained_weights
+        status, detail = weights_status(weights) if weights is not None else ("-", "")
         lines.append(
             f"{name:<20} {params / 1e6:>13.2f}M {info.input_size:>6} {info.in_channels:>3}  "
-            f"{weights:<10}  {info.description}"
+            f"{status:<8}  {info.description}"
         )
-    return lines
+        if weights is not None:
+            details.append(f"{name:<20} {status}: {detail}")
+    details.append(
+        "(where there is a network, torchvision downloads its missing weights on first use)"
+    )
+    return lines + details

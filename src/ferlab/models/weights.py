@@ -1,5 +1,6 @@
-"""Pretrained weight resolution: torchvision ImageNet weights (hub cache, then download) or a local
-state-dict file, and loading such a state dict into a backbone.
+"""Pretrained weight resolution: ImageNet weights (found offline, see
+:mod:`ferlab.models.imagenet_files`, else downloaded by torchvision) or a local state-dict file,
+and loading such a state dict into a backbone.
 
 Every file is read with ``torch.load(..., weights_only=True)``, so a pickle that would run code
 is refused.  A state dict may be in one of these formats:
@@ -13,23 +14,21 @@ is refused.  A state dict may be in one of these formats:
 from __future__ import annotations
 
 import os
-import urllib.parse
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ferlab.errors import ModelError
 
+from .imagenet_files import download_url, find_imagenet_file, missing_hint
 from .info import ModelInfo
 
 __all__ = [
     "StateMismatch",
     "describe_pretrained",
-    "hub_checkpoint_path",
     "load_backbone_state",
     "load_state_file",
     "module_names",
@@ -47,19 +46,6 @@ def _one_line(exc: BaseException, limit: int = 160) -> str:
     if len(first) > limit:
         first = first[: limit - 3] + "..."
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def _weights_enum(weights_name: str) -> Any:
-    import torchvision.models
-
-    return torchvision.models.get_weight(weights_name)
-
-
-def hub_checkpoint_path(weights_name: str) -> Path:
-    """Where torch hub caches the file of a torchvision weights enum (honours ``$TORCH_HOME``)."""
-    url = _weights_enum(weights_name).url
-    filename = os.path.basename(urllib.parse.urlparse(url).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
 def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -87,17 +73,21 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def _imagenet_state(name: str, weights_name: str) -> dict[str, torch.Tensor]:
-    cached = hub_checkpoint_path(weights_name)
-    if cached.is_file():
-        return load_state_file(cached)
-    weights = _weights_enum(weights_name)
+    found = find_imagenet_file(weights_name)
+    if found is not None:
+        return load_state_file(found)
+    url = download_url(weights_name)
+    if url is None:
+        raise ModelError(f"no ImageNet weights for {name} here: {missing_hint(weights_name)}")
+    import torchvision.models
+
+    weights = torchvision.models.get_weight(weights_name)
     try:
         state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except Exception as exc:  # no network, proxy, hash mismatch, disk full, ...
         raise ModelError(
-            f"could not download ImageNet weights for {name} ({_one_line(exc)}): "
-            f"place {cached.name} (from {weights.url}) in {cached.parent}{os.sep} "
-            "or pass --weights FILE"
+            f"could not download ImageNet weights for {name} ({_one_line(exc)}) from {url}: "
+            f"{missing_hint(weights_name)}"
         ) from None
     return dict(state)
 
@@ -107,8 +97,8 @@ def resolve_pretrained_state(
 ) -> dict[str, torch.Tensor] | None:
     """The state dict to initialise model ``info.name`` with, or ``None`` for random init.
 
-    ``False``: ``None``.  ``True``: the torchvision weights in ``ModelInfo.pretrained_weights``,
-    from ``torch.hub.get_dir()/checkpoints/`` if present there, else downloaded by torchvision.
+    ``False``: ``None``.  ``True``: the ImageNet weights in ``ModelInfo.pretrained_weights``,
+    from a local file if one is found, else downloaded by torchvision where it publishes them.
     A path: that local file.  Problems raise :class:`ModelError` naming the file.
     """
     name = info.name
@@ -127,7 +117,8 @@ def describe_pretrained(info: ModelInfo, pretrained: bool | str | os.PathLike[st
     """The file a ``pretrained`` argument refers to, for error messages."""
     if pretrained is True:
         weights_name = info.pretrained_weights
-        return str(hub_checkpoint_path(weights_name)) if weights_name else "ImageNet"
+        found = find_imagenet_file(weights_name) if weights_name else None
+        return str(found) if found else "ImageNet"
     return str(Path(pretrained).expanduser())
 
 
