@@ -7,13 +7,19 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ferlab.commands.engine_option import add_engine_options
 from ferlab.commands.recognizer_options import (
     add_face_options,
     add_model_options,
     load_recognizer,
+    recognizer_options,
 )
+from ferlab.errors import ConfigError, FerlabError
+
+if TYPE_CHECKING:
+    from ferlab.apps.video import VideoSummary
 
 
 def add_parser(commands: Any) -> None:
@@ -24,7 +30,9 @@ def add_parser(commands: Any) -> None:
         "probabilities over time; write an annotated video, a CSV timeline (one row per frame "
         "and track, or one row for a frame without a face) and a plot per track next to the CSV.",
     )
-    parser.add_argument("video", type=Path, metavar="IN", help="video file OpenCV can decode")
+    parser.add_argument(
+        "videos", nargs="+", type=Path, metavar="IN", help="video files OpenCV can decode"
+    )
     parser.add_argument(
         "--out", type=Path, metavar="FILE", help="annotated video (.mp4, .mov, .mkv or .avi)"
     )
@@ -34,10 +42,22 @@ def add_parser(commands: Any) -> None:
         metavar="FILE",
         help="timeline CSV; the plots go beside it as <stem>-track<id>.png",
     )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        metavar="DIR",
+        help="for several videos: each one's timeline as DIR/<stem>.csv, plots beside it",
+    )
+    parser.add_argument(
+        "--annotated-video",
+        action="store_true",
+        help="with --out-dir: also each annotated video as DIR/<stem>.mp4",
+    )
     add_stream_options(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
     )
+    add_engine_options(parser)
     parser.set_defaults(handler=_run_video)
 
 
@@ -68,28 +88,100 @@ def _run_video(args: argparse.Namespace) -> int:
     from ferlab.apps.capture import open_video
     from ferlab.apps.video import check_video_out, process_video
 
+    jobs = _jobs(args)
+    if len(jobs) > 1 or args.engine == "ray":
+        return _run_videos(args, jobs)
     if args.out is not None:
         check_video_out(args.out)
-    video = open_video(args.video)
+    video = open_video(jobs[0]["path"])
     recognizer = load_recognizer(args)
     with _progress(video.frame_count) as advance:
         summary = process_video(
             recognizer,
             video,
-            out=args.out,
-            csv_path=args.csv,
+            out=jobs[0]["out"],
+            csv_path=jobs[0]["csv_path"],
             every=args.every,
             smooth=args.smooth,
             batch_size=args.batch_size,
             top_k=args.top_k,
             on_frame=lambda _: advance(),
         )
+    _print_summary(args, jobs[0]["path"], summary)
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per video, ``video_job``'s path and outputs."""
+    if args.out_dir is None:
+        if args.annotated_video:
+            raise ConfigError("--annotated-video writes into --out-dir; give --out-dir")
+        if len(args.videos) > 1 and (args.out is not None or args.csv is not None):
+            raise ConfigError("--out and --csv name one video's outputs; use --out-dir for several")
+        return [{"path": path, "out": args.out, "csv_path": args.csv} for path in args.videos]
+    if args.out is not None or args.csv is not None:
+        raise ConfigError("--out-dir names the outputs itself; drop --out and --csv")
+    stems = [path.stem for path in args.videos]
+    if len(set(stems)) < len(stems):
+        raise ConfigError("--out-dir: two videos have the same name; give them separate runs")
+    return [
+        {
+            "path": path,
+            "out": args.out_dir / f"{path.stem}.mp4" if args.annotated_video else None,
+            "csv_path": args.out_dir / f"{path.stem}.csv",
+        }
+        for path in args.videos
+    ]
+
+
+def _run_videos(args: argparse.Namespace, jobs: list[dict[str, Any]]) -> int:
+    """Every video in this process one after another, or one Ray task each with --engine ray;
+    a video that fails is reported and the others go on."""
+    from ferlab.apps.video import video_job
+
+    options = recognizer_options(args)
+    settings = {
+        "every": args.every,
+        "smooth": args.smooth,
+        "batch_size": args.batch_size,
+        "top_k": args.top_k,
+    }
+    tasks = [{**job, "options": options, **settings} for job in jobs]
+    if args.engine == "ray":
+        from ferlab.inference.ray_engine import run_tasks
+
+        done = run_tasks(video_job, tasks, address=args.ray_address)
+    else:
+        done = _one_by_one(video_job, tasks)
+    failed = 0
+    for index, summary, error in done:
+        if error is not None:
+            failed += 1
+            print(f"ferlab: error: {error}", file=sys.stderr)
+        else:
+            _print_summary(args, jobs[index]["path"], summary)
+    if failed:
+        print(f"ferlab: {failed} of {len(jobs)} videos failed", file=sys.stderr)
+    return 2 if failed == len(jobs) else 1 if failed else 0
+
+
+def _one_by_one(
+    function: Callable[..., Any], tasks: list[dict[str, Any]]
+) -> Iterator[tuple[int, Any, str | None]]:
+    for index, task in enumerate(tasks):
+        try:
+            yield index, function(**task), None
+        except FerlabError as exc:
+            yield index, None, str(exc)
+
+
+def _print_summary(args: argparse.Namespace, path: Path, summary: VideoSummary) -> None:
     width, height = summary.size
     model_on = "every frame" if args.every == 1 else f"every {args.every} frames"
     smoothing = f"{args.smooth:g} s" if args.smooth > 0 else "off"
     print(
-        f"{args.video}: {summary.frames} frames, {width}x{height}, {video.fps:g} fps "
-        f"({summary.frames / video.fps:.1f} s); model on {model_on}; smoothing {smoothing}"
+        f"{path}: {summary.frames} frames, {width}x{height}, {summary.fps:g} fps "
+        f"({summary.frames / summary.fps:.1f} s); model on {model_on}; smoothing {smoothing}"
     )
     print(f"{'track':>5}  {'frames':>6}  {'seconds':>11}  label (most frames)")
     for track, timeline in summary.tracks.items():
@@ -99,9 +191,8 @@ def _run_video(args: argparse.Namespace) -> int:
     print(
         f"{summary.frames} frames in {summary.seconds:.1f} s: {summary.frames_per_s:.1f} frames/s"
     )
-    for path in summary.written:
-        print(f"wrote {path}")
-    return 0
+    for written in summary.written:
+        print(f"wrote {written}")
 
 
 @contextlib.contextmanager

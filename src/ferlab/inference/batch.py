@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,31 +39,47 @@ class FileOutcome:
 def find_images(sources: Sequence[str]) -> tuple[list[ImageFile], list[str]]:
     """Files named, image files below folders (recursively) and glob matches, sorted per source;
     and one message for each source that gave nothing."""
-    files: list[ImageFile] = []
     problems: list[str] = []
+    return list(iter_images(sources, problems)), problems
+
+
+def iter_images(sources: Iterable[str], problems: list[str]) -> Iterator[ImageFile]:
+    """``find_images`` lazily: folders are walked one directory at a time, in sorted path order,
+    and a message for each source that gave nothing is appended to ``problems``."""
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            )
-            files.extend(ImageFile(p, p.relative_to(path)) for p in found)
+            found = False
+            for file in _walk_images(path):
+                found = True
+                yield ImageFile(file, file.relative_to(path))
             if not found:
                 problems.append(f"{path}: no image files in this folder")
         elif path.exists():
-            files.append(ImageFile(path, Path(path.name)))
+            yield ImageFile(path, Path(path.name))
         elif glob.has_magic(source):
             matches = sorted(Path(p) for p in glob.glob(source, recursive=True))
-            files.extend(ImageFile(p, Path(p.name)) for p in matches if p.is_file())
+            yield from (ImageFile(p, Path(p.name)) for p in matches if p.is_file())
             if not matches:
                 problems.append(f"{source}: no file matches this pattern")
         else:
             problems.append(f"{source}: no such file or folder")
-    return files, problems
+
+
+def _walk_images(folder: Path) -> Iterator[Path]:
+    """Image files below ``folder`` in the order of ``sorted(folder.rglob("*"))``; symbolic links
+    to folders are not followed."""
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_images(Path(entry.path))
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+            yield Path(entry.path)
 
 
 def predict_files(
-    recognizer: Recognizer, files: Sequence[ImageFile], *, batch_size: int = 64
+    recognizer: Recognizer, files: Iterable[ImageFile], *, batch_size: int = 64
 ) -> Iterator[FileOutcome]:
     """One outcome per file, in order; files are decoded in chunks of at most ``batch_size`` files
     and about 64 MP, whose faces share model batches."""
