@@ -302,6 +302,9 @@ def _fit(prepared: PreparedRun, run_dir: Path, last_ckpt: Path | None) -> TrainR
         trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=last_ckpt)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
+    # The processes of other nodes chose a folder name of their own (numbered when rank 0 had
+    # made its folder first) and wrote nothing there: all report rank 0's.
+    run_dir = Path(trainer.strategy.broadcast(str(run_dir)))
     model_file = run_dir / MODEL_FILE
     epochs_completed = trainer.current_epoch
     best = checkpoint.best_model_score
