@@ -180,3 +180,20 @@ def test_memory_stays_flat_over_100000_images(tmp_path: Path) -> None:
     with (tmp_path / "all.jsonl").open() as handle:
         assert sum(1 for _ in handle) == 100_000
     assert large - small < 10, (small, large)  # 100,000 paths alone: ~20 MB; results: ~100 MB
+
+
+def test_engine_ray_without_ray_says_how_to_get_it(
+    pattern_model: Path,
+    photos_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    out = tmp_path / "out.jsonl"
+    assert predict(pattern_model, str(photos_dir), "--out", str(out), "--engine", "ray") == 2
+    err = capsys.readouterr().err
+    assert err == "ferlab: error: --engine ray needs Ray: pip install 'ferlab[ray]'\n"
+    assert not out.exists()
+    assert predict(pattern_model, str(photos_dir), "--workers", "2") == 2
+    assert "--ray-address and --workers are for --engine ray" in capsys.readouterr().err

@@ -89,6 +89,10 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     _check_options(args)
     shard = None if args.shard is None else parse_shard(args.shard)
+    if args.engine == "ray":
+        from ferlab.inference.ray_engine import connect
+
+        connect(args.ray_address)  # before any output is opened
     recognizer = load_recognizer(args, detect=not args.no_detect)
     sink: ResultsFile = _Printer(args, recognizer)
     done: set[str] = set()
