@@ -68,6 +68,12 @@ def test_jsonl_is_resumed_after_an_interruption(
     assert predict(pattern_model, str(photos_dir), "--out", str(cut), "--resume") == 2
     assert "1 of 1 inputs could not be read" in capsys.readouterr().err  # broken.png, again
     assert jsonl(cut) == resumed
+    (tmp_path / "other.jsonl").write_text("path,face\n")
+    assert (
+        predict(pattern_model, str(photos_dir), "--out", str(tmp_path / "other.jsonl"), "--resume")
+        == 2
+    )
+    assert "other.jsonl: line 1 is not a result record; cannot resume" in capsys.readouterr().err
 
 
 def test_csv_and_parquet_hold_the_same_rows(

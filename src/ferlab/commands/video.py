@@ -1,4 +1,4 @@
-"""``ferlab video``: faces tracked through a video file, with an annotated copy and a timeline."""
+"""``ferlab video``: faces tracked through video files, with annotated copies and timelines."""
 
 from __future__ import annotations
 

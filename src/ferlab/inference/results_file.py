@@ -143,12 +143,19 @@ def _line_file_done(out: Path, suffix: str, header: list[str]) -> set[str]:
     _drop_partial_line(out)
     with out.open(newline="") as handle:
         if suffix == ".jsonl":
-            return {json.loads(line)["path"] for line in handle if line.strip()}
+            return {_jsonl_path(out, number, line) for number, line in enumerate(handle, 1)}
         rows = csv.reader(handle)
         found = next(rows, None)
         if found is not None and found != header:
             raise DataError(f"{out}: written with other columns (another model?); cannot resume it")
         return {row[0] for row in rows if row}
+
+
+def _jsonl_path(out: Path, number: int, line: str) -> str:
+    try:
+        return str(json.loads(line)["path"])
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{out}: line {number} is not a result record; cannot resume") from None
 
 
 def _drop_partial_line(out: Path) -> None:
