@@ -6,6 +6,7 @@ import argparse
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` and ``--ray-address``."""
     parser.add_argument(
         "--engine",
         choices=["local", "ray"],

@@ -104,7 +104,8 @@ class _ParquetResults:
         self.schema = pa.schema([(name, types.get(name, number)) for name in header])
         self.rows: list[list[Any]] = []
         out.mkdir(exist_ok=True)
-        self.part = len(list(out.glob("part-*.parquet")))
+        numbers = (int(part.stem.removeprefix("part-")) for part in out.glob("part-*.parquet"))
+        self.part = 1 + max(numbers, default=-1)
 
     def write(self, path: str, faces: list[FaceResult]) -> None:
         width = len(self.schema)
