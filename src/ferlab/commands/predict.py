@@ -30,9 +30,10 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "predict",
         help="recognise facial expressions in photos",
-        description="Find faces and tell their expressions. Prints one line per face, or JSON/CSV; "
-        "unreadable files are reported on stderr at the end (exit code 1 when some could not be "
-        "read, 2 when none could).",
+        description="Find faces and tell their expressions. Prints one line per face, or JSON/CSV, "
+        "or writes them to --out as they come; unreadable files are reported on stderr as they "
+        "come, sources that gave nothing at the end (exit code 1 when some could not be read, 2 "
+        "when none could).",
     )
     parser.add_argument(
         "sources", nargs="*", metavar="SOURCE", help="image files, folders (recursive) or globs"
