@@ -75,6 +75,30 @@ def make_pattern_tree(
     return root
 
 
+def save_random_model(path: Path, classes: list[str] | tuple[str, ...]) -> Path:
+    """A baseline CNN with random weights (seed 0) for 48x48 gray crops, saved as a model file."""
+    from ferlab.models.artifact import ModelBundle, save_model_file
+    from ferlab.models.registry import create_model
+    from ferlab.preprocessing import Preprocessing
+
+    torch.manual_seed(0)
+    bundle = ModelBundle(
+        model=create_model("baseline_cnn", len(classes)).eval(),
+        name="baseline_cnn",
+        classes=list(classes),
+        prep=Preprocessing(48, 1, (0.5,), (0.5,)),
+        meta={"config": {"image_size": 48, "color": "gray"}},
+    )
+    save_model_file(path, bundle)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pattern_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-class (``PATTERN_CLASSES``) baseline CNN with random weights, as a model file."""
+    return save_random_model(tmp_path_factory.mktemp("model") / "model.pt", PATTERN_CLASSES)
+
+
 @pytest.fixture(scope="session")
 def pattern_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-class tree (train 40, val 8, test 8 per class) that a small net learns in an epoch."""

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, RunsCode
+from conftest import REPO, RunsCode, save_random_model
 from ferlab.cli import main
 from ferlab.data.cache import _decode_file
 from ferlab.errors import ConfigError, DataError, ModelError
@@ -22,9 +22,7 @@ from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.images import load_image
 from ferlab.inference.onnx_export import OnnxModel, export_onnx
 from ferlab.inference.preprocess import model_input
-from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
-from ferlab.models.registry import create_model
-from ferlab.preprocessing import Preprocessing
+from ferlab.models.artifact import load_model_file, save_model_file
 
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 PHOTO_CANDIDATES = [REPO.parent / "shared" / "data" / "photos", Path("/work/shared/data/photos")]
@@ -47,17 +45,7 @@ def astronaut(photos: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 7-class baseline CNN with random weights, saved as a model file."""
-    torch.manual_seed(0)
-    bundle = ModelBundle(
-        model=create_model("baseline_cnn", 7).eval(),
-        name="baseline_cnn",
-        classes=FER_CLASSES,
-        prep=Preprocessing(48, 1, (0.5,), (0.5,)),
-        meta={"config": {"image_size": 48, "color": "gray"}},
-    )
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model_file(path, bundle)
-    return path
+    return save_random_model(tmp_path_factory.mktemp("model") / "model.pt", FER_CLASSES)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""A run killed mid-epoch resumes to the same end; a 2-process DDP run on the CPU."""
+"""A run killed mid-epoch resumes to the same end; 2-process DDP runs on the CPU, on one "node"
+and on two launched as on separate machines."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,14 +18,16 @@ import torch
 
 from conftest import make_pattern_tree
 from ferlab.cli import main
+from ferlab.training.run import read_epoch_metrics
 
 pytestmark = pytest.mark.slow
 
 
-def ferlab(*args: str, **popen: object) -> subprocess.Popen:
-    popen.setdefault("env", {**os.environ, "OMP_NUM_THREADS": "1"})
+def ferlab(*args: str, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "ferlab", *args],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -171,3 +175,61 @@ def test_sigint_and_sigterm_stop_training_in_one_line(tmp_path: Path) -> None:
     last = torch.load(runs / "int" / "checkpoints" / "last.ckpt", weights_only=True)
     rows = epoch_metrics(runs / "int")
     assert [row["epoch"] for row in rows] == list(range(last["epoch"] + 1))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_nodes_on_localhost_give_one_run_and_the_single_process_result(
+    tmp_path: Path,
+) -> None:
+    """Two "nodes" of one CPU process each, launched as on two machines (Lightning's variables,
+    gloo), against one process on the same global batch. Lightning's distributed sampler
+    reshuffles each process's share, so the steps are full-batch (24 images a node, 48 in the
+    single process) and only the head trains (frozen backbone, batch norm in eval mode): the
+    same gradients, so the same weights."""
+    data = make_pattern_tree(tmp_path / "data", {"train": 16, "val": 8})
+    runs = tmp_path / "runs"
+    common = [
+        "train",
+        f"--data={data}",
+        "--model=resnet18",
+        "--pretrained=false",
+        "--strategy=frozen",
+        "--input-size=64",
+        "--dropout=0",
+        "--augment=none",
+        "--epochs=3",
+        "--lr=0.003",
+        "--num-workers=0",
+        "--accelerator=cpu",
+        "--patience=0",
+        f"--runs-dir={runs}",
+    ]
+    cluster = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
+    launch = [*common, "--batch-size=24", "--num-nodes=2", "--devices=1", "--distributed=ddp"]
+    nodes = [
+        ferlab(*launch, "--name=nodes", env={**cluster, "NODE_RANK": str(rank)}) for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-3000:]
+        assert f"run: {runs / 'nodes'}\n" in output  # the node that came second too
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
+    run_ok(*common, "--batch-size=48", "--name=single")
+    assert sorted(p.name for p in runs.iterdir()) == ["nodes", "single"]
+
+    nodes_dir, single_dir = runs / "nodes", runs / "single"
+    assert json.loads((nodes_dir / "run.json").read_text())["epochs_completed"] == 3
+    assert (nodes_dir / "model.pt").is_file()
+    for got, want in zip(
+        read_epoch_metrics(nodes_dir), read_epoch_metrics(single_dir), strict=True
+    ):
+        for column in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert float(got[column]) == pytest.approx(float(want[column]), abs=1e-4), column
+    expected, got = weights(single_dir), weights(nodes_dir)
+    for key in expected:
+        assert torch.allclose(expected[key].float(), got[key].float(), atol=1e-5), key

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from ferlab.apps.capture import Capture, draw
+from ferlab.apps.capture import Capture, draw, open_video
 from ferlab.apps.timeline import TrackTimeline, add_frame, csv_header, csv_rows, plot_timeline
 from ferlab.errors import DataError
 from ferlab.inference.recognizer import Recognizer
@@ -31,6 +32,7 @@ class VideoSummary:
     """What a video gave: frame count and size, tracks, faceless frames, time taken, files."""
 
     frames: int = 0
+    fps: float = 0.0
     size: tuple[int, int] = (0, 0)
     tracks: dict[int, TrackTimeline] = field(default_factory=dict)
     no_face_frames: int = 0
@@ -92,6 +94,13 @@ def process_video(
     return summary
 
 
+def video_job(path: Path, options: dict[str, Any], **settings: Any) -> VideoSummary:
+    """One video's whole job, for a worker process: open it, load the Recognizer that
+    ``options`` (``Recognizer.load``'s arguments) describe and ``process_video`` it with
+    ``settings`` (its keyword arguments)."""
+    return process_video(Recognizer.load(**options), open_video(path), **settings)
+
+
 def _run(
     recognizer: Recognizer,
     video: Capture,
@@ -107,7 +116,7 @@ def _run(
 ) -> VideoSummary:
     """Write every output to its partial file (registered in ``partials``)."""
     classes = recognizer.classes
-    summary = VideoSummary()
+    summary = VideoSummary(fps=video.fps)
     started = time.perf_counter()
     video_partial = None if out is None else _partial(out, partials)
     with contextlib.ExitStack() as stack:

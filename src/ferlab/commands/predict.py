@@ -4,40 +4,54 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ferlab.commands.engine_option import add_engine_options
 from ferlab.commands.recognizer_options import (
     add_face_options,
     add_model_options,
     load_recognizer,
+    recognizer_options,
 )
-from ferlab.errors import DataError, FerlabError
+from ferlab.errors import ConfigError, FerlabError
 from ferlab.outputs import check_writable
+
+if TYPE_CHECKING:
+    from ferlab.inference.batch import FileOutcome, ImageFile
+    from ferlab.inference.recognizer import Recognizer
+    from ferlab.inference.results import FaceResult
+    from ferlab.inference.results_file import ResultsFile
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "predict",
         help="recognise facial expressions in photos",
-        description="Find faces and tell their expressions. Prints one line per face, or JSON/CSV; "
-        "unreadable files are reported on stderr at the end (exit code 1 when some could not be "
-        "read, 2 when none could).",
+        description="Find faces and tell their expressions. Prints one line per face, or JSON/CSV, "
+        "or writes them to --out as they come; unreadable files are reported on stderr as they "
+        "come, sources that gave nothing at the end (exit code 1 when some could not be read, 2 "
+        "when none could).",
     )
     parser.add_argument(
-        "sources", nargs="+", metavar="SOURCE", help="image files, folders (recursive) or globs"
+        "sources", nargs="*", metavar="SOURCE", help="image files, folders (recursive) or globs"
+    )
+    parser.add_argument(
+        "--list",
+        type=Path,
+        metavar="FILE",
+        help="also the image paths in FILE, one a line, read as they are needed (-: stdin)",
     )
     add_model_options(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON list, one item per image")
     output.add_argument("--csv", action="store_true", help="print CSV, one row per face")
     parser.add_argument(
-        "--annotate",
-        type=Path,
-        metavar="DIR",
-        help="write annotated copies here, same file names (-2, -3, ... where names repeat)",
+        "--annotate", type=Path, metavar="DIR", help="write annotated copies here, same file names"
     )
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="classes shown per face (default: 3)"
@@ -47,64 +61,155 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write results as they come to FILE.jsonl, FILE.csv or FILE.parquet (a folder of "
+        "parts; needs pip install 'ferlab[parquet]') instead of printing them",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --out: continue an interrupted run, skipping the images already in FILE",
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="take the K-th of N shares of the sorted inputs (every Nth file from the K-th), so "
+        "that N machines can split the work with the same command",
+    )
+    add_engine_options(parser)
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help="with --engine ray: actors (default: its CPUs)"
+    )
     parser.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    import csv
-    import json
-
     from ferlab.inference.annotate import write_annotated
-    from ferlab.inference.batch import annotated_names, find_images, predict_files
-    from ferlab.inference.report import csv_header, csv_rows, json_record, text_lines
+    from ferlab.inference.batch import OutputNames
+    from ferlab.inference.bulk import parse_shard, pending_images
 
-    files, problems = find_images(args.sources)
-    if not files:
-        raise DataError("; ".join(problems))
+    _check_options(args)
+    annotated = None
     if args.annotate is not None:
         check_writable(args.annotate)
-        annotated = annotated_names(files, args.annotate)
+        annotated = OutputNames(args.annotate)
+    shard = None if args.shard is None else parse_shard(args.shard)
+    if args.engine == "ray":
+        from ferlab.inference.ray_engine import connect
+
+        connect(args.ray_address)  # before any output is opened
     recognizer = load_recognizer(args, detect=not args.no_detect)
-    records = []
-    writer = csv.writer(sys.stdout) if args.csv else None
-    if writer is not None:
-        writer.writerow(csv_header(recognizer.classes, recognizer.va))
+    sink: ResultsFile = _Printer(args, recognizer)
+    done: set[str] = set()
+    if args.out is not None:
+        from ferlab.inference.results_file import open_results
+
+        sink, done = open_results(args.out, recognizer.classes, recognizer.va, resume=args.resume)
+    problems: list[str] = []
+    files = pending_images(args.sources, problems, list_file=args.list, shard=shard, done=done)
     show_bar = any(Path(source).is_dir() for source in args.sources)
-    errors, readable = list(problems), 0
-    with _progress(len(files), show_bar) as advance:
-        outcomes = predict_files(recognizer, files, batch_size=args.batch_size)
-        for index, outcome in enumerate(outcomes):
-            advance()
-            if outcome.faces is None or outcome.image is None:
-                errors.append(str(outcome.error))
-                continue
-            readable += 1
-            path = str(outcome.file.path)
-            if args.json:
-                records.append(json_record(path, outcome.faces))
-            elif writer is not None:
-                writer.writerows(csv_rows(path, outcome.faces, recognizer.classes))
-            else:
-                print("\n".join(text_lines(path, outcome.faces, args.top_k)))
-            if args.annotate is not None:
-                try:
-                    write_annotated(
-                        annotated[index], outcome.image, outcome.faces, top_k=args.top_k
-                    )
-                except FerlabError as exc:
-                    errors.append(str(exc))
-    if args.json:
-        print(json.dumps(records, indent=2))
-    for message in errors:
+    errors = inputs = unwritten = 0
+    try:
+        with _progress(show_bar) as advance:
+            for outcome in _outcomes(args, recognizer, files):
+                advance()
+                inputs += 1
+                if outcome.faces is None:
+                    errors += 1
+                    print(f"ferlab: error: {outcome.error}", file=sys.stderr)
+                    continue
+                sink.write(str(outcome.file.path), outcome.faces)
+                if annotated is not None and outcome.image is not None:
+                    try:
+                        write_annotated(
+                            annotated(outcome.file), outcome.image, outcome.faces, top_k=args.top_k
+                        )
+                    except FerlabError as exc:
+                        unwritten += 1
+                        print(f"ferlab: error: {exc}", file=sys.stderr)
+    finally:
+        sink.close()
+    code = _report(errors, inputs, problems)
+    if unwritten:
+        print(f"ferlab: {unwritten} annotated images could not be written", file=sys.stderr)
+    return max(code, 1) if unwritten else code
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if not args.sources and args.list is None:
+        raise ConfigError("nothing to predict on: give image files, folders, globs or --list")
+    if args.resume and args.out is None:
+        raise ConfigError("--resume continues an --out FILE; give --out")
+    if args.out is not None and (args.json or args.csv):
+        raise ConfigError("--out writes the results; --json and --csv are for printing them")
+    if args.engine == "ray" and args.annotate is not None:
+        raise ConfigError("--annotate draws in this process; use it with --engine local")
+    if args.engine != "ray" and (args.ray_address or args.workers):
+        raise ConfigError("--ray-address and --workers are for --engine ray")
+
+
+def _outcomes(
+    args: argparse.Namespace, recognizer: Recognizer, files: Iterable[ImageFile]
+) -> Iterator[FileOutcome]:
+    from ferlab.inference.batch import predict_files
+
+    if args.engine == "local":
+        return predict_files(recognizer, files, batch_size=args.batch_size)
+    from ferlab.inference.ray_engine import ray_outcomes
+
+    return ray_outcomes(
+        files,
+        recognizer_options(args, detect=not args.no_detect),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        address=args.ray_address,
+    )
+
+
+class _Printer:
+    """Results on stdout (a ResultsFile): text lines and CSV rows as they come, or a JSON list
+    at the end."""
+
+    def __init__(self, args: argparse.Namespace, recognizer: Recognizer) -> None:
+        from ferlab.inference.report import csv_header
+
+        self.args = args
+        self.classes = recognizer.classes
+        self.records: list[dict[str, Any]] = []
+        self.table = csv.writer(sys.stdout) if args.csv else None
+        if self.table is not None:
+            self.table.writerow(csv_header(recognizer.classes, recognizer.va))
+
+    def write(self, path: str, faces: list[FaceResult]) -> None:
+        from ferlab.inference.report import csv_rows, json_record, text_lines
+
+        if self.args.json:
+            self.records.append(json_record(path, faces))
+        elif self.table is not None:
+            self.table.writerows(csv_rows(path, faces, self.classes))
+        else:
+            print("\n".join(text_lines(path, faces, self.args.top_k)))
+
+    def close(self) -> None:
+        if self.args.json:
+            print(json.dumps(self.records, indent=2))
+
+
+def _report(errors: int, inputs: int, problems: list[str]) -> int:
+    """Problems and the count of failures on stderr; the exit code."""
+    for message in problems:
         print(f"ferlab: error: {message}", file=sys.stderr)
-    if errors:
-        total = len(files) + len(problems)
-        print(f"ferlab: {len(errors)} of {total} inputs could not be read", file=sys.stderr)
-    return 2 if not readable else 1 if errors else 0
+    failed, total = errors + len(problems), inputs + len(problems)
+    if failed:
+        print(f"ferlab: {failed} of {total} inputs could not be read", file=sys.stderr)
+    return 2 if failed == total and failed else 1 if failed else 0
 
 
 @contextlib.contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+def _progress(enabled: bool) -> Iterator[Callable[[], None]]:
     """A progress bar on stderr where that is a terminal; yields the function that advances it."""
     from rich.console import Console
     from rich.progress import Progress
@@ -114,5 +219,5 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
         yield lambda: None
         return
     with Progress(console=console, redirect_stdout=sys.stdout.isatty()) as bar:
-        task = bar.add_task("predict", total=total)
+        task = bar.add_task("predict", total=None)
         yield lambda: bar.advance(task)

@@ -60,14 +60,19 @@ def load_recognizer(args: argparse.Namespace, *, detect: bool = True) -> Any:
     """The Recognizer that the model and face options describe."""
     from ferlab.inference.recognizer import Recognizer
 
-    return Recognizer.load(
-        args.model,
-        backend=args.backend,
-        detect=detect,
-        min_face=args.min_face,
-        margin=args.margin,
-        tta=args.tta,
-        min_score=args.min_score,
-        detect_side=args.detect_side,
-        prior_tau=args.prior_tau,
-    )
+    return Recognizer.load(**recognizer_options(args, detect=detect))
+
+
+def recognizer_options(args: argparse.Namespace, *, detect: bool = True) -> dict[str, Any]:
+    """``Recognizer.load``'s arguments from the model and face options (for Ray workers too)."""
+    return {
+        "ref": args.model,
+        "backend": args.backend,
+        "detect": detect,
+        "min_face": args.min_face,
+        "margin": args.margin,
+        "tta": args.tta,
+        "min_score": args.min_score,
+        "detect_side": args.detect_side,
+        "prior_tau": args.prior_tau,
+    }

@@ -1,4 +1,4 @@
-"""``ferlab video``: faces tracked through a video file, with an annotated copy and a timeline."""
+"""``ferlab video``: faces tracked through video files, with annotated copies and timelines."""
 
 from __future__ import annotations
 
@@ -9,21 +9,26 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ferlab.commands.engine_option import add_engine_options
 from ferlab.commands.recognizer_options import (
     add_face_options,
     add_model_options,
     load_recognizer,
+    recognizer_options,
 )
-from ferlab.errors import ConfigError
+from ferlab.errors import ConfigError, FerlabError
 from ferlab.outputs import check_writable
+
+if TYPE_CHECKING:
+    from ferlab.apps.video import VideoSummary
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "video",
-        help="track faces and their expressions through a video file or from a camera",
+        help="track faces and their expressions through video files or from a camera",
         description="Detect faces in every frame, keep an id per person, smooth each track's "
         "probabilities over time; write an annotated video, a CSV timeline (one row per frame "
         "and track, or one row for a frame without a face) and a plot per track next to the CSV. "
@@ -31,7 +36,12 @@ def add_parser(commands: Any) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "video", type=Path, nargs="?", metavar="IN", help="video file OpenCV can decode"
+        "videos",
+        nargs="*",
+        type=Path,
+        default=[],
+        metavar="IN",
+        help="video files OpenCV can decode",
     )
     source.add_argument(
         "--camera",
@@ -54,10 +64,22 @@ def add_parser(commands: Any) -> None:
         metavar="FILE",
         help="timeline CSV; the plots go beside it as <stem>-track<id>.png",
     )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        metavar="DIR",
+        help="for several videos: each one's timeline as DIR/<stem>.csv, plots beside it",
+    )
+    parser.add_argument(
+        "--annotated-video",
+        action="store_true",
+        help="with --out-dir: also each annotated video as DIR/<stem>.mp4",
+    )
     add_stream_options(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
     )
+    add_engine_options(parser)
     parser.set_defaults(handler=_run_video)
 
 
@@ -89,14 +111,22 @@ def _run_video(args: argparse.Namespace) -> int:
     from ferlab.apps.capture import interrupt_stops, open_camera, open_video
     from ferlab.apps.video import check_video_out, process_video
 
-    if args.out is not None:
-        check_video_out(args.out)
-    for target in (args.out, args.csv):
-        if target is not None:
-            check_writable(target.parent)
+    if args.camera is None and not args.videos:
+        raise ConfigError("nothing to read: give video files or --camera CAM")
     if args.seconds is not None and not args.seconds > 0:
         raise ConfigError(f"--seconds must be > 0, got {args.seconds:g}")
-    video = open_video(args.video) if args.camera is None else open_camera(args.camera)
+    jobs = _jobs(args)
+    if args.camera is None and (len(jobs) > 1 or args.engine == "ray"):
+        if args.seconds is not None:
+            raise ConfigError("--seconds is for one video or a camera")
+        return _run_videos(args, jobs)
+    out, csv_path = jobs[0]["out"], jobs[0]["csv_path"]
+    if out is not None:
+        check_video_out(out)
+    for target in (out, csv_path):
+        if target is not None:
+            check_writable(target.parent)
+    video = open_video(jobs[0]["path"]) if args.camera is None else open_camera(args.camera)
     limit = None if args.seconds is None else max(1, round(args.seconds * video.fps))
     recognizer = load_recognizer(args)
     stops = contextlib.nullcontext() if args.camera is None else interrupt_stops(video)
@@ -105,8 +135,8 @@ def _run_video(args: argparse.Namespace) -> int:
         summary = process_video(
             recognizer,
             video,
-            out=args.out,
-            csv_path=args.csv,
+            out=out,
+            csv_path=csv_path,
             every=args.every,
             smooth=args.smooth,
             batch_size=args.batch_size,
@@ -114,12 +144,93 @@ def _run_video(args: argparse.Namespace) -> int:
             max_frames=limit,
             on_frame=lambda _: advance(),
         )
+    _print_summary(args, video.name, summary)
+    declared = video.frame_count if limit is None else min(limit, video.frame_count or limit)
+    if args.camera is None and summary.frames < declared - declared // 100:
+        print(
+            f"ferlab: error: {video.name}: the stream broke off: {summary.frames} of {declared} "
+            "declared frames read (the outputs hold those)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per video, ``video_job``'s path and outputs."""
+    if args.camera is not None:
+        if args.out_dir is not None:
+            raise ConfigError("--camera records one stream: use --out and --csv, not --out-dir")
+        return [{"path": None, "out": args.out, "csv_path": args.csv}]
+    if args.out_dir is None:
+        if args.annotated_video:
+            raise ConfigError("--annotated-video writes into --out-dir; give --out-dir")
+        if len(args.videos) > 1 and (args.out is not None or args.csv is not None):
+            raise ConfigError("--out and --csv name one video's outputs; use --out-dir for several")
+        return [{"path": path, "out": args.out, "csv_path": args.csv} for path in args.videos]
+    if args.out is not None or args.csv is not None:
+        raise ConfigError("--out-dir names the outputs itself; drop --out and --csv")
+    stems = [path.stem for path in args.videos]
+    if len(set(stems)) < len(stems):
+        raise ConfigError("--out-dir: two videos have the same name; give them separate runs")
+    return [
+        {
+            "path": path,
+            "out": args.out_dir / f"{path.stem}.mp4" if args.annotated_video else None,
+            "csv_path": args.out_dir / f"{path.stem}.csv",
+        }
+        for path in args.videos
+    ]
+
+
+def _run_videos(args: argparse.Namespace, jobs: list[dict[str, Any]]) -> int:
+    """Every video in this process one after another, or one Ray task each with --engine ray;
+    a video that fails is reported and the others go on."""
+    from ferlab.apps.video import video_job
+
+    options = recognizer_options(args)
+    settings = {
+        "every": args.every,
+        "smooth": args.smooth,
+        "batch_size": args.batch_size,
+        "top_k": args.top_k,
+    }
+    tasks = [{**job, "options": options, **settings} for job in jobs]
+    if args.engine == "ray":
+        from ferlab.inference.ray_engine import run_tasks
+
+        done = run_tasks(video_job, tasks, address=args.ray_address)
+    else:
+        done = _one_by_one(video_job, tasks)
+    failed = 0
+    for index, summary, error in done:
+        if error is not None:
+            failed += 1
+            print(f"ferlab: error: {error}", file=sys.stderr)
+        else:
+            _print_summary(args, jobs[index]["path"], summary)
+    if failed:
+        print(f"ferlab: {failed} of {len(jobs)} videos failed", file=sys.stderr)
+    return 2 if failed == len(jobs) else 1 if failed else 0
+
+
+def _one_by_one(
+    function: Callable[..., Any], tasks: list[dict[str, Any]]
+) -> Iterator[tuple[int, Any, str | None]]:
+    for index, task in enumerate(tasks):
+        try:
+            yield index, function(**task), None
+        except FerlabError as exc:
+            yield index, None, str(exc)
+
+
+def _print_summary(args: argparse.Namespace, path: str | Path, summary: VideoSummary) -> None:
     width, height = summary.size
     model_on = "every frame" if args.every == 1 else f"every {args.every} frames"
     smoothing = f"{args.smooth:g} s" if args.smooth > 0 else "off"
     print(
-        f"{video.name}: {summary.frames} frames, {width}x{height}, {video.fps:g} fps "
-        f"({summary.frames / video.fps:.1f} s); model on {model_on}; smoothing {smoothing}"
+        f"{path}: {summary.frames} frames, {width}x{height}, {summary.fps:g} fps "
+        f"({summary.frames / summary.fps:.1f} s); model on {model_on}; smoothing {smoothing}"
     )
     print(f"{'track':>5}  {'frames':>6}  {'seconds':>11}  label (most frames)")
     for track, timeline in summary.tracks.items():
@@ -129,17 +240,8 @@ def _run_video(args: argparse.Namespace) -> int:
     print(
         f"{summary.frames} frames in {summary.seconds:.1f} s: {summary.frames_per_s:.1f} frames/s"
     )
-    for path in summary.written:
-        print(f"wrote {path}")
-    declared = video.frame_count
-    if summary.frames < declared - declared // 100:
-        print(
-            f"ferlab: error: {args.video}: the stream broke off: {summary.frames} of {declared} "
-            "declared frames read (the outputs hold those)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    for written in summary.written:
+        print(f"wrote {written}")
 
 
 @contextlib.contextmanager

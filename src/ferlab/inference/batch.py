@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,60 +40,68 @@ class FileOutcome:
 def find_images(sources: Sequence[str]) -> tuple[list[ImageFile], list[str]]:
     """Files named, image files below folders (recursively) and glob matches, sorted per source;
     and one message for each source that gave nothing."""
-    files: list[ImageFile] = []
     problems: list[str] = []
+    return list(iter_images(sources, problems)), problems
+
+
+def iter_images(sources: Iterable[str], problems: list[str]) -> Iterator[ImageFile]:
+    """``find_images`` lazily: folders are walked one directory at a time, in sorted path order,
+    and a message for each source that gave nothing is appended to ``problems``."""
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found = _images_below(path, problems)
-            files.extend(ImageFile(p, p.relative_to(path)) for p in found)
+            found = False
+            for file in _walk_images(path, problems):
+                found = True
+                yield ImageFile(file, file.relative_to(path))
             if not found:
                 problems.append(f"{path}: no image files in this folder")
         elif path.exists():
-            files.append(ImageFile(path, Path(path.name)))
+            yield ImageFile(path, Path(path.name))
         elif glob.has_magic(source):
             matches = sorted(Path(p) for p in glob.glob(source, recursive=True))
-            files.extend(ImageFile(p, Path(p.name)) for p in matches if p.is_file())
+            yield from (ImageFile(p, Path(p.name)) for p in matches if p.is_file())
             if not matches:
                 problems.append(f"{source}: no file matches this pattern")
         else:
             problems.append(f"{source}: no such file or folder")
-    return files, problems
 
 
-def _images_below(folder: Path, problems: list[str]) -> list[Path]:
-    """Image files below ``folder``, sorted; a sub-folder that cannot be read adds a problem."""
+def _walk_images(folder: Path, problems: list[str]) -> Iterator[Path]:
+    """Image files below ``folder``, each folder's entries in name order; symbolic links to
+    folders are not followed, and a folder that cannot be read adds a message to ``problems``."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda entry: entry.name)
+    except OSError as exc:
+        problems.append(f"{folder}: cannot read folder ({(exc.strerror or '').lower()})")
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_images(Path(entry.path), problems)
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+            yield Path(entry.path)
 
-    def unreadable(exc: OSError) -> None:
-        problems.append(f"{exc.filename}: cannot read folder ({(exc.strerror or '').lower()})")
 
-    found = [
-        Path(root) / name
-        for root, _, names in os.walk(folder, onerror=unreadable)
-        for name in names
-        if Path(name).suffix.lower() in IMAGE_EXTENSIONS and (Path(root) / name).is_file()
-    ]
-    return sorted(found)
+class OutputNames:
+    """Output paths in ``folder`` named like the inputs: a name given before, or of a file that
+    exists (an input, an earlier output), gets ``-2``, ``-3``, ... before the extension."""
 
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.taken: set[Path] = set()
 
-def annotated_names(files: Sequence[ImageFile], folder: Path) -> list[Path]:
-    """One output path in ``folder`` per file, by its name; names that repeat, or that would
-    land on one of the input files, get ``-2``, ``-3``, ... before the extension."""
-    inputs = {file.path.resolve() for file in files}
-    taken: set[Path] = set()
-    names = []
-    for file in files:
-        out, number = folder / file.name, 1
-        while out in taken or out.resolve() in inputs:
+    def __call__(self, file: ImageFile) -> Path:
+        out, number = self.folder / file.name, 1
+        while out in self.taken or out.exists():
             number += 1
-            out = folder / file.name.with_name(f"{file.name.stem}-{number}{file.name.suffix}")
-        taken.add(out)
-        names.append(out)
-    return names
+            out = self.folder / file.name.with_name(f"{file.name.stem}-{number}{file.name.suffix}")
+        self.taken.add(out)
+        return out
 
 
 def predict_files(
-    recognizer: Recognizer, files: Sequence[ImageFile], *, batch_size: int = 64
+    recognizer: Recognizer, files: Iterable[ImageFile], *, batch_size: int = 64
 ) -> Iterator[FileOutcome]:
     """One outcome per file, in order; files are decoded in chunks of at most ``batch_size`` files
     and about 64 MP, whose faces share model batches."""

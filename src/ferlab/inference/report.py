@@ -36,13 +36,30 @@ def csv_rows(path: str, faces: list[FaceResult], classes: list[str]) -> list[lis
     """One row per face (box columns empty for whole-image predictions); none without faces.
     Faces with valence and arousal get them as the last two cells."""
     rows = []
+    for values in face_values(path, faces, classes):
+        box, detection, label, score = values[2:6], values[6], values[7], values[8]
+        rows.append(
+            [
+                *values[:2],
+                *("" if x is None else x for x in box),
+                "" if detection is None else f"{detection:.3f}",
+                label,
+                f"{score:.4f}",
+                *(f"{p:.4f}" for p in values[9:]),
+            ]
+        )
+    return rows
+
+
+def face_values(path: str, faces: list[FaceResult], classes: list[str]) -> list[list[Any]]:
+    """``csv_rows`` unformatted: numbers as they are, None for an empty cell."""
+    rows = []
     for number, face in enumerate(faces, start=1):
-        box = list(face.box) if face.box is not None else ["", "", "", ""]
-        detection = "" if face.detection_score is None else f"{face.detection_score:.3f}"
-        probs = [f"{face.probs[name]:.4f}" for name in classes]
+        box = list(face.box) if face.box is not None else [None] * 4
+        probs = [face.probs[name] for name in classes]
         if face.valence is not None and face.arousal is not None:
-            probs += [f"{face.valence:.4f}", f"{face.arousal:.4f}"]
-        rows.append([path, number, *box, detection, face.label, f"{face.score:.4f}", *probs])
+            probs += [face.valence, face.arousal]
+        rows.append([path, number, *box, face.detection_score, face.label, face.score, *probs])
     return rows
 
 

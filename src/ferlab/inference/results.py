@@ -38,6 +38,20 @@ class FaceResult:
             record.update(valence=self.valence, arousal=self.arousal)
         return record
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> FaceResult:
+        """The face that ``to_dict`` gave ``record``."""
+        box = record["box"]
+        return cls(
+            box=None if box is None else (box[0], box[1], box[2], box[3]),
+            label=record["label"],
+            score=record["score"],
+            probs=dict(record["probs"]),
+            detection_score=record["detection_score"],
+            valence=record.get("valence"),
+            arousal=record.get("arousal"),
+        )
+
 
 @dataclass
 class Explanation:

@@ -402,6 +402,9 @@ def _finish(
     history: list[dict[str, Any]],
     started: float,
 ) -> TrainResult:
+    # The processes of other nodes chose a folder name of their own (numbered when rank 0 had
+    # made its folder first) and wrote nothing there: all report rank 0's.
+    run_dir = Path(trainer.strategy.broadcast(str(run_dir)))
     model_file = run_dir / MODEL_FILE
     epochs_completed = trainer.current_epoch
     best = checkpoint.best_model_score
