@@ -34,6 +34,11 @@ def upload(data: bytes, name: str = "photo.png", kind: str = "image/png") -> dic
     return {"file": (name, data, kind)}
 
 
+def local_client(app: FastAPI, host: str = "127.0.0.1:8000") -> TestClient:
+    """A client whose requests name ``host``, as a browser on this machine would."""
+    return TestClient(app, base_url=f"http://{host}")
+
+
 @pytest.fixture(scope="module")
 def astronaut(photos: Path) -> bytes:
     return (photos / "astronaut.png").read_bytes()
@@ -50,9 +55,15 @@ def service(pattern_run: Path) -> ModelService:
 
 
 @pytest.fixture(scope="module")
+def onnx_only(pattern_run: Path) -> ModelService:
+    return ModelService.load(cached_onnx(pattern_run / "model.pt"))
+
+
+@pytest.fixture(scope="module")
 def client(service: ModelService) -> Iterator[TestClient]:
-    app = create_app(service, ServerSettings(max_upload_bytes=2**20, timeout_s=60, api_key=None))
-    with TestClient(app) as test_client:
+    settings = ServerSettings(max_upload_bytes=2**20, timeout_s=60, api_key=None, explain_queue=8)
+    app = create_app(service, settings)
+    with local_client(app) as test_client:
         yield test_client
 
 
@@ -61,7 +72,7 @@ def test_health_models_docs_and_offline_page(client: TestClient, pattern_run: Pa
     (model,) = client.get("/v1/models").json()["models"]
     assert model["classes"] == sorted(PATTERN_CLASSES)
     assert model["name"] == "baseline_cnn"
-    assert model["ref"] == str(pattern_run)
+    assert model["ref"] == pattern_run.name
     assert (model["runtime"], model["explain"]) == ("torch", True)
     spec = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/explain", "/v1/models", "/healthz"} <= set(spec["paths"])
@@ -133,7 +144,7 @@ def test_explain_returns_a_png_overlay(
 
 def test_oversize_uploads_get_413(service: ModelService, astronaut: bytes) -> None:
     app = create_app(service, ServerSettings(max_upload_bytes=100_000, api_key=None))
-    with TestClient(app) as client:
+    with local_client(app) as client:
         response = client.post("/v1/predict", files=upload(astronaut))
         assert response.status_code == 413
         assert response.json() == {"error": "upload too large: the limit is 100000 bytes"}
@@ -170,26 +181,118 @@ def test_empty_missing_and_broken_uploads(client: TestClient, astronaut: bytes) 
     assert (not_found.status_code, not_found.json()) == (404, {"error": "Not Found"})
 
 
-def test_api_key_from_the_environment(
+def test_api_key_from_the_environment_or_settings(
     service: ModelService, blank: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(API_KEY_ENV, "s3cret")
-    with TestClient(create_app(service)) as client:
-        for headers in ({}, {"X-API-Key": "wrong"}):
-            response = client.get("/v1/models", headers=headers)
-            assert response.status_code == 401
-            assert response.json() == {"error": "missing or wrong API key (header X-API-Key)"}
-            assert client.post("/v1/predict", files=upload(blank)).status_code == 401
-        assert client.get("/v1/models", headers={"X-API-Key": "s3cret"}).status_code == 200
-        ok = client.post("/v1/predict", files=upload(blank), headers={"X-API-Key": "s3cret"})
-        assert ok.status_code == 200
-        assert client.get("/healthz").status_code == 200
-        assert client.get("/").status_code == 200
+    refused = {"error": "missing or wrong API key (header X-API-Key or Authorization: Bearer)"}
+    for app in (create_app(service), create_app(service, ServerSettings(api_key="s3cret"))):
+        with local_client(app) as client:
+            for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+                response = client.get("/v1/models", headers=headers)
+                assert (response.status_code, response.json()) == (401, refused)
+                assert client.post("/v1/predict", files=upload(blank)).status_code == 401
+            for headers in ({"X-API-Key": "s3cret"}, {"Authorization": "Bearer s3cret"}):
+                assert client.get("/v1/models", headers=headers).status_code == 200
+                ok = client.post("/v1/predict", files=upload(blank), headers=headers)
+                assert ok.status_code == 200
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/").status_code == 200
+    monkeypatch.delenv(API_KEY_ENV)
+    with local_client(create_app(service)) as client:
+        assert client.get("/v1/models").status_code == 200
+
+
+def test_foreign_hosts_and_origins_are_refused(service: ModelService, blank: bytes) -> None:
+    app = create_app(service, ServerSettings(api_key=None))
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"):
+        with local_client(app, host) as client:
+            assert client.get("/v1/models").status_code == 200, host
+            same_site = {"Origin": f"http://{host}"}  # the page this server sent
+            posted = client.post("/v1/predict", files=upload(blank), headers=same_site)
+            assert posted.status_code == 200, host
+    for host in ("evil.example:8000", "rebound.example", "192.168.1.7:8000", "[bad"):
+        with local_client(app, host) as client:
+            for path in ("/v1/models", "/healthz", "/"):
+                response = client.get(path)
+                assert response.status_code == 403, (host, path)
+                assert (
+                    "is not a name of this server (see --allow-origin)" in response.json()["error"]
+                )
+    with local_client(app) as client:
+        for origin in ("http://evil.example", "null", "http://127.0.0.1:9999"):
+            response = client.post("/v1/predict", files=upload(blank), headers={"Origin": origin})
+            assert response.status_code == 403, origin
+            assert response.json() == {"error": f"origin '{origin}' may not call this server"}
+            assert client.get("/v1/models", headers={"Origin": origin}).status_code == 403
+
+    allowed = ServerSettings(api_key=None, allow_origins=("https://app.example",))
+    with local_client(create_app(service, allowed)) as client:
+        headers = {"Origin": "https://app.example"}
+        response = client.post("/v1/predict", files=upload(blank), headers=headers)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        preflight = client.options(
+            "/v1/predict",
+            headers={
+                **headers,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-api-key",
+            },
+        )
+        assert preflight.status_code == 200
+        assert "x-api-key" in preflight.headers["access-control-allow-headers"].lower()
+        assert (
+            client.get("/v1/models", headers={"Origin": "https://evil.example"}).status_code == 403
+        )
+    with local_client(create_app(service, allowed), "app.example") as client:
+        assert client.get("/v1/models").status_code == 200
+
+    anywhere = ServerSettings(api_key=None, host="0.0.0.0")
+    for host, status in [("192.168.1.7:8000", 200), ("[fe80::1]", 200), ("evil.example", 403)]:
+        with local_client(create_app(service, anywhere), host) as client:
+            assert client.get("/v1/models").status_code == status, host
+
+
+def test_no_response_reveals_a_server_path(
+    service: ModelService,
+    onnx_only: ModelService,
+    pattern_run: Path,
+    astronaut: bytes,
+    blank: bytes,
+) -> None:
+    onnx_file = cached_onnx(pattern_run / "model.pt")
+    folders = {str(pattern_run.parent), str(pattern_run.resolve().parent), str(onnx_file.parent)}
+    requests = [
+        ("GET", "/v1/models", None),
+        ("GET", "/openapi.json", None),
+        ("GET", "/docs", None),
+        ("GET", "/", None),
+        ("GET", "/nothing", None),
+        ("POST", "/v1/predict", upload(astronaut)),
+        ("POST", "/v1/predict", upload(astronaut[:5000])),
+        ("POST", "/v1/predict", upload(b"text")),
+        ("POST", "/v1/explain", upload(astronaut)),
+        ("POST", "/v1/explain?face=3", upload(astronaut)),
+        ("POST", "/v1/explain", upload(blank)),
+        ("POST", "/v1/explain", upload(astronaut)),
+    ]
+    for served in (service, onnx_only):
+        settings = ServerSettings(api_key=None, max_upload_bytes=2**20)
+        with local_client(create_app(served, settings)) as client:
+            for method, url, files in requests:
+                response = client.request(method, url, files=files)
+                seen = response.content + str(response.headers).encode()
+                assert not any(folder.encode() in seen for folder in folders), (url, seen[:300])
+    assert response.json() == {  # the last one: explained by onnx_only
+        "error": "this server's model has no heatmaps: "
+        f"{onnx_file.name}: heatmaps need the PyTorch model file, not an ONNX export"
+    }
 
 
 def test_requests_past_the_time_limit_get_504(service: ModelService, blank: bytes) -> None:
     app = create_app(service, ServerSettings(timeout_s=0.3, api_key=None))
-    with TestClient(app) as client:
+    with local_client(app) as client:
         with service.lock:  # the model is busy with another request
             response = client.post("/v1/predict", files=upload(blank))
         assert response.status_code == 504
@@ -229,15 +332,14 @@ def test_concurrent_requests_match_sequential_ones(
 
 
 def test_onnx_runtime_serves_predictions_and_heatmaps_need_torch(
-    pattern_run: Path, astronaut: bytes
+    pattern_run: Path, onnx_only: ModelService, astronaut: bytes
 ) -> None:
     served = ModelService.load(pattern_run, backend="onnx")
     assert (served.describe()["runtime"], served.describe()["explain"]) == ("onnxruntime", True)
-    onnx_only = ModelService.load(cached_onnx(pattern_run / "model.pt"))
     assert onnx_only.describe()["explain"] is False
     (want,) = Recognizer.load(pattern_run).predict(astronaut)
     for service in (served, onnx_only):
-        with TestClient(create_app(service, ServerSettings(api_key=None))) as client:
+        with local_client(create_app(service, ServerSettings(api_key=None))) as client:
             (face,) = client.post("/v1/predict", files=upload(astronaut)).json()["faces"]
             assert face["label"] == want.label
             assert face["probs"] == pytest.approx(want.probs, abs=1e-4)
