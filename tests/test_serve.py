@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import io
+import json
 import re
+import threading
+import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
+from starlette.types import Message
 
 from conftest import PATTERN_CLASSES
+from ferlab.apps.limits import MemoryBudget, MemoryFull
 from ferlab.apps.server import API_KEY_ENV, STATIC, ServerSettings, create_app
 from ferlab.apps.service import ModelService
-from ferlab.apps.uploads import sniff_image_type
+from ferlab.apps.uploads import BodyLimit, sniff_image_type
 from ferlab.cli import main
 from ferlab.inference import Recognizer
+from ferlab.inference.explain import Explanation
+from ferlab.inference.images import decode_cost, load_image
 from ferlab.inference.onnx_export import cached_onnx
+from ferlab.inference.recognizer import FaceResult
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -376,6 +386,145 @@ def test_serve_binds_loopback_by_default(
     assert (calls[1]["host"], calls[1]["port"]) == ("0.0.0.0", 9001)
     assert calls[1]["app"].state.settings.max_upload_bytes == 2 * 2**20
     assert "without an API key" in capsys.readouterr().err
+    flags = ["--api-key", "k3y", "--allow-origin", "https://App.example/", "--explain-timeout", "9"]
+    assert main([*argv, *flags]) == 0
+    settings = calls[2]["app"].state.settings
+    assert (settings.api_key, settings.host) == ("k3y", "0.0.0.0")
+    assert (settings.allow_origins, settings.explain_timeout_s) == (("https://app.example",), 9)
+    assert capsys.readouterr().err == ""
     assert main(["serve", "--model", str(pattern_run / "nope")]) == 2
     assert "no such run folder or model file" in capsys.readouterr().err
-    assert len(calls) == 2
+    for origin in ("app.example", "ftp://app.example", "https://app.example/path", "http://:80"):
+        assert main(["serve", "--model", str(pattern_run), "--allow-origin", origin]) == 2
+        assert f"ferlab: error: --allow-origin '{origin}': " in capsys.readouterr().err
+    assert len(calls) == 3
+
+
+def declared_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` but whose data is a 1x1 image's."""
+    data = bytearray(png_bytes(Image.new("RGB", (1, 1))))
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_large_images_decode_reduced_within_the_memory_budget(
+    service: ModelService, astronaut: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shapes: list[tuple[int, ...]] = []
+    predict = service.predict
+
+    def recorded(image: np.ndarray, **kwargs: Any) -> list[FaceResult]:
+        shapes.append(image.shape)
+        return predict(image, **kwargs)
+
+    monkeypatch.setattr(service, "predict", recorded)
+    big = io.BytesIO()
+    Image.new("L", (6000, 4000), 90).save(big, format="PNG")  # 24 MP in 25 KB
+    with local_client(create_app(service, ServerSettings(api_key=None))) as client:
+        full = client.post("/v1/predict", files=upload(astronaut)).json()
+        response = client.post("/v1/predict", files=upload(big.getvalue()))
+        assert response.status_code == 200, response.text
+        assert (response.json()["width"], response.json()["height"]) == (6000, 4000)
+        assert shapes[-2:] == [(512, 512, 3), (2731, 4096, 3)]
+        for width, height in [(9000, 9000), (80_001, 1000)]:
+            bomb = client.post("/v1/predict", files=upload(declared_png(width, height)))
+            assert bomb.status_code == 413
+            assert (
+                bomb.json()["error"] == f"image too large: {width}x{height} is over the 80 MP limit"
+            )
+    reduced = ServerSettings(api_key=None, max_side=200, decode_budget_bytes=2**22)
+    with local_client(create_app(service, reduced)) as client:
+        response = client.post("/v1/predict", files=upload(astronaut)).json()
+        assert shapes[-1] == (200, 200, 3)
+        assert (response["width"], response["height"]) == (512, 512)  # boxes in the upload's pixels
+        (face,), (want,) = response["faces"], full["faces"]
+        assert face["label"] == want["label"]
+        assert np.abs(np.subtract(face["box"], want["box"])).max() <= 8
+        refused = client.post("/v1/predict", files=upload(big.getvalue()))
+        assert refused.status_code == 413
+        assert refused.json()["error"] == (
+            "image too large: decoding 6000x4000 takes about 23 MiB, over the 4 MiB budget"
+        )
+
+
+def test_reduced_decoding_keeps_colours_and_uses_the_jpeg_scale() -> None:
+    palette = Image.new("P", (3000, 1000))
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.paste(1, (1500, 0, 3000, 1000))  # left red, right blue
+    image = load_image(png_bytes(palette), max_side=300)
+    assert image.shape == (100, 300, 3)
+    assert image[50, 10].tolist() == [255, 0, 0] and image[50, 290].tolist() == [0, 0, 255]
+    jpeg = io.BytesIO()
+    Image.new("RGB", (4000, 2000), (0, 128, 0)).save(jpeg, format="JPEG")
+    small, full = (decode_cost(jpeg.getvalue(), max_side=side) for side in (500, None))
+    assert small.size == full.size == (4000, 2000)
+    assert small.peak_bytes < full.peak_bytes / 20  # decoded at 1/8 scale, not in full
+    assert load_image(jpeg.getvalue(), max_side=500).shape == (250, 500, 3)
+
+
+def test_heatmaps_run_one_at_a_time_beside_predictions(
+    service: ModelService, astronaut: bytes, blank: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow_explain(image: np.ndarray, **kwargs: Any) -> tuple[Explanation, int]:
+        started.set()
+        release.wait(timeout=30)
+        return Explanation(1, "happy", 0.5, None, np.zeros((4, 4, 3), np.uint8)), 1
+
+    monkeypatch.setattr(service, "explain", slow_explain)
+    with local_client(create_app(service, ServerSettings(api_key=None))) as client:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(client.post, "/v1/explain?method=scorecam", files=upload(astronaut))
+            assert started.wait(timeout=30)
+            busy = client.post("/v1/explain", files=upload(astronaut))
+            assert busy.status_code == 429
+            assert busy.json() == {
+                "error": "too many heatmap jobs asked for at once: try again later"
+            }
+            assert client.post("/v1/predict", files=upload(blank)).status_code == 200
+            release.set()
+            assert first.result().status_code == 200
+        assert client.post("/v1/explain", files=upload(astronaut)).status_code == 200
+
+
+def test_memory_budget_waits_refuses_and_shrinks() -> None:
+    budget = MemoryBudget(100)
+    with budget.hold(60, timeout=1) as shrink:
+        with pytest.raises(TimeoutError), budget.hold(50, timeout=0.05):
+            pass
+        waiter = threading.Thread(target=lambda: budget.hold(50, timeout=5).__enter__())
+        waiter.start()
+        time.sleep(0.05)
+        with pytest.raises(MemoryFull), budget.hold(60, timeout=1):
+            pass  # 50 bytes already wait: 60 more would wait behind more than the budget
+        shrink(10)
+        waiter.join(timeout=5)
+        assert not waiter.is_alive()  # 10 + 50 fit once shrunk
+    with pytest.raises(ValueError, match="101 bytes asked of a 100-byte budget"):
+        budget.hold(101, timeout=1).__enter__()
+
+
+def test_slow_uploads_get_408() -> None:
+    sent: list[Message] = []
+
+    async def trickle() -> Message:
+        if not sent:
+            sent.append({"type": "started"})
+            return {"type": "http.request", "body": b"x", "more_body": True}
+        await anyio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    async def record(message: Message) -> None:
+        sent.append(message)
+
+    async def never_called(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the application saw a partial body")
+
+    limit = BodyLimit(never_called, max_bytes=100, max_seconds=0.2)
+    anyio.run(limit, {"type": "http", "headers": []}, trickle, record)
+    assert sent[1]["status"] == 408
+    assert json.loads(sent[2]["body"]) == {
+        "error": "upload too slow: the body did not arrive within 0.2 s"
+    }

@@ -19,16 +19,26 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" el
 _TRIM_AFTER = 64 * 2**20  # bytes held by one image after which free memory is handed back
 
 
-class QueueFull(Exception):
+class Busy(Exception):
+    """Too much asked at once: the request should come back later."""
+
+
+class QueueFull(Busy):
     """A :class:`JobQueue` already holds as many jobs as it takes."""
 
 
+class MemoryFull(Busy):
+    """A :class:`MemoryBudget` already has a whole budget's worth of requests waiting."""
+
+
 class MemoryBudget:
-    """Bytes that requests may hold at once for decoded images; a request waits for its share."""
+    """Bytes that requests may hold at once for decoded images. A request waits for its share;
+    one that would wait behind a whole budget's worth of others is refused (MemoryFull)."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self._free = total
+        self._waiting = 0
         self._changed = threading.Condition()
 
     @contextmanager
@@ -39,10 +49,16 @@ class MemoryBudget:
             raise ValueError(f"{nbytes} bytes asked of a {self.total}-byte budget")
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self._free < nbytes:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._changed.wait(left):
-                    raise TimeoutError("no memory to decode the image within the time limit")
+            if self._free < nbytes and self._waiting + nbytes > self.total:
+                raise MemoryFull("too many large images are being decoded: try again later")
+            self._waiting += nbytes
+            try:
+                while self._free < nbytes:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._changed.wait(left):
+                        raise TimeoutError("no memory to decode the image within the time limit")
+            finally:
+                self._waiting -= nbytes
             self._free -= nbytes
         held = nbytes
 
@@ -77,7 +93,7 @@ class JobQueue:
     def submit(self, job: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """``job(*args)`` queued; its slot frees when it ends or is cancelled before it starts."""
         if not self._slots.acquire(blocking=False):
-            raise QueueFull
+            raise QueueFull(f"too many {self.name} jobs asked for at once: try again later")
         with self._lock:
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(

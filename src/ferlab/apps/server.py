@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferlab import __version__
 from ferlab.apps.guard import HostOriginGuard
-from ferlab.apps.limits import JobQueue, MemoryBudget, QueueFull
+from ferlab.apps.limits import Busy, JobQueue, MemoryBudget, release_free_memory
 from ferlab.apps.service import ModelService
 from ferlab.apps.uploads import IMAGE_TYPES, BodyLimit, sniff_image_type
 from ferlab.errors import ConfigError, DataError, ModelError
@@ -100,22 +100,24 @@ class ServerSettings:
     ``host`` is the address the server is bound to: requests must name it, a loopback name or
     one of ``allow_origins`` in their Host header, and may come from no other web page's origin.
     Decoded uploads share ``decode_budget_bytes``; sides over ``max_side`` are decoded reduced.
-    Heatmaps run one at a time, ``explain_queue`` more may wait: others get 429."""
+    Heatmaps run one at a time (``explain_queue`` more may wait, others get 429) and may take
+    ``explain_timeout_s``; other requests ``timeout_s``, their upload included."""
 
     max_upload_bytes: int = 10 * 2**20
     timeout_s: float = 30.0
+    explain_timeout_s: float = 120.0
     api_key: str | None = field(default_factory=lambda: os.environ.get(API_KEY_ENV) or None)
     host: str = "127.0.0.1"
     allow_origins: tuple[str, ...] = ()
     max_side: int = 4096
     decode_budget_bytes: int = 2**30
-    explain_queue: int = 1
+    explain_queue: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1 or self.timeout_s <= 0:
+        if self.max_upload_bytes < 1 or min(self.timeout_s, self.explain_timeout_s) <= 0:
             raise ConfigError(
-                f"need max_upload_bytes >= 1 and timeout_s > 0, "
-                f"got {self.max_upload_bytes} and {self.timeout_s}"
+                f"need max_upload_bytes >= 1 and timeouts > 0, got {self.max_upload_bytes}, "
+                f"{self.timeout_s} and {self.explain_timeout_s}"
             )
         if self.max_side < 1 or self.decode_budget_bytes < 1 or self.explain_queue < 0:
             raise ConfigError(
@@ -135,7 +137,7 @@ def create_app(
         model if isinstance(model, ModelService) else ModelService.load(model, backend=backend)
     )
     settings = settings or ServerSettings()
-    explainer = JobQueue(settings.explain_queue, "ferlab-explain")
+    explainer = JobQueue(settings.explain_queue, "heatmap")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -222,7 +224,14 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
         data = await _image_bytes(file)
         upload = _Upload(data, settings, budget)
         explained, count, png = await _in_thread(
-            settings.timeout_s, explainer, _explain_job, service, upload, face, method, target_class
+            settings.explain_timeout_s,
+            explainer,
+            _explain_job,
+            service,
+            upload,
+            face,
+            method,
+            target_class,
         )
         headers = {
             "X-Label": explained.label,
@@ -298,8 +307,8 @@ async def _in_thread(
                 return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
             queued: Future[T] = queue.submit(call)
             return await asyncio.wrap_future(queued)
-    except QueueFull:
-        raise HTTPException(429, "too many heatmaps asked for at once: try again later") from None
+    except Busy as exc:
+        raise HTTPException(429, str(exc)) from None
     except TimeoutError:
         raise HTTPException(504, f"the request took longer than {timeout:g} s") from None
 
@@ -370,14 +379,17 @@ def _explain_job(
     *,
     deadline: float,
 ) -> tuple[Explanation, int, bytes]:
-    with upload.decoded(deadline) as (image, _):
-        explained, count = service.explain(
-            image,
-            face=face,
-            method=method,
-            target_class=target_class,
-            timeout=deadline - time.monotonic(),
-        )
+    try:
+        with upload.decoded(deadline) as (image, _):
+            explained, count = service.explain(
+                image,
+                face=face,
+                method=method,
+                target_class=target_class,
+                timeout=deadline - time.monotonic(),
+            )
+    finally:
+        release_free_memory()  # ScoreCAM's hundreds of MB of masked copies
     buffer = io.BytesIO()
     Image.fromarray(explained.overlay).save(buffer, format="PNG")
     return explained, count, buffer.getvalue()

@@ -54,6 +54,13 @@ def add_parser(commands: Any) -> None:
         metavar="S",
         help="seconds a request may take before it gets 504 (default: 30)",
     )
+    parser.add_argument(
+        "--explain-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="the same for /v1/explain, which runs one heatmap at a time (default: 120)",
+    )
     parser.set_defaults(handler=_run_serve)
 
 
@@ -68,6 +75,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         max_upload_bytes=round(args.max_upload_mb * 2**20),
         timeout_s=args.timeout,
+        explain_timeout_s=args.explain_timeout,
         host=args.host,
         allow_origins=tuple(parse_origin(origin) for origin in args.allow_origin),
         **({"api_key": args.api_key} if args.api_key else {}),
