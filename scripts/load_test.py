@@ -6,13 +6,13 @@ when any request failed).
     python scripts/load_test.py --url http://127.0.0.1:8000 [--api-key KEY]
     python scripts/load_test.py --model default --hostile [--bombs 16] [--explains 3]
 
---hostile: while --clients post the photo to /v1/predict, first --bombs clients at once post a
-PNG of 8900x8900 pixels that compresses to about 230 KB and --slow clients trickle uploads
-slower than the server's time limit; then --explains clients ask for ScoreCAM heatmaps for
---seconds. It prints the server's peak and final memory (VmHWM and VmRSS from /proc; Linux), the
-/v1/predict latency in each phase and the answers by status; exit code 1 for any answer but 200
-and the intended 408, 413 and 429. Loopback only: the server it starts, or --url on 127.0.0.1
-with --server-pid for its memory.
+--hostile: while --clients post the photo to /v1/predict (one request every --interval s each),
+first --bombs clients at once post a PNG of 8900x8900 pixels that compresses to about 230 KB and
+--slow clients trickle the photo over --slow-seconds (40, past the server's 30 s limit); then
+--explains clients ask for ScoreCAM heatmaps for --seconds. It prints the server's peak and
+final memory (VmHWM and VmRSS from /proc; Linux), the /v1/predict latency in each phase and the
+answers by status; exit code 1 for any answer but 200 and the intended 408, 413 and 429.
+Loopback only: the server it starts, or --url on 127.0.0.1 with --server-pid for its memory.
 
 Without --url it starts `ferlab serve` on a free loopback port in a subprocess and stops it after.
 Needs httpx (pip install -e '.[test]').
