@@ -7,7 +7,7 @@ elsewhere). Errors are JSON ``{"error": "..."}`` with a 4xx status (504 past the
 
 Under load: uploads decode within a memory budget that all requests share, large images decoded
 reduced (their boxes given back in the upload's pixels); heatmaps run one at a time on a thread of
-their own, and requests beyond a short queue of them get 429, so predictions keep their pace.
+their own, with 429 to those asked for meanwhile, so predictions keep their pace.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ _ERROR_STATUS: dict[type[Exception], int] = {
 }
 _PREDICT_EXAMPLE: dict[str, Any] = {  # runs/demo on the astronaut photo
     "example": {
-        "model": "default",
+        "model": "demo",
         "width": 512,
         "height": 512,
         "faces": [
@@ -220,7 +220,7 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
     ) -> Response:
         """Grad-CAM heatmap over one face crop, as PNG; headers ``X-Label``, ``X-Score``,
         ``X-Face`` and ``X-Faces`` (faces in the image) describe it. Heatmaps are made one at a
-        time; 429 when too many are already waiting."""
+        time: 429 while one is being made (and the queue, if any, is full)."""
         data = await _image_bytes(file)
         upload = _Upload(data, settings, budget)
         explained, count, png = await _in_thread(
