@@ -491,17 +491,29 @@ def test_heatmaps_run_one_at_a_time_beside_predictions(
 
 def test_memory_budget_waits_refuses_and_shrinks() -> None:
     budget = MemoryBudget(100)
+    granted = threading.Event()
+
+    def take_50() -> None:
+        with budget.hold(50, timeout=5):
+            granted.set()
+
     with budget.hold(60, timeout=1) as shrink:
         with pytest.raises(TimeoutError), budget.hold(50, timeout=0.05):
             pass
-        waiter = threading.Thread(target=lambda: budget.hold(50, timeout=5).__enter__())
+        waiter = threading.Thread(target=take_50)
         waiter.start()
-        time.sleep(0.05)
+        for _ in range(500):  # until the waiter waits
+            if budget._waiting:
+                break
+            time.sleep(0.01)
         with pytest.raises(MemoryFull), budget.hold(60, timeout=1):
             pass  # 50 bytes already wait: 60 more would wait behind more than the budget
+        assert not granted.is_set()
         shrink(10)
+        assert granted.wait(timeout=5)  # 10 + 50 fit once shrunk
         waiter.join(timeout=5)
-        assert not waiter.is_alive()  # 10 + 50 fit once shrunk
+    with budget.hold(100, timeout=0):  # everything handed back
+        pass
     with pytest.raises(ValueError, match="101 bytes asked of a 100-byte budget"):
         budget.hold(101, timeout=1).__enter__()
 
