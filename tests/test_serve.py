@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import io
+import json
 import re
+import threading
+import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
+from starlette.types import Message
 
 from conftest import PATTERN_CLASSES
+from ferlab.apps.limits import MemoryBudget, MemoryFull
 from ferlab.apps.server import API_KEY_ENV, STATIC, ServerSettings, create_app
 from ferlab.apps.service import ModelService
-from ferlab.apps.uploads import sniff_image_type
+from ferlab.apps.uploads import BodyLimit, sniff_image_type
 from ferlab.cli import main
 from ferlab.inference import Recognizer
+from ferlab.inference.explain import Explanation
+from ferlab.inference.images import decode_cost, load_image
 from ferlab.inference.onnx_export import cached_onnx
+from ferlab.inference.recognizer import FaceResult
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -32,6 +42,11 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def upload(data: bytes, name: str = "photo.png", kind: str = "image/png") -> dict[str, Any]:
     return {"file": (name, data, kind)}
+
+
+def local_client(app: FastAPI, host: str = "127.0.0.1:8000") -> TestClient:
+    """A client whose requests name ``host``, as a browser on this machine would."""
+    return TestClient(app, base_url=f"http://{host}")
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +65,15 @@ def service(pattern_run: Path) -> ModelService:
 
 
 @pytest.fixture(scope="module")
+def onnx_only(pattern_run: Path) -> ModelService:
+    return ModelService.load(cached_onnx(pattern_run / "model.pt"))
+
+
+@pytest.fixture(scope="module")
 def client(service: ModelService) -> Iterator[TestClient]:
-    app = create_app(service, ServerSettings(max_upload_bytes=2**20, timeout_s=60, api_key=None))
-    with TestClient(app) as test_client:
+    settings = ServerSettings(max_upload_bytes=2**20, timeout_s=60, api_key=None, explain_queue=8)
+    app = create_app(service, settings)
+    with local_client(app) as test_client:
         yield test_client
 
 
@@ -61,7 +82,7 @@ def test_health_models_docs_and_offline_page(client: TestClient, pattern_run: Pa
     (model,) = client.get("/v1/models").json()["models"]
     assert model["classes"] == sorted(PATTERN_CLASSES)
     assert model["name"] == "baseline_cnn"
-    assert model["ref"] == str(pattern_run)
+    assert model["ref"] == pattern_run.name
     assert (model["runtime"], model["explain"]) == ("torch", True)
     spec = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/explain", "/v1/models", "/healthz"} <= set(spec["paths"])
@@ -133,7 +154,7 @@ def test_explain_returns_a_png_overlay(
 
 def test_oversize_uploads_get_413(service: ModelService, astronaut: bytes) -> None:
     app = create_app(service, ServerSettings(max_upload_bytes=100_000, api_key=None))
-    with TestClient(app) as client:
+    with local_client(app) as client:
         response = client.post("/v1/predict", files=upload(astronaut))
         assert response.status_code == 413
         assert response.json() == {"error": "upload too large: the limit is 100000 bytes"}
@@ -170,26 +191,118 @@ def test_empty_missing_and_broken_uploads(client: TestClient, astronaut: bytes) 
     assert (not_found.status_code, not_found.json()) == (404, {"error": "Not Found"})
 
 
-def test_api_key_from_the_environment(
+def test_api_key_from_the_environment_or_settings(
     service: ModelService, blank: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(API_KEY_ENV, "s3cret")
-    with TestClient(create_app(service)) as client:
-        for headers in ({}, {"X-API-Key": "wrong"}):
-            response = client.get("/v1/models", headers=headers)
-            assert response.status_code == 401
-            assert response.json() == {"error": "missing or wrong API key (header X-API-Key)"}
-            assert client.post("/v1/predict", files=upload(blank)).status_code == 401
-        assert client.get("/v1/models", headers={"X-API-Key": "s3cret"}).status_code == 200
-        ok = client.post("/v1/predict", files=upload(blank), headers={"X-API-Key": "s3cret"})
-        assert ok.status_code == 200
-        assert client.get("/healthz").status_code == 200
-        assert client.get("/").status_code == 200
+    refused = {"error": "missing or wrong API key (header X-API-Key or Authorization: Bearer)"}
+    for app in (create_app(service), create_app(service, ServerSettings(api_key="s3cret"))):
+        with local_client(app) as client:
+            for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+                response = client.get("/v1/models", headers=headers)
+                assert (response.status_code, response.json()) == (401, refused)
+                assert client.post("/v1/predict", files=upload(blank)).status_code == 401
+            for headers in ({"X-API-Key": "s3cret"}, {"Authorization": "Bearer s3cret"}):
+                assert client.get("/v1/models", headers=headers).status_code == 200
+                ok = client.post("/v1/predict", files=upload(blank), headers=headers)
+                assert ok.status_code == 200
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/").status_code == 200
+    monkeypatch.delenv(API_KEY_ENV)
+    with local_client(create_app(service)) as client:
+        assert client.get("/v1/models").status_code == 200
+
+
+def test_foreign_hosts_and_origins_are_refused(service: ModelService, blank: bytes) -> None:
+    app = create_app(service, ServerSettings(api_key=None))
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"):
+        with local_client(app, host) as client:
+            assert client.get("/v1/models").status_code == 200, host
+            same_site = {"Origin": f"http://{host}"}  # the page this server sent
+            posted = client.post("/v1/predict", files=upload(blank), headers=same_site)
+            assert posted.status_code == 200, host
+    for host in ("evil.example:8000", "rebound.example", "192.168.1.7:8000", "[bad"):
+        with local_client(app, host) as client:
+            for path in ("/v1/models", "/healthz", "/"):
+                response = client.get(path)
+                assert response.status_code == 403, (host, path)
+                assert (
+                    "is not a name of this server (see --allow-origin)" in response.json()["error"]
+                )
+    with local_client(app) as client:
+        for origin in ("http://evil.example", "null", "http://127.0.0.1:9999"):
+            response = client.post("/v1/predict", files=upload(blank), headers={"Origin": origin})
+            assert response.status_code == 403, origin
+            assert response.json() == {"error": f"origin '{origin}' may not call this server"}
+            assert client.get("/v1/models", headers={"Origin": origin}).status_code == 403
+
+    allowed = ServerSettings(api_key=None, allow_origins=("https://app.example",))
+    with local_client(create_app(service, allowed)) as client:
+        headers = {"Origin": "https://app.example"}
+        response = client.post("/v1/predict", files=upload(blank), headers=headers)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        preflight = client.options(
+            "/v1/predict",
+            headers={
+                **headers,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-api-key",
+            },
+        )
+        assert preflight.status_code == 200
+        assert "x-api-key" in preflight.headers["access-control-allow-headers"].lower()
+        assert (
+            client.get("/v1/models", headers={"Origin": "https://evil.example"}).status_code == 403
+        )
+    with local_client(create_app(service, allowed), "app.example") as client:
+        assert client.get("/v1/models").status_code == 200
+
+    anywhere = ServerSettings(api_key=None, host="0.0.0.0")
+    for host, status in [("192.168.1.7:8000", 200), ("[fe80::1]", 200), ("evil.example", 403)]:
+        with local_client(create_app(service, anywhere), host) as client:
+            assert client.get("/v1/models").status_code == status, host
+
+
+def test_no_response_reveals_a_server_path(
+    service: ModelService,
+    onnx_only: ModelService,
+    pattern_run: Path,
+    astronaut: bytes,
+    blank: bytes,
+) -> None:
+    onnx_file = cached_onnx(pattern_run / "model.pt")
+    folders = {str(pattern_run.parent), str(pattern_run.resolve().parent), str(onnx_file.parent)}
+    requests = [
+        ("GET", "/v1/models", None),
+        ("GET", "/openapi.json", None),
+        ("GET", "/docs", None),
+        ("GET", "/", None),
+        ("GET", "/nothing", None),
+        ("POST", "/v1/predict", upload(astronaut)),
+        ("POST", "/v1/predict", upload(astronaut[:5000])),
+        ("POST", "/v1/predict", upload(b"text")),
+        ("POST", "/v1/explain", upload(astronaut)),
+        ("POST", "/v1/explain?face=3", upload(astronaut)),
+        ("POST", "/v1/explain", upload(blank)),
+        ("POST", "/v1/explain", upload(astronaut)),
+    ]
+    for served in (service, onnx_only):
+        settings = ServerSettings(api_key=None, max_upload_bytes=2**20)
+        with local_client(create_app(served, settings)) as client:
+            for method, url, files in requests:
+                response = client.request(method, url, files=files)
+                seen = response.content + str(response.headers).encode()
+                assert not any(folder.encode() in seen for folder in folders), (url, seen[:300])
+    assert response.json() == {  # the last one: explained by onnx_only
+        "error": "this server's model has no heatmaps: "
+        f"{onnx_file.name}: heatmaps need the PyTorch model file, not an ONNX export"
+    }
 
 
 def test_requests_past_the_time_limit_get_504(service: ModelService, blank: bytes) -> None:
     app = create_app(service, ServerSettings(timeout_s=0.3, api_key=None))
-    with TestClient(app) as client:
+    with local_client(app) as client:
         with service.lock:  # the model is busy with another request
             response = client.post("/v1/predict", files=upload(blank))
         assert response.status_code == 504
@@ -229,15 +342,14 @@ def test_concurrent_requests_match_sequential_ones(
 
 
 def test_onnx_runtime_serves_predictions_and_heatmaps_need_torch(
-    pattern_run: Path, astronaut: bytes
+    pattern_run: Path, onnx_only: ModelService, astronaut: bytes
 ) -> None:
     served = ModelService.load(pattern_run, backend="onnx")
     assert (served.describe()["runtime"], served.describe()["explain"]) == ("onnxruntime", True)
-    onnx_only = ModelService.load(cached_onnx(pattern_run / "model.pt"))
     assert onnx_only.describe()["explain"] is False
     (want,) = Recognizer.load(pattern_run).predict(astronaut)
     for service in (served, onnx_only):
-        with TestClient(create_app(service, ServerSettings(api_key=None))) as client:
+        with local_client(create_app(service, ServerSettings(api_key=None))) as client:
             (face,) = client.post("/v1/predict", files=upload(astronaut)).json()["faces"]
             assert face["label"] == want.label
             assert face["probs"] == pytest.approx(want.probs, abs=1e-4)
@@ -274,6 +386,157 @@ def test_serve_binds_loopback_by_default(
     assert (calls[1]["host"], calls[1]["port"]) == ("0.0.0.0", 9001)
     assert calls[1]["app"].state.settings.max_upload_bytes == 2 * 2**20
     assert "without an API key" in capsys.readouterr().err
+    flags = ["--api-key", "k3y", "--allow-origin", "https://App.example/", "--explain-timeout", "9"]
+    assert main([*argv, *flags]) == 0
+    settings = calls[2]["app"].state.settings
+    assert (settings.api_key, settings.host) == ("k3y", "0.0.0.0")
+    assert (settings.allow_origins, settings.explain_timeout_s) == (("https://app.example",), 9)
+    assert capsys.readouterr().err == ""
     assert main(["serve", "--model", str(pattern_run / "nope")]) == 2
     assert "no such run folder or model file" in capsys.readouterr().err
-    assert len(calls) == 2
+    for origin in ("app.example", "ftp://app.example", "https://app.example/path", "http://:80"):
+        assert main(["serve", "--model", str(pattern_run), "--allow-origin", origin]) == 2
+        assert f"ferlab: error: --allow-origin '{origin}': " in capsys.readouterr().err
+    assert len(calls) == 3
+
+
+def declared_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` but whose data is a 1x1 image's."""
+    data = bytearray(png_bytes(Image.new("RGB", (1, 1))))
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_large_images_decode_reduced_within_the_memory_budget(
+    service: ModelService, astronaut: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shapes: list[tuple[int, ...]] = []
+    predict = service.predict
+
+    def recorded(image: np.ndarray, **kwargs: Any) -> list[FaceResult]:
+        shapes.append(image.shape)
+        return predict(image, **kwargs)
+
+    monkeypatch.setattr(service, "predict", recorded)
+    big = io.BytesIO()
+    Image.new("L", (6000, 4000), 90).save(big, format="PNG")  # 24 MP in 25 KB
+    with local_client(create_app(service, ServerSettings(api_key=None))) as client:
+        full = client.post("/v1/predict", files=upload(astronaut)).json()
+        response = client.post("/v1/predict", files=upload(big.getvalue()))
+        assert response.status_code == 200, response.text
+        assert (response.json()["width"], response.json()["height"]) == (6000, 4000)
+        assert shapes[-2:] == [(512, 512, 3), (2731, 4096, 3)]
+        for width, height in [(9000, 9000), (80_001, 1000)]:
+            bomb = client.post("/v1/predict", files=upload(declared_png(width, height)))
+            assert bomb.status_code == 413
+            assert (
+                bomb.json()["error"] == f"image too large: {width}x{height} is over the 80 MP limit"
+            )
+    reduced = ServerSettings(api_key=None, max_side=200, decode_budget_bytes=2**22)
+    with local_client(create_app(service, reduced)) as client:
+        response = client.post("/v1/predict", files=upload(astronaut)).json()
+        assert shapes[-1] == (200, 200, 3)
+        assert (response["width"], response["height"]) == (512, 512)  # boxes in the upload's pixels
+        (face,), (want,) = response["faces"], full["faces"]
+        assert face["label"] == want["label"]
+        assert np.abs(np.subtract(face["box"], want["box"])).max() <= 8
+        refused = client.post("/v1/predict", files=upload(big.getvalue()))
+        assert refused.status_code == 413
+        assert refused.json()["error"] == (
+            "image too large: decoding 6000x4000 takes about 23 MiB, over the 4 MiB budget"
+        )
+
+
+def test_reduced_decoding_keeps_colours_and_uses_the_jpeg_scale() -> None:
+    palette = Image.new("P", (3000, 1000))
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.paste(1, (1500, 0, 3000, 1000))  # left red, right blue
+    image = load_image(png_bytes(palette), max_side=300)
+    assert image.shape == (100, 300, 3)
+    assert image[50, 10].tolist() == [255, 0, 0] and image[50, 290].tolist() == [0, 0, 255]
+    jpeg = io.BytesIO()
+    Image.new("RGB", (4000, 2000), (0, 128, 0)).save(jpeg, format="JPEG")
+    small, full = (decode_cost(jpeg.getvalue(), max_side=side) for side in (500, None))
+    assert small.size == full.size == (4000, 2000)
+    assert small.peak_bytes < full.peak_bytes / 20  # decoded at 1/8 scale, not in full
+    assert load_image(jpeg.getvalue(), max_side=500).shape == (250, 500, 3)
+
+
+def test_heatmaps_run_one_at_a_time_beside_predictions(
+    service: ModelService, astronaut: bytes, blank: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow_explain(image: np.ndarray, **kwargs: Any) -> tuple[Explanation, int]:
+        started.set()
+        release.wait(timeout=30)
+        return Explanation(1, "happy", 0.5, None, np.zeros((4, 4, 3), np.uint8)), 1
+
+    monkeypatch.setattr(service, "explain", slow_explain)
+    with local_client(create_app(service, ServerSettings(api_key=None))) as client:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(client.post, "/v1/explain?method=scorecam", files=upload(astronaut))
+            assert started.wait(timeout=30)
+            busy = client.post("/v1/explain", files=upload(astronaut))
+            assert busy.status_code == 429
+            assert busy.json() == {
+                "error": "too many heatmap jobs asked for at once: try again later"
+            }
+            assert client.post("/v1/predict", files=upload(blank)).status_code == 200
+            release.set()
+            assert first.result().status_code == 200
+        assert client.post("/v1/explain", files=upload(astronaut)).status_code == 200
+
+
+def test_memory_budget_waits_refuses_and_shrinks() -> None:
+    budget = MemoryBudget(100)
+    granted = threading.Event()
+
+    def take_50() -> None:
+        with budget.hold(50, timeout=5):
+            granted.set()
+
+    with budget.hold(60, timeout=1) as shrink:
+        with pytest.raises(TimeoutError), budget.hold(50, timeout=0.05):
+            pass
+        waiter = threading.Thread(target=take_50)
+        waiter.start()
+        for _ in range(500):  # until the waiter waits
+            if budget._waiting:
+                break
+            time.sleep(0.01)
+        with pytest.raises(MemoryFull), budget.hold(60, timeout=1):
+            pass  # 50 bytes already wait: 60 more would wait behind more than the budget
+        assert not granted.is_set()
+        shrink(10)
+        assert granted.wait(timeout=5)  # 10 + 50 fit once shrunk
+        waiter.join(timeout=5)
+    with budget.hold(100, timeout=0):  # everything handed back
+        pass
+    with pytest.raises(ValueError, match="101 bytes asked of a 100-byte budget"):
+        budget.hold(101, timeout=1).__enter__()
+
+
+def test_slow_uploads_get_408() -> None:
+    sent: list[Message] = []
+
+    async def trickle() -> Message:
+        if not sent:
+            sent.append({"type": "started"})
+            return {"type": "http.request", "body": b"x", "more_body": True}
+        await anyio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    async def record(message: Message) -> None:
+        sent.append(message)
+
+    async def never_called(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the application saw a partial body")
+
+    limit = BodyLimit(never_called, max_bytes=100, max_seconds=0.2)
+    anyio.run(limit, {"type": "http", "headers": []}, trickle, record)
+    assert sent[1]["status"] == 408
+    assert json.loads(sent[2]["body"]) == {
+        "error": "upload too slow: the body did not arrive within 0.2 s"
+    }

@@ -4,16 +4,24 @@
 ``POST /v1/explain``, ``GET /v1/models``, ``GET /healthz``, the web page at ``/`` and the
 OpenAPI docs at ``/docs`` (Swagger UI served locally, like the page: nothing is fetched from
 elsewhere). Errors are JSON ``{"error": "..."}`` with a 4xx status (504 past the time limit).
+
+Under load: uploads decode within a memory budget that all requests share, large images decoded
+reduced (their boxes given back in the upload's pixels); heatmaps run one at a time on a thread of
+their own, with 429 to those asked for meanwhile, so predictions keep their pace.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
 import hmac
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -23,18 +31,21 @@ import numpy as np
 import swagger_ui_bundle
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferlab import __version__
+from ferlab.apps.guard import HostOriginGuard
+from ferlab.apps.limits import Busy, JobQueue, MemoryBudget, release_free_memory
 from ferlab.apps.service import ModelService
 from ferlab.apps.uploads import IMAGE_TYPES, BodyLimit, sniff_image_type
 from ferlab.errors import ConfigError, DataError, ModelError
-from ferlab.inference.images import load_image, source_name
+from ferlab.inference.images import MAX_PIXELS, decode_cost, load_image, source_name
 from ferlab.inference.results import Explanation, FaceResult
 
 API_KEY_ENV = "FERLAB_API_KEY"
@@ -51,7 +62,7 @@ _ERROR_STATUS: dict[type[Exception], int] = {
 }
 _PREDICT_EXAMPLE: dict[str, Any] = {  # runs/demo on the astronaut photo
     "example": {
-        "model": "runs/demo",
+        "model": "demo",
         "width": 512,
         "height": 512,
         "faces": [
@@ -77,22 +88,40 @@ _PREDICT_EXAMPLE: dict[str, Any] = {  # runs/demo on the astronaut photo
 T = TypeVar("T")
 ImageUpload = Annotated[UploadFile, File(description=f"an image file ({', '.join(IMAGE_TYPES)})")]
 _KEY_HEADER = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+_BEARER = HTTPBearer(auto_error=False)
+_HELD_COPIES = 3  # a decoded image's array, and the copies a heatmap makes of it
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     """Limits of the service. ``api_key`` (default: ``$FERLAB_API_KEY``), when set, is required
-    in the ``X-API-Key`` header of every ``/v1`` request."""
+    in the ``X-API-Key`` header (or ``Authorization: Bearer``) of every ``/v1`` request.
+    ``host`` is the address the server is bound to: requests must name it, a loopback name or
+    one of ``allow_origins`` in their Host header, and may come from no other web page's origin.
+    Decoded uploads share ``decode_budget_bytes``; sides over ``max_side`` are decoded reduced.
+    Heatmaps run one at a time (``explain_queue`` more may wait, others get 429) and may take
+    ``explain_timeout_s``; other requests ``timeout_s``, their upload included."""
 
     max_upload_bytes: int = 10 * 2**20
     timeout_s: float = 30.0
+    explain_timeout_s: float = 120.0
     api_key: str | None = field(default_factory=lambda: os.environ.get(API_KEY_ENV) or None)
+    host: str = "127.0.0.1"
+    allow_origins: tuple[str, ...] = ()
+    max_side: int = 4096
+    decode_budget_bytes: int = 2**30
+    explain_queue: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1 or self.timeout_s <= 0:
+        if self.max_upload_bytes < 1 or min(self.timeout_s, self.explain_timeout_s) <= 0:
             raise ConfigError(
-                f"need max_upload_bytes >= 1 and timeout_s > 0, "
-                f"got {self.max_upload_bytes} and {self.timeout_s}"
+                f"need max_upload_bytes >= 1 and timeouts > 0, got {self.max_upload_bytes}, "
+                f"{self.timeout_s} and {self.explain_timeout_s}"
+            )
+        if self.max_side < 1 or self.decode_budget_bytes < 1 or self.explain_queue < 0:
+            raise ConfigError(
+                f"need max_side >= 1, decode_budget_bytes >= 1 and explain_queue >= 0, got "
+                f"{self.max_side}, {self.decode_budget_bytes} and {self.explain_queue}"
             )
 
 
@@ -107,29 +136,49 @@ def create_app(
         model if isinstance(model, ModelService) else ModelService.load(model, backend=backend)
     )
     settings = settings or ServerSettings()
+    explainer = JobQueue(settings.explain_queue, "heatmap")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        explainer.close()
+
     app = FastAPI(
         title="ferlab",
         version=__version__,
         summary="Facial expression recognition: faces, expressions and Grad-CAM heatmaps.",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.service = service
     app.state.settings = settings
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_upload_bytes, max_seconds=settings.timeout_s
+    )
+    if settings.allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allow_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=[API_KEY_HEADER, "Authorization"],
+            expose_headers=["X-Label", "X-Score", "X-Face", "X-Faces"],
+        )
+    app.add_middleware(HostOriginGuard, host=settings.host, allow_origins=settings.allow_origins)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     for kind in _ERROR_STATUS:
         app.add_exception_handler(kind, _ferlab_error)
-    app.include_router(_api(service, settings))
+    app.include_router(_api(service, settings, explainer))
     app.include_router(_pages(app))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_bundle.swagger_ui_path)))
     return app
 
 
-def _api(service: ModelService, settings: ServerSettings) -> APIRouter:
+def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -> APIRouter:
     api = APIRouter(prefix="/v1", dependencies=[Depends(_key_check(settings.api_key))])
+    budget = MemoryBudget(settings.decode_budget_bytes)
 
     @api.get("/models")
     def models() -> dict[str, Any]:
@@ -142,9 +191,11 @@ def _api(service: ModelService, settings: ServerSettings) -> APIRouter:
         model has them, valence and arousal; ``faces`` is empty when none is found."""
         data = await _image_bytes(file)
         started = time.perf_counter()
-        (height, width), faces = await _in_thread(settings.timeout_s, _predict_job, service, data)
+        (width, height), faces = await _in_thread(
+            settings.timeout_s, None, _predict_job, service, _Upload(data, settings, budget)
+        )
         return {
-            "model": service.ref,
+            "model": service.name,
             "width": width,
             "height": height,
             "faces": [face.to_dict() for face in faces],
@@ -167,10 +218,19 @@ def _api(service: ModelService, settings: ServerSettings) -> APIRouter:
         ] = None,
     ) -> Response:
         """Grad-CAM heatmap over one face crop, as PNG; headers ``X-Label``, ``X-Score``,
-        ``X-Face`` and ``X-Faces`` (faces in the image) describe it."""
+        ``X-Face`` and ``X-Faces`` (faces in the image) describe it. Heatmaps are made one at a
+        time: 429 while one is being made (and the queue, if any, is full)."""
         data = await _image_bytes(file)
+        upload = _Upload(data, settings, budget)
         explained, count, png = await _in_thread(
-            settings.timeout_s, _explain_job, service, data, face, method, target_class
+            settings.explain_timeout_s,
+            explainer,
+            _explain_job,
+            service,
+            upload,
+            face,
+            method,
+            target_class,
         )
         headers = {
             "X-Label": explained.label,
@@ -208,12 +268,18 @@ def _pages(app: FastAPI) -> APIRouter:
     return pages
 
 
-def _key_check(expected: str | None) -> Callable[[str | None], None]:
-    def check(key: Annotated[str | None, Depends(_KEY_HEADER)]) -> None:
+def _key_check(expected: str | None) -> Callable[..., None]:
+    def check(
+        key: Annotated[str | None, Depends(_KEY_HEADER)],
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> None:
         if expected is None:
             return
-        if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
-            raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
+        given = key if key is not None else bearer.credentials if bearer is not None else ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(
+                401, f"missing or wrong API key (header {API_KEY_HEADER} or Authorization: Bearer)"
+            )
 
     return check
 
@@ -227,48 +293,102 @@ async def _image_bytes(file: UploadFile) -> bytes:
     return data
 
 
-async def _in_thread(timeout: float, job: Callable[..., T], *args: Any) -> T:
-    """``job(*args, deadline=...)`` in a worker thread, abandoned (504) past ``timeout``."""
+async def _in_thread(
+    timeout: float, queue: JobQueue | None, job: Callable[..., T], *args: Any
+) -> T:
+    """``job(*args, deadline=...)`` in a worker thread (or on ``queue``: 429 when it is full),
+    abandoned (504) past ``timeout``."""
     deadline = time.monotonic() + timeout
     call = functools.partial(job, *args, deadline=deadline)
     try:
         with anyio.fail_after(timeout):
-            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+            if queue is None:
+                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+            queued: Future[T] = queue.submit(call)
+            return await asyncio.wrap_future(queued)
+    except Busy as exc:
+        raise HTTPException(429, str(exc)) from None
     except TimeoutError:
         raise HTTPException(504, f"the request took longer than {timeout:g} s") from None
 
 
-def _decode(data: bytes) -> np.ndarray:
+@dataclass(frozen=True)
+class _Upload:
+    data: bytes
+    settings: ServerSettings
+    budget: MemoryBudget
+
+    @contextmanager
+    def decoded(self, deadline: float) -> Iterator[tuple[np.ndarray, float]]:
+        """The image, reduced to ``max_side``, and the factor it was reduced by, while it holds
+        its share of the memory budget; 413 for images that cannot have one."""
+        with _as_upload():
+            cost = decode_cost(self.data, max_side=self.settings.max_side)
+        (width, height), budget = cost.size, self.budget.total
+        if width * height > MAX_PIXELS:
+            raise HTTPException(
+                413, f"image too large: {width}x{height} is over the {MAX_PIXELS / 1e6:g} MP limit"
+            )
+        if cost.peak_bytes > budget:
+            raise HTTPException(
+                413,
+                f"image too large: decoding {width}x{height} takes about "
+                f"{cost.peak_bytes / 2**20:.0f} MiB, over the {budget / 2**20:.0f} MiB budget",
+            )
+        with self.budget.hold(cost.peak_bytes, timeout=deadline - time.monotonic()) as shrink:
+            with _as_upload():
+                image = load_image(self.data, max_side=self.settings.max_side)
+            shrink(_HELD_COPIES * image.nbytes)
+            yield image, max(width, height) / max(image.shape[:2])
+
+
+@contextmanager
+def _as_upload() -> Iterator[None]:
+    """Decoding errors name the upload."""
     try:
-        return load_image(data)
+        yield
     except DataError as exc:
-        raise DataError(f"upload: {str(exc).removeprefix(source_name(data) + ': ')}") from None
+        raise DataError(f"upload: {str(exc).removeprefix(source_name(b'') + ': ')}") from None
 
 
 def _predict_job(
-    service: ModelService, data: bytes, *, deadline: float
+    service: ModelService, upload: _Upload, *, deadline: float
 ) -> tuple[tuple[int, int], list[FaceResult]]:
-    image = _decode(data)
-    return image.shape[:2], service.predict(image, timeout=deadline - time.monotonic())
+    with upload.decoded(deadline) as (image, scale):
+        faces = service.predict(image, timeout=deadline - time.monotonic())
+    height, width = (round(side * scale) for side in image.shape[:2])
+    if scale != 1:
+        faces = [_rescaled(face, scale, width, height) for face in faces]
+    return (width, height), faces
+
+
+def _rescaled(face: FaceResult, scale: float, width: int, height: int) -> FaceResult:
+    if face.box is None:
+        return face
+    x1, y1, x2, y2 = (round(value * scale) for value in face.box)
+    return dataclasses.replace(face, box=(x1, y1, min(x2, width), min(y2, height)))
 
 
 def _explain_job(
     service: ModelService,
-    data: bytes,
+    upload: _Upload,
     face: int,
     method: str,
     target_class: str | None,
     *,
     deadline: float,
 ) -> tuple[Explanation, int, bytes]:
-    image = _decode(data)
-    explained, count = service.explain(
-        image,
-        face=face,
-        method=method,
-        target_class=target_class,
-        timeout=deadline - time.monotonic(),
-    )
+    try:
+        with upload.decoded(deadline) as (image, _):
+            explained, count = service.explain(
+                image,
+                face=face,
+                method=method,
+                target_class=target_class,
+                timeout=deadline - time.monotonic(),
+            )
+    finally:
+        release_free_memory()  # ScoreCAM's hundreds of MB of masked copies
     buffer = io.BytesIO()
     Image.fromarray(explained.overlay).save(buffer, format="PNG")
     return explained, count, buffer.getvalue()

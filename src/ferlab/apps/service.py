@@ -27,41 +27,43 @@ if TYPE_CHECKING:
 
 
 class ModelService:
-    """A recognizer and, where the model is a PyTorch file, the same model for Grad-CAM."""
+    """A recognizer and, where the model has a PyTorch file, a copy of it for Grad-CAM;
+    ``name`` is how responses refer to the model: "default" or its file or run folder's name."""
 
     def __init__(
-        self, ref: str, recognizer: Recognizer, bundle: ModelBundle | None, why_no_explain: str
+        self, name: str, recognizer: Recognizer, bundle: ModelBundle | None, why_no_explain: str
     ) -> None:
-        self.ref = ref
+        self.name = name
         self.recognizer = recognizer
         self.bundle = bundle
         self.why_no_explain = why_no_explain
         self.lock = threading.Lock()
+        self.explain_lock = threading.Lock()
 
     @classmethod
     def load(cls, ref: str | Path = "default", *, backend: str = "auto") -> ModelService:
         """Load ``ref`` once, on ``backend`` as :func:`open_classifier` picks it; heatmaps run on
-        the same PyTorch weights, or on the PyTorch model file beside an ONNX runtime."""
-        from ferlab.inference.backends import TorchClassifier, open_classifier
+        a second copy of the PyTorch model file (the one beside an ONNX export)."""
+        from ferlab.inference.backends import open_classifier
         from ferlab.inference.explain import load_explainable
         from ferlab.inference.recognizer import Recognizer
+        from ferlab.models.artifact import resolve_model_file
 
         classifier = open_classifier(ref, backend)
+        file = resolve_model_file(ref)
+        name = "default" if str(ref) == "default" else Path(ref).name
         bundle, why = None, ""
-        if isinstance(classifier, TorchClassifier):
-            bundle = classifier.bundle
-        else:
-            try:
-                bundle = load_explainable(ref)
-            except ModelError as exc:
-                why = str(exc)
-        return cls(str(ref), Recognizer(classifier), bundle, why)
+        try:
+            bundle = load_explainable(ref)
+        except ModelError as exc:
+            why = str(exc).replace(str(file), file.name)
+        return cls(name, Recognizer(classifier), bundle, why)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/models`` reports about the model."""
         classifier = self.recognizer.classifier
         return {
-            "ref": self.ref,
+            "ref": self.name,
             "name": classifier.name,
             "classes": list(classifier.classes),
             "runtime": classifier.runtime,
@@ -71,7 +73,7 @@ class ModelService:
 
     def predict(self, image_rgb: np.ndarray, *, timeout: float) -> list[FaceResult]:
         """The faces in an RGB uint8 image, left to right."""
-        with self._model(timeout):
+        with _taken(self.lock, timeout):
             return self.recognizer.predict(image_rgb, rgb=True)
 
     def explain(
@@ -88,7 +90,7 @@ class ModelService:
             raise ModelError(f"this server's model has no heatmaps: {self.why_no_explain}")
         from ferlab.inference.explain import explain_image
 
-        with self._model(timeout):
+        with _taken(self.explain_lock, timeout):
             found = explain_image(
                 self.bundle, Image.fromarray(image_rgb), method=method, target_class=target_class
             )
@@ -98,11 +100,12 @@ class ModelService:
             raise DataError(f"face {face} asked for, the image has {len(found)}")
         return found[face - 1], len(found)
 
-    @contextmanager
-    def _model(self, timeout: float) -> Iterator[None]:
-        if not self.lock.acquire(timeout=max(0.0, timeout)):
-            raise TimeoutError("the model stayed busy past the request's time limit")
-        try:
-            yield
-        finally:
-            self.lock.release()
+
+@contextmanager
+def _taken(lock: threading.Lock, timeout: float) -> Iterator[None]:
+    if timeout <= 0 or not lock.acquire(timeout=timeout):
+        raise TimeoutError("the model stayed busy past the request's time limit")
+    try:
+        yield
+    finally:
+        lock.release()

@@ -1,10 +1,11 @@
-"""Upload checks for the web service: a request-body size limit and image types told by content."""
+"""Upload checks for the web service: request-body size and time limits, and image types told by
+content."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _SIGNATURES = (  # (offset, magic bytes, type)
@@ -31,11 +32,13 @@ def sniff_image_type(data: bytes) -> str | None:
 
 class BodyLimit:
     """ASGI middleware: answers 413 to a request whose body (declared or streamed) exceeds
-    ``max_bytes``, before the application sees it; smaller bodies are passed on whole."""
+    ``max_bytes``, and 408 to one whose body takes longer than ``max_seconds`` to arrive, before
+    the application sees it; other bodies are passed on whole."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_seconds: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,16 +49,21 @@ class BodyLimit:
             await self._refuse(send)
             return
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._refuse(send)
-                return
-            if not message.get("more_body", False):
-                break
+        with anyio.move_on_after(self.max_seconds) as arrival:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                if len(body) > self.max_bytes:
+                    await self._refuse(send)
+                    return
+                if not message.get("more_body", False):
+                    break
+        if arrival.cancelled_caught:
+            late = f"upload too slow: the body did not arrive within {self.max_seconds:g} s"
+            await send_error(send, 408, late)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -70,11 +78,12 @@ class BodyLimit:
     async def _refuse(self, send: Send) -> None:
         mib = self.max_bytes / 2**20
         limit = f"{mib:.3g} MiB" if mib >= 1 else f"{self.max_bytes} bytes"
-        await _send_json(send, 413, {"error": f"upload too large: the limit is {limit}"})
+        await send_error(send, 413, f"upload too large: the limit is {limit}")
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
-    body = json.dumps(payload).encode()
+async def send_error(send: Send, status: int, message: str) -> None:
+    """Answer ``{"error": message}`` with ``status`` from ASGI middleware."""
+    body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

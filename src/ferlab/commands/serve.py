@@ -17,8 +17,10 @@ def add_parser(commands: Any) -> None:
         "serve",
         help="web service and page: predictions, heatmaps, webcam",
         description="Serve POST /v1/predict, POST /v1/explain, GET /v1/models, GET /healthz, the "
-        "web page at / and the API docs at /docs. Set FERLAB_API_KEY to require that key in the "
-        "X-API-Key header of every /v1 request.",
+        "web page at / and the API docs at /docs. With --api-key (or FERLAB_API_KEY) every /v1 "
+        "request needs that key in the X-API-Key header or as Authorization: Bearer. Requests "
+        "naming another host than the bound address or localhost, and requests from other web "
+        "pages' origins, get 403 unless --allow-origin names them.",
     )
     parser.add_argument(
         "--host",
@@ -27,6 +29,19 @@ def add_parser(commands: Any) -> None:
         help="address to bind (default: 127.0.0.1, this machine)",
     )
     parser.add_argument("--port", type=int, default=8000, metavar="N", help="default: 8000")
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require this key on /v1 requests (default: $FERLAB_API_KEY; none when unset)",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin, http(s)://HOST[:PORT], whose pages may call the API (its host is "
+        "then also accepted in the Host header); repeatable",
+    )
     add_model_options(parser)
     parser.add_argument(
         "--max-upload-mb",
@@ -42,23 +57,36 @@ def add_parser(commands: Any) -> None:
         metavar="S",
         help="seconds a request may take before it gets 504 (default: 30)",
     )
+    parser.add_argument(
+        "--explain-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="the same for /v1/explain, which runs one heatmap at a time (default: 120)",
+    )
     parser.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ferlab.apps.guard import parse_origin
     from ferlab.apps.server import API_KEY_ENV, ServerSettings, create_app
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
     settings = ServerSettings(
-        max_upload_bytes=round(args.max_upload_mb * 2**20), timeout_s=args.timeout
+        max_upload_bytes=round(args.max_upload_mb * 2**20),
+        timeout_s=args.timeout,
+        explain_timeout_s=args.explain_timeout,
+        host=args.host,
+        allow_origins=tuple(parse_origin(origin) for origin in args.allow_origin),
+        **({"api_key": args.api_key} if args.api_key else {}),
     )
     if args.host not in LOOPBACK and settings.api_key is None:
         print(
             f"ferlab: warning: listening on {args.host} without an API key "
-            f"(set {API_KEY_ENV} to require one)",
+            f"(use --api-key or set {API_KEY_ENV} to require one)",
             file=sys.stderr,
         )
     app = create_app(args.model, settings, backend=args.backend)

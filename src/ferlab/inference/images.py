@@ -5,6 +5,8 @@ taken as OpenCV images, (H, W) gray or (H, W, 3|4) **BGR**/BGRA, unless ``rgb=Tr
 (scaled by 1/257) and floats in [0, 1] are accepted. Decoded files get their EXIF rotation applied;
 16-bit, CMYK, palette, gray and alpha images become plain RGB (alpha composited onto white). Files
 over ``max_pixels`` are refused before decoding (decompression bombs), as are truncated files.
+Files with a side over ``max_side`` are decoded reduced: JPEG at a smaller DCT scale, others shrunk
+right after decoding; :func:`decode_cost` tells from the header how much memory that takes.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from ferlab.errors import DataError
 
@@ -24,6 +29,20 @@ ImageSource: TypeAlias = str | os.PathLike | bytes | BinaryIO | Image.Image | np
 MAX_PIXELS = 80_000_000
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv")
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+# Modes PIL cannot shrink (or would average palette indices in) are converted first.
+_SHRUNK_AS = {"1": "L", "PA": "RGBA", **{mode: "I" for mode in _WIDE_MODES[1:5]}}
+# Bytes per output pixel held at once after decoding: the shrunk image and its copies (EXIF
+# rotation, RGB conversion: 4 bytes a pixel each in PIL) and the array (3); measured 12.8.
+_AFTER_DECODE_BYTES = 16
+
+
+@dataclass(frozen=True)
+class DecodeCost:
+    """An encoded image's ``size`` (width, height, as stored) and about the most memory, in
+    bytes, that decoding it with :func:`load_image` takes at once."""
+
+    size: tuple[int, int]
+    peak_bytes: int
 
 
 def source_name(source: ImageSource) -> str:
@@ -40,9 +59,14 @@ def source_name(source: ImageSource) -> str:
 
 
 def load_image(
-    source: ImageSource, *, rgb: bool = False, max_pixels: int = MAX_PIXELS
+    source: ImageSource,
+    *,
+    rgb: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    max_side: int | None = None,
 ) -> np.ndarray:
-    """Decode or convert ``source`` to a contiguous RGB uint8 array (H, W, 3)."""
+    """Decode or convert ``source`` to a contiguous RGB uint8 array (H, W, 3); an encoded image
+    with a side over ``max_side`` comes back shrunk to fit it, its aspect ratio kept."""
     name = source_name(source)
     if isinstance(source, np.ndarray):
         return _from_array(source, rgb=rgb, name=name)
@@ -55,20 +79,40 @@ def load_image(
         )
     if isinstance(source, str | os.PathLike) and not Path(source).is_file():
         raise DataError(f"{name}: no such file")
-    try:
-        if isinstance(source, Image.Image):
+    if isinstance(source, Image.Image):
+        with _reading(name):
             return _to_rgb(source, name)
-        opened = io.BytesIO(source) if isinstance(source, bytes) else source
+    opened = io.BytesIO(source) if isinstance(source, bytes) else source
+    with _reading(name), Image.open(opened) as image:
+        if image.width * image.height > max_pixels:
+            raise DataError(
+                f"{name}: {image.width}x{image.height} image is over the "
+                f"{max_pixels / 1e6:g} MP limit (decompression bomb?)"
+            )
+        return _to_rgb(_decoded(image, max_side), name)
+
+
+def decode_cost(data: bytes, *, max_side: int | None = None) -> DecodeCost:
+    """What ``load_image(data, max_side=max_side)`` will take, read from the header alone."""
+    with _reading(source_name(data)), Image.open(io.BytesIO(data)) as image:
+        size, held, scale = image.size, _pixel_bytes(image.mode), 1.0
+        if max_side is not None and max(size) > max_side:
+            image.draft(None, (max_side, max_side))  # JPEG: the DCT scale thumbnail() picks
+            scale = min(1.0, max_side / max(image.size))
+            shrunk = _shrink_mode(image)
+            held += 0 if shrunk == image.mode else _pixel_bytes(shrunk)
+            held += 4 if "A" in ImageMode.getmode(shrunk).bands else 0  # premultiplied copy
+        decoded = image.width * image.height
+        return DecodeCost(size, round(decoded * (held + scale**2 * _AFTER_DECODE_BYTES)))
+
+
+@contextmanager
+def _reading(name: str) -> Iterator[None]:
+    """PIL's failures while opening or decoding ``name`` as one-line DataErrors."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(opened) as image:
-                if image.width * image.height > max_pixels:
-                    raise DataError(
-                        f"{name}: {image.width}x{image.height} image is over the "
-                        f"{max_pixels / 1e6:g} MP limit (decompression bomb?)"
-                    )
-                image.load()
-                return _to_rgb(image, name)
+            yield
     except UnidentifiedImageError:
         if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
             raise DataError(f"{name}: a video, not an image (use 'ferlab video')") from None
@@ -78,6 +122,30 @@ def load_image(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{name}: cannot read image ({reason})") from None
+
+
+def _decoded(image: Image.Image, max_side: int | None) -> Image.Image:
+    """``image`` decoded; shrunk to fit ``max_side`` while decoding (JPEG) or right after."""
+    if max_side is None or max(image.size) <= max_side:
+        image.load()
+        return image
+    if _shrink_mode(image) != image.mode:
+        image = image.convert(_shrink_mode(image))
+    image.thumbnail((max_side, max_side), Image.Resampling.BOX, reducing_gap=1.0)
+    return image
+
+
+def _shrink_mode(image: Image.Image) -> str:
+    """The mode ``image`` is shrunk in: its own, or one that PIL averages pixels in."""
+    if image.mode == "P":
+        return "RGBA" if "transparency" in image.info else "RGB"
+    return _SHRUNK_AS.get(image.mode, image.mode)
+
+
+def _pixel_bytes(mode: str) -> int:
+    """Bytes PIL stores a pixel of ``mode`` in (bands of 8 bits take 4 together)."""
+    described = ImageMode.getmode(mode)
+    return 4 if len(described.bands) > 1 else np.dtype(described.typestr).itemsize
 
 
 def _to_rgb(image: Image.Image, name: str) -> np.ndarray:
