@@ -138,3 +138,11 @@ def test_recognizer_applies_the_prior_on_both_runtimes(pattern_run: Path, tmp_pa
     for ref in (pattern_run, onnx_file):
         adjusted = Recognizer.load(ref, detect=False, tta="none", prior_tau=0.5).predict(face)[0]
         np.testing.assert_allclose(list(adjusted.probs.values()), expected, rtol=1e-3, atol=1e-5)
+
+
+def test_service_takes_the_prior_tau(pattern_run: Path) -> None:
+    from ferlab.apps.service import ModelService
+
+    service = ModelService.load(pattern_run, prior_tau=0.5)
+    assert service.recognizer.prior_tau == 0.5 and service.recognizer.prior is not None
+    assert ModelService.load(pattern_run).recognizer.prior is None

@@ -130,10 +130,14 @@ def create_app(
     settings: ServerSettings | None = None,
     *,
     backend: str = "auto",
+    prior_tau: float | None = None,
 ) -> FastAPI:
-    """The application; ``model``: a loaded service, or a model reference to load now."""
+    """The application; ``model``: a loaded service, or a model reference to load now (on
+    ``backend``, with ``prior_tau``: see ``Recognizer``)."""
     service = (
-        model if isinstance(model, ModelService) else ModelService.load(model, backend=backend)
+        model
+        if isinstance(model, ModelService)
+        else ModelService.load(model, backend=backend, prior_tau=prior_tau)
     )
     settings = settings or ServerSettings()
     explainer = JobQueue(settings.explain_queue, "heatmap")

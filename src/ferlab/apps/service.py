@@ -41,7 +41,9 @@ class ModelService:
         self.explain_lock = threading.Lock()
 
     @classmethod
-    def load(cls, ref: str | Path = "default", *, backend: str = "auto") -> ModelService:
+    def load(
+        cls, ref: str | Path = "default", *, backend: str = "auto", prior_tau: float | None = None
+    ) -> ModelService:
         """Load ``ref`` once, on ``backend`` as :func:`open_classifier` picks it; heatmaps run on
         a second copy of the PyTorch model file (the one beside an ONNX export)."""
         from ferlab.inference.backends import open_classifier
@@ -57,7 +59,7 @@ class ModelService:
             bundle = load_explainable(ref)
         except ModelError as exc:
             why = str(exc).replace(str(file), file.name)
-        return cls(name, Recognizer(classifier), bundle, why)
+        return cls(name, Recognizer(classifier, prior_tau=prior_tau), bundle, why)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/models`` reports about the model."""

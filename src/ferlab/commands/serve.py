@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ferlab.commands.prior_option import add_prior_tau_option
 from ferlab.commands.recognizer_options import add_model_options
 from ferlab.errors import ConfigError
 
@@ -43,6 +44,7 @@ def add_parser(commands: Any) -> None:
         "then also accepted in the Host header); repeatable",
     )
     add_model_options(parser)
+    add_prior_tau_option(parser)
     parser.add_argument(
         "--max-upload-mb",
         type=float,
@@ -89,6 +91,6 @@ def _run_serve(args: argparse.Namespace) -> int:
             f"(use --api-key or set {API_KEY_ENV} to require one)",
             file=sys.stderr,
         )
-    app = create_app(args.model, settings, backend=args.backend)
+    app = create_app(args.model, settings, backend=args.backend, prior_tau=args.prior_tau)
     uvicorn.run(app, host=args.host, port=args.port, timeout_keep_alive=5)
     return 0
