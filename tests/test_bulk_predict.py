@@ -141,6 +141,7 @@ class _LinearClassifier:
 
     def __init__(self) -> None:
         self.classes = list(PATTERN_CLASSES)
+        self.meta: dict[str, object] = {}
         self.weights = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
