@@ -174,3 +174,23 @@ def test_training_with_labels_learns_and_records_the_mode(tmp_path: Path, label_
     assert payload["meta"]["label_source"] == str(csv_path)
     assert len(payload["meta"]["class_prior"]) == 3
     assert "labels file" in str(result.data_note)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"balance": "loss"},
+        {"balance": "sampler", "label_smoothing": 0.2},
+        {"strategy": "progressive", "unfreeze_every": 1},
+        {"keep": "happy,sad"},
+    ],
+)
+def test_distribution_training_works_with_balancing_smoothing_strategies_and_classes(
+    tmp_path: Path, options: dict[str, object]
+) -> None:
+    root, csv_path = _votes_tree(tmp_path)
+    result = train(**quick_options(root, tmp_path / "runs", labels=str(csv_path), **options))
+    payload = torch.load(result.model_file, weights_only=True)
+    expected = ["happy", "sad"] if "keep" in options else ["happy", "sad", "surprise"]
+    assert payload["classes"] == expected
+    assert result.best_val_acc is not None and result.best_val_acc > 1 / len(expected)
