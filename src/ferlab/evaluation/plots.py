@@ -183,7 +183,20 @@ def sample_grid_plot(
     wrong_pick = rng.permutation(np.flatnonzero(~right))[: count // 2]
     right_pick = rng.permutation(np.flatnonzero(right))[: count - len(wrong_pick)]
     chosen = np.concatenate([right_pick, wrong_pick]).astype(int)
-    columns = 8
+    return _labelled_grid(images, chosen, labels, probs, classes)
+
+
+def _labelled_grid(
+    images: torch.Tensor,
+    chosen: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+) -> bytes:
+    """The ``chosen`` images, 8 a row, each titled with its true class and top probabilities
+    (green when the prediction is right, red when wrong)."""
+    right = probs.argmax(axis=1) == labels
+    columns = max(1, min(8, len(chosen)))
     rows = max(1, -(-len(chosen) // columns))
     figure = _figure(2 * columns, 2.5 * rows)
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
@@ -198,6 +211,14 @@ def sample_grid_plot(
             color=color,
         )
     return _png(figure)
+
+
+def confident_mistakes(labels: np.ndarray, probs: np.ndarray, count: int = 16) -> np.ndarray:
+    """Indices of the ``count`` wrong predictions made with the highest probability, most
+    confident first."""
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:count]
 
 
 def gradcam_plot(
@@ -277,6 +298,15 @@ def report_plots(
             sample_grid_plot(images, labels, probs, classes),
         )
     )
+    mistakes = confident_mistakes(labels, probs)
+    if len(mistakes):
+        figures.append(
+            Plot(
+                "mistakes",
+                "Most confident mistakes (true class, top probabilities)",
+                _labelled_grid(images, mistakes, labels, probs, classes),
+            )
+        )
     if isinstance(bundle, ModelBundle):
         figures.append(
             Plot(
