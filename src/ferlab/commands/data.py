@@ -40,6 +40,29 @@ def add_parser(commands: Any) -> None:
     _add_near_threshold(dedupe)
     dedupe.set_defaults(handler=_run_dedupe)
 
+    crop = actions.add_parser(
+        "crop-faces",
+        help="cut the faces out of photos, framed as inference frames them",
+        description="Detect the faces in every image of SRC (class folders in any split layout, "
+        "or a path,label manifest) and write square crops at the model's framing to DST at the "
+        "same relative paths (a manifest gets a copy in DST naming the crops). Files with no "
+        "face, several faces or a read error are listed in DST/crop-faces.csv. The detector "
+        "gives no eye landmarks, so crops are not aligned.",
+    )
+    crop.add_argument("src", help="class-folder tree or manifest")
+    crop.add_argument("dst", type=Path, help="new or empty folder for the crops")
+    crop.add_argument(
+        "--multi",
+        choices=("largest", "skip", "all"),
+        default="largest",
+        help="an image with several faces: crop the largest (default), skip it, or crop all "
+        "as <stem>_face<k>",
+    )
+    crop.add_argument(
+        "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
+    )
+    crop.set_defaults(handler=_run_crop_faces)
+
     convert = actions.add_parser(
         "convert", help="FER2013 CSV -> class folders, or class folders -> FER2013 CSV"
     )
@@ -87,6 +110,16 @@ def _run_dedupe(args: argparse.Namespace) -> int:
         f" ({dropped or 'no cross-split duplicates'})"
     )
     print(f"wrote {args.out} and {report}")
+    return 0
+
+
+def _run_crop_faces(args: argparse.Namespace) -> int:
+    from ferlab.inference.crop_faces import REPORT_NAME, crop_faces
+
+    check_writable(args.dst)
+    summary = crop_faces(args.src, args.dst, multi=args.multi, min_face=args.min_face)
+    print(f"{args.src} -> {args.dst}: {summary.line()}")
+    print(f"wrote {args.dst / REPORT_NAME} ({len(summary.problems)} files listed)")
     return 0
 
 
