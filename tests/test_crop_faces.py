@@ -83,6 +83,7 @@ def test_crops_keep_the_layout_and_hold_a_face_that_fills_them(tree: Path, tmp_p
     assert len(sides) == 2 and Image.open(out / "train/happy/pair.png").width == max(sides)
     assert not_face_crops_warning(out) is None
     assert "ferlab data crop-faces" in (not_face_crops_warning(tree) or "")
+    assert not_face_crops_warning(tmp_path / "missing") is None  # train says what is wrong
     with pytest.raises(OutputError, match="not an empty folder"):
         crop_faces(tree, out)
 

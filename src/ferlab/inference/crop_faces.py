@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ferlab.data.sources import load_dataset
-from ferlab.errors import ConfigError, DataError, OutputError
+from ferlab.errors import ConfigError, DataError, FerlabError, OutputError
 from ferlab.inference.batch import ImageFile, find_images
 from ferlab.inference.detect import DEFAULT_MARGIN, Face, detect_faces, square_crop
 from ferlab.inference.images import load_image
@@ -170,10 +170,14 @@ def not_face_crops_warning(
     data: str | Path, *, sample: int = CHECK_SAMPLE, seed: int = 0, min_face: int = 24
 ) -> str | None:
     """A warning when at least half of a sample of the training images hold a face much
-    smaller than the image (photos rather than face crops); None otherwise."""
-    with warnings.catch_warnings():  # training reads the data again and warns then
+    smaller than the image (photos rather than face crops); None otherwise, also when the data
+    cannot be read (training then says why)."""
+    with warnings.catch_warnings():  # training reads the data again and warns or fails then
         warnings.simplefilter("ignore")
-        table = load_dataset(data, seed=seed).splits["train"]
+        try:
+            table = load_dataset(data, seed=seed).splits["train"]
+        except FerlabError:
+            return None
     if table.paths is None or not table.paths:
         return None
     rng = np.random.default_rng(seed)
