@@ -194,7 +194,7 @@ def _labelled_grid(
     classes: list[str],
 ) -> bytes:
     """The ``chosen`` images, 8 a row, each titled with its true class and top probabilities
-    (green when the prediction is right, red when wrong)."""
+    (green when the prediction is right, red when wrong); "none" when nothing is chosen."""
     right = probs.argmax(axis=1) == labels
     columns = max(1, min(8, len(chosen)))
     rows = max(1, -(-len(chosen) // columns))
@@ -202,6 +202,8 @@ def _labelled_grid(
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.set_axis_off()
+    if len(chosen) == 0:
+        axes[0].text(0.5, 0.5, "none", ha="center", va="center")
     for ax, index in zip(axes, chosen, strict=False):
         _show_image(ax, images[index].permute(1, 2, 0).numpy())
         color = _RIGHT if right[index] else _WRONG
@@ -298,15 +300,13 @@ def report_plots(
             sample_grid_plot(images, labels, probs, classes),
         )
     )
-    mistakes = confident_mistakes(labels, probs)
-    if len(mistakes):
-        figures.append(
-            Plot(
-                "mistakes",
-                "Most confident mistakes (true class, top probabilities)",
-                _labelled_grid(images, mistakes, labels, probs, classes),
-            )
+    figures.append(
+        Plot(
+            "mistakes",
+            "Most confident mistakes (true class, top probabilities)",
+            _labelled_grid(images, confident_mistakes(labels, probs), labels, probs, classes),
         )
+    )
     if isinstance(bundle, ModelBundle):
         figures.append(
             Plot(
