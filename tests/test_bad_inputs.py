@@ -668,6 +668,8 @@ def test_a_disk_that_fills_up_leaves_no_partial_file(
         "export {model} --format onnx --out {out}/model.onnx",
         "data inspect {tree} --out {out}",
         "data convert {tree} {out}/fer.csv",
+        "data dedupe {tree} --out {out}/clean.csv",
+        "data crop-faces {tree} {out}",
         "predict {face} --model {model} --no-detect --annotate {out}",
         "train --data {tree} --runs-dir {out}",
         "video {video} --model {model} --csv {out}/timeline.csv",
@@ -834,11 +836,12 @@ def test_a_failed_write_is_an_error_line_and_the_rest_go_on(
     argv = [command, *faces, "--model", model_file, "--no-detect", flag, out]
     code, stdout, err = run_cli(capsys, *argv)
     assert code == 1
-    assert len(stdout.splitlines()) == (3 if command == "predict" else 2)  # explain: files written
+    per_photo = 1 if command == "predict" else 2  # explain: the photo and the face crop
+    assert len(stdout.splitlines()) == (3 if command == "predict" else 2 * per_photo)
     (line,) = err.splitlines()[:1]
     assert line.startswith(f"ferlab: error: {out / 'b'}")
     assert line.endswith(": no space left on device")
-    assert [name[0] for name in files_below(out)] == ["a", "c"]
+    assert [name[0] for name in files_below(out)] == ["a"] * per_photo + ["c"] * per_photo
 
 
 def test_annotate_gives_same_named_inputs_distinct_outputs(

@@ -88,7 +88,7 @@ def test_bash_completion_completes_commands_choices_flags_and_paths(capsys, tmp_
     assert complete("predict", "--top") == ["--top-k"]
     assert complete("predict", "--tta", "") == ["none", "flip", "shift"]
     assert complete("predict", "pho") == ["photo.jpg"]
-    assert complete("data", "") == ["inspect", "convert"]
+    assert complete("data", "") == ["inspect", "dedupe", "crop-faces", "convert"]
 
 
 def test_zsh_completion_is_a_compdef_script_of_the_parser(capsys):

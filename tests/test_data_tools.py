@@ -122,6 +122,37 @@ def test_inspect_finds_planted_duplicates_and_bad_files(planted: Path) -> None:
     assert 0.99 < imbalance["balance"] <= 1.0
 
 
+def test_dedupe_drops_the_later_split_copy(
+    planted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "clean.csv"
+    assert main(["data", "dedupe", str(planted), "--out", str(manifest)]) == 0
+    assert "kept 38 images, dropped 4 (val: 1 exact, 0 near; test: 1 exact, 2 near)" in (
+        capsys.readouterr().out
+    )
+    with (tmp_path / "clean-dropped.csv").open(newline="") as handle:
+        dropped = {row["path"]: row for row in csv.DictReader(handle)}
+    assert set(dropped) == {
+        "val/happy/moved.png",
+        "test/happy/copy.png",
+        "test/surprise/brighter.png",
+        "test/sad/resaved.jpg",
+    }
+    assert dropped["test/sad/resaved.jpg"]["duplicate_of"] == "val/sad/000.png"
+    assert dropped["test/happy/copy.png"]["kind"] == "exact"
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kept = {Path(row["path"]).relative_to(planted).as_posix() for row in rows}
+    assert "train/happy/again.png" in kept and "train/happy/000.png" in kept
+    assert not kept & set(dropped)
+    clean = inspect_dataset(manifest).report
+    assert clean["split_sizes"] == {"train": 19, "val": 9, "test": 10}
+    assert all(
+        entry == {"exact": 0, "near": 0}
+        for entry in (clean["duplicates"]["in_other_splits"].values())
+    )
+
+
 def test_inspect_writes_report_files(planted: Path, tmp_path: Path) -> None:
     inspection = inspect_dataset(planted, near_threshold=0)
     written = write_inspection(inspection, tmp_path / "out")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from ferlab import evaluate
 from ferlab.cli import main
 from ferlab.errors import DataError, ModelError
 from ferlab.evaluation.metrics import classification_metrics, format_report
+from ferlab.evaluation.plots import confident_mistakes
 
 
 def test_metrics_match_scikit_learn() -> None:
@@ -43,6 +45,26 @@ def test_evaluate_writes_metrics_json(pattern_run: Path, pattern_tree: Path) -> 
     assert result.metrics["accuracy"] > 0.8
     predicted = result.probs.argmax(1)
     assert written["confusion_matrix"] == confusion_matrix(result.labels, predicted).tolist()
+    with (pattern_run / "eval-test" / "predictions.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 24 and {row["true"] for row in rows} == {"happy", "sad", "surprise"}
+    for row in rows:
+        assert Path(row["path"]).parent.name == row["true"]
+        probs = {name: float(row[f"p_{name}"]) for name in written["classes"]}
+        assert row["predicted"] == max(probs, key=probs.__getitem__)
+        assert row["correct"] == str(int(row["predicted"] == row["true"]))
+    correct = sum(int(row["correct"]) for row in rows)
+    assert correct / 24 == pytest.approx(written["accuracy"])
+
+
+def test_confident_mistakes_are_wrong_and_most_confident_first() -> None:
+    labels = np.array([0, 1, 2, 0, 1])
+    probs = np.array(
+        [[0.9, 0.1, 0.0], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.15, 0.2, 0.65], [0.1, 0.9, 0.0]]
+    )
+    assert confident_mistakes(labels, probs).tolist() == [2, 3, 1]
+    assert confident_mistakes(labels, probs, count=1).tolist() == [2]
+    assert confident_mistakes(labels[[0, 4]], probs[[0, 4]]).tolist() == []
 
 
 def test_evaluate_on_data_with_other_classes(pattern_run: Path, tmp_path: Path) -> None:

@@ -16,7 +16,10 @@ from ferlab.cli import main
 from ferlab.commands.explain import METHOD_CHOICES
 from ferlab.errors import ConfigError
 from ferlab.evaluation.compare import compare_models, mcnemar
+from ferlab.inference import Recognizer
+from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.detect import detect_faces, square_crop
+from ferlab.inference.explain import explain_image, load_explainable
 from ferlab.inference.gradcam import (
     METHODS,
     default_target_layer,
@@ -199,16 +202,44 @@ def test_explain_writes_one_overlay_per_face(
     args = ["explain", str(bad), str(astronaut), str(tmp_path / "missing.png")]
     assert main([*args, "--model", str(quadrant_run), "--out", str(out)]) == 1
     captured = capsys.readouterr()
-    written = sorted(out.glob("*.png"))
-    assert len(written) == 1 and written[0].name.startswith("astronaut_face1_")
-    assert written[0].stem.split("_")[-1] in QUADRANT_CLASSES
-    assert captured.out.splitlines()[0].startswith(str(written[0]))
+    whole, crop_file = sorted(out.glob("*.png"))
+    assert whole.name == "astronaut_explained.png" and crop_file.name.startswith("astronaut_face1_")
+    assert crop_file.stem.split("_")[-1] in QUADRANT_CLASSES
+    lines = captured.out.splitlines()
+    assert lines[0].startswith(f"{whole}  1 face, probabilities with ")
+    assert lines[1].startswith(str(crop_file))
     assert len(captured.err.splitlines()) == 2 and "bad.png" in captured.err
     image = load_image(astronaut)
     (face,) = detect_faces(image)
     crop = square_crop(image, face.box)
-    with Image.open(written[0]) as overlay:
+    with Image.open(crop_file) as overlay:
         assert overlay.mode == "RGB" and overlay.size == (crop.shape[1], crop.shape[0])
+    with Image.open(whole) as figure:
+        assert figure.width > 600 and _has_colour_bar(np.asarray(figure.convert("RGB")))
+
+
+def _has_colour_bar(figure: np.ndarray) -> bool:
+    """Whether a column in the right fifth runs from dark red (top) to dark blue (bottom)."""
+    for x in range(figure.shape[1] * 4 // 5, figure.shape[1]):
+        column = figure[:, x].astype(int)
+        red = np.flatnonzero((column[:, 0] > 100) & (column[:, 1] < 30) & (column[:, 2] < 30))
+        blue = np.flatnonzero((column[:, 2] > 100) & (column[:, 0] < 30) & (column[:, 1] < 30))
+        if len(red) > 5 and len(blue) > 5 and red.mean() < blue.mean():
+            return True
+    return False
+
+
+def test_explain_reports_the_probability_predict_gives(astronaut: Path, quadrant_run: Path) -> None:
+    bundle = load_explainable(quadrant_run)
+    recognizer = Recognizer(TorchClassifier(bundle), tta="flip")
+    (face,) = recognizer.predict(astronaut)
+    (explained,) = explain_image(bundle, astronaut, tta="flip")
+    assert (explained.label, explained.box, explained.tta) == (face.label, face.box, "flip")
+    assert explained.score == pytest.approx(face.probs[face.label], abs=1e-6)
+    (one_view,) = explain_image(bundle, astronaut, tta="none", target_class=face.label)
+    assert one_view.score != pytest.approx(explained.score, abs=1e-6)
+    assert explained.heatmap is not None and explained.heatmap.shape == (48, 48)
+    assert np.array_equal(one_view.heatmap, explained.heatmap)  # the heatmap is of one view
 
 
 def test_explain_whole_images_and_failures(

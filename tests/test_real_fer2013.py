@@ -44,4 +44,4 @@ def test_short_training_beats_majority_by_five_points(val_report: EvaluationResu
 def test_report_of_a_real_model_renders_with_all_plots(
     val_report: EvaluationResult, tmp_path: Path
 ) -> None:
-    render_report_in_chromium(val_report.report, tmp_path, images=6)
+    render_report_in_chromium(val_report.report, tmp_path, images=7)

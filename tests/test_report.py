@@ -37,7 +37,7 @@ from ferlab.evaluation.calibration import (
 from ferlab.evaluation.metrics import classification_metrics
 from ferlab.evaluation.report import format_value, resolve_pointer
 
-PLOTS_IN_A_RUN = 6  # confusion, ROC/PR, reliability, training curves, samples, Grad-CAM
+PLOTS_IN_A_RUN = 7  # confusion, ROC/PR, reliability, training curves, samples, mistakes, Grad-CAM
 
 
 def test_metrics_match_scikit_learn_and_krippendorff() -> None:

@@ -26,6 +26,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = needs_chromium
 
 ARTIFACTS = REPO / "test-artifacts"
+LOCAL = ("http://127.0.0.1:", "blob:http://127.0.0.1:")  # the server, and images made in the page
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def write_y4m(path: Path, rgb: np.ndarray) -> Path:
 @contextmanager
 def page_in_chromium(tmp_path: Path, *args: str) -> Iterator[tuple[Any, list[str]]]:
     """A page in headless Chromium and the problems it reports: console errors, failed
-    requests and requests to anywhere but the server."""
+    requests and requests to anywhere but the server (or the page's own blob: URLs)."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium(), args=["--no-sandbox", "--disable-gpu", *args]
@@ -94,7 +95,7 @@ def page_in_chromium(tmp_path: Path, *args: str) -> Iterator[tuple[Any, list[str
             page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
             page.on(
                 "request",
-                lambda r: r.url.startswith("http://127.0.0.1:") or problems.append(r.url),
+                lambda r: r.url.startswith(LOCAL) or problems.append(r.url),
             )
             yield page, problems
         finally:
@@ -136,6 +137,33 @@ def test_photo_upload_renders_boxes_labels_and_bars(
         assert problems == []
     picture = np.asarray(Image.open(shot).convert("RGB"))
     assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 1000  # the photo was drawn
+
+
+def test_clicking_a_face_shows_its_heatmap(
+    base_url: str, pattern_run: Path, astronaut_file: Path, tmp_path: Path
+) -> None:
+    (want,) = Recognizer.load(pattern_run).predict(astronaut_file)
+    assert want.box is not None
+    x1, y1, x2, y2 = want.box
+    with page_in_chromium(tmp_path) as (page, problems):
+        page.goto(base_url)
+        page.wait_for_function(
+            "() => document.getElementById('model').textContent.includes('classes')"
+        )
+        page.set_input_files("#file", str(astronaut_file))
+        page.wait_for_selector("#faces .face-label", timeout=60_000)
+        assert "click a face for its heatmap" in page.text_content("#status")
+        bounds = page.eval_on_selector("#canvas", "c => c.getBoundingClientRect().toJSON()")
+        scale = bounds["width"] / 512
+        page.mouse.click(bounds["x"] + (x1 + x2) / 2 * scale, bounds["y"] + (y1 + y2) / 2 * scale)
+        picture = page.wait_for_selector(".heatmap img", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('.heatmap img').naturalWidth > 0")
+        side = max(x2 - x1, y2 - y1)
+        assert picture.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [side, side]
+        caption = page.text_content(".heatmap figcaption")
+        assert caption.startswith(f"{want.label} {want.score:.2f}") and "one view" in caption
+        keep(page, tmp_path, "serve-heatmap.png")
+        assert problems == []
 
 
 def test_webcam_frames_are_sent_and_labelled(

@@ -1,4 +1,5 @@
-"""``ferlab data``: inspect a data set, or convert between the FER2013 CSV and class folders."""
+"""``ferlab data``: inspect, deduplicate or crop a data set, or convert between the FER2013 CSV and
+class folders."""
 
 from __future__ import annotations
 
@@ -23,14 +24,44 @@ def add_parser(commands: Any) -> None:
         metavar="DIR",
         help="folder for inspect.json/.md and plots (default ./inspect-<name>)",
     )
-    inspect.add_argument(
-        "--near-threshold",
-        type=int,
-        default=4,
-        metavar="BITS",
-        help="near duplicates: pHash Hamming distance at most BITS (0-16, default 4)",
-    )
+    _add_near_threshold(inspect)
     inspect.set_defaults(handler=_run_inspect)
+
+    dedupe = actions.add_parser(
+        "dedupe",
+        help="a path,label,split manifest without the cross-split duplicates inspect finds",
+        description="Write a manifest of SRC's images less the copies of exact and near "
+        "duplicates that lie in a later split than their twin (train is kept whole; val loses "
+        "its twins of train images, test those of train or val), and <stem>-dropped.csv beside "
+        "it listing each dropped image and the copy kept.",
+    )
+    dedupe.add_argument("src", help="class-folder tree or manifest")
+    dedupe.add_argument("--out", type=Path, required=True, metavar="CSV", help="manifest to write")
+    _add_near_threshold(dedupe)
+    dedupe.set_defaults(handler=_run_dedupe)
+
+    crop = actions.add_parser(
+        "crop-faces",
+        help="cut the faces out of photos, framed as inference frames them",
+        description="Detect the faces in every image of SRC (class folders in any split layout, "
+        "or a path,label manifest) and write square crops at the model's framing to DST at the "
+        "same relative paths (a manifest gets a copy in DST naming the crops). Files with no "
+        "face, several faces or a read error are listed in DST/crop-faces.csv. The detector "
+        "gives no eye landmarks, so crops are not aligned.",
+    )
+    crop.add_argument("src", help="class-folder tree or manifest")
+    crop.add_argument("dst", type=Path, help="new or empty folder for the crops")
+    crop.add_argument(
+        "--multi",
+        choices=("largest", "skip", "all"),
+        default="largest",
+        help="an image with several faces: crop the largest (default), skip it, or crop all "
+        "as <stem>_face<k>",
+    )
+    crop.add_argument(
+        "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
+    )
+    crop.set_defaults(handler=_run_crop_faces)
 
     convert = actions.add_parser(
         "convert", help="FER2013 CSV -> class folders, or class folders -> FER2013 CSV"
@@ -39,6 +70,16 @@ def add_parser(commands: Any) -> None:
     convert.add_argument("dst", help="folder (from a CSV) or .csv file (from folders)")
     convert.add_argument("--force", action="store_true", help="replace an existing DST")
     convert.set_defaults(handler=_run_convert)
+
+
+def _add_near_threshold(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--near-threshold",
+        type=int,
+        default=4,
+        metavar="BITS",
+        help="near duplicates: pHash Hamming distance at most BITS (0-16, default 4)",
+    )
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
@@ -51,6 +92,34 @@ def _run_inspect(args: argparse.Namespace) -> int:
     print(format_summary(inspection.report))
     write_inspection(inspection, out)
     print(f"\nwrote {out / 'inspect.json'}, {out / 'inspect.md'} and plots")
+    return 0
+
+
+def _run_dedupe(args: argparse.Namespace) -> int:
+    from ferlab.data.dedupe import deduplicate, write_deduplicated
+
+    check_writable(args.out.parent)
+    result = deduplicate(args.src, near_threshold=args.near_threshold)
+    report = write_deduplicated(result, args.out)
+    counts = result.counts()
+    dropped = "; ".join(
+        f"{split}: {entry['exact']} exact, {entry['near']} near" for split, entry in counts.items()
+    )
+    print(
+        f"{args.src}: kept {len(result.rows)} images, dropped {len(result.dropped)}"
+        f" ({dropped or 'no cross-split duplicates'})"
+    )
+    print(f"wrote {args.out} and {report}")
+    return 0
+
+
+def _run_crop_faces(args: argparse.Namespace) -> int:
+    from ferlab.inference.crop_faces import REPORT_NAME, crop_faces
+
+    check_writable(args.dst)
+    summary = crop_faces(args.src, args.dst, multi=args.multi, min_face=args.min_face)
+    print(f"{args.src} -> {args.dst}: {summary.line()}")
+    print(f"wrote {args.dst / REPORT_NAME} ({len(summary.problems)} files listed)")
     return 0
 
 

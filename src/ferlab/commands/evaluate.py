@@ -66,5 +66,5 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if "data_note" in result.metrics:
         print(f"data: {result.metrics['data_note']}")
     print(format_report(result.metrics))
-    print(f"\nwrote {result.out_dir}/: metrics.json, report.md, report.html")
+    print(f"\nwrote {result.out_dir}/: metrics.json, predictions.csv, report.md, report.html")
     return 0

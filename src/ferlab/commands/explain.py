@@ -6,10 +6,16 @@ import argparse
 import io
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ferlab.commands.tta_option import add_tta_option
 from ferlab.errors import DataError, FerlabError
 from ferlab.outputs import check_writable, write_atomic
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ferlab.inference.results import Explanation
 
 METHOD_CHOICES = ("gradcam", "gradcam++", "eigencam", "scorecam")
 
@@ -18,9 +24,12 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "explain",
         help="heatmaps of the face regions behind each prediction",
-        description="Write a class activation heatmap over each detected face as "
-        "<stem>_face<k>_<class>.png and print one line per file; unreadable files are reported "
-        "on stderr (exit code 1 when some failed, 2 when nothing was written).",
+        description="Write the photo with a class activation heatmap over each detected face, "
+        "each face boxed and captioned, and a colour scale as <stem>_explained.png, and the "
+        "heatmap over each face crop as <stem>_face<k>_<class>.png; print one line per file. "
+        "Probabilities use the model's test-time augmentation as predict does; each heatmap is "
+        "of one view. Unreadable files are reported on stderr (exit code 1 when some failed, 2 "
+        "when nothing was written).",
     )
     parser.add_argument(
         "sources", nargs="+", metavar="IMAGE", help="image files, folders (recursive) or globs"
@@ -48,7 +57,38 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("."), metavar="DIR", help="default: the current folder"
     )
+    add_tta_option(parser)
     parser.set_defaults(handler=_run_explain)
+
+
+def _pictures(
+    name: Path, path: Path, image: np.ndarray, explanations: list[Explanation], method: str
+) -> list[tuple[Path, bytes, str]]:
+    """(file name, PNG, printed line): the whole photo, then each face's crop."""
+    from PIL import Image
+
+    from ferlab.inference.explain_figure import explanation_figure
+
+    stem = name.with_suffix("")
+    count = f"{len(explanations)} face{'s' if len(explanations) > 1 else ''}"
+    pictures = [
+        (
+            stem.with_name(f"{stem.name}_explained.png"),
+            explanation_figure(image, explanations, method, title=str(path)),
+            f"{count}, probabilities with {explanations[0].tta} TTA  ({method}, {path})",
+        )
+    ]
+    for item in explanations:
+        png = io.BytesIO()
+        Image.fromarray(item.overlay).save(png, format="PNG")
+        pictures.append(
+            (
+                stem.with_name(f"{stem.name}_face{item.face}_{item.label}.png"),
+                png.getvalue(),
+                f"{item.label} {item.score:.2f}  ({method}, {path})",
+            )
+        )
+    return pictures
 
 
 def _run_explain(args: argparse.Namespace) -> int:
@@ -56,6 +96,7 @@ def _run_explain(args: argparse.Namespace) -> int:
 
     from ferlab.inference.batch import find_images
     from ferlab.inference.explain import explain_image, load_explainable
+    from ferlab.inference.images import load_image
 
     files, problems = find_images(args.sources)
     if not files:
@@ -65,32 +106,31 @@ def _run_explain(args: argparse.Namespace) -> int:
     errors, written = list(problems), 0
     for file in files:
         try:
+            image = load_image(file.path)
             explanations = explain_image(
                 bundle,
-                file.path,
+                Image.fromarray(image),
                 method=args.method,
                 target_class=args.target_class,
                 target_layer=args.target_layer,
                 detect=not args.no_detect,
                 min_face=args.min_face,
+                tta=args.tta,
             )
         except DataError as exc:
             errors.append(str(exc))
             continue
         if not explanations:
             print(f"{file.path}  no face found")
-        stem = file.name.with_suffix("")
-        for item in explanations:
-            out = args.out / stem.with_name(f"{stem.name}_face{item.face}_{item.label}.png")
-            png = io.BytesIO()
-            Image.fromarray(item.overlay).save(png, format="PNG")
+            continue
+        for name, data, line in _pictures(file.name, file.path, image, explanations, args.method):
             try:
-                write_atomic(out, png.getvalue())
+                write_atomic(args.out / name, data)
             except FerlabError as exc:
                 errors.append(str(exc))
                 continue
             written += 1
-            print(f"{out}  {item.label} {item.score:.2f}  ({args.method}, {file.path})")
+            print(f"{args.out / name}  {line}")
     for message in errors:
         print(f"ferlab: error: {message}", file=sys.stderr)
     return 2 if not written else 1 if errors else 0

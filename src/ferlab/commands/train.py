@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,15 @@ def _split_strategies(values: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _warn_if_photos(data: str) -> None:
+    """Warn once when the training images look like photos rather than face crops."""
+    from ferlab.inference.crop_faces import not_face_crops_warning
+
+    message = not_face_crops_warning(data)
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=2)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from ferlab.config import load_config
     from ferlab.training.run import train
@@ -135,7 +145,9 @@ def _run_train(args: argparse.Namespace) -> int:
         overrides = {k: v for k, v in values.items() if v is not None}
         result = train(resume=args.resume, **overrides)
     else:
-        result = train(load_config(args.config, **values))
+        config = load_config(args.config, **values)
+        _warn_if_photos(config.data)
+        result = train(config)
     best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
     if result.data_note:
         print(f"data: {result.data_note}")

@@ -74,7 +74,7 @@ def _sample_rows(source: DatasetSource, seed: int) -> dict[tuple[str, int], str]
     return chosen
 
 
-def _shown(file: str, source: DatasetSource) -> str:
+def shown_path(file: str, source: DatasetSource) -> str:
     """A file as reported: relative to the root of a folder tree, else as given."""
     path = Path(file)
     if source.kind == "folders" and path.is_relative_to(source.root):
@@ -107,7 +107,7 @@ def _scan(source: DatasetSource, seed: int) -> tuple[_Scan, dict[str, list[np.nd
             continue
         assert table.paths is not None
         for i, (label, path) in enumerate(zip(table.labels, table.paths, strict=True)):
-            item = _shown(str(path), source)
+            item = shown_path(str(path), source)
             try:
                 with Image.open(path) as image:
                     if image.width * image.height > MAX_IMAGE_PIXELS:
@@ -227,7 +227,7 @@ def inspect_dataset(path: str | Path, *, near_threshold: int = 4, seed: int = 0)
             "modes": dict(scan.modes.most_common()),
             "formats": dict(scan.formats.most_common()),
         },
-        "unreadable": [{"file": _shown(f, source), "reason": r} for f, r in source.skipped]
+        "unreadable": [{"file": shown_path(f, source), "reason": r} for f, r in source.skipped]
         + scan.unreadable,
         "duplicates": _duplicates(scan, split_names, near_threshold),
     }

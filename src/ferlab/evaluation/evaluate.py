@@ -1,7 +1,7 @@
 """``ferlab.evaluate``: score a trained model on a split of a data set; write metrics and a report.
 
-The output folder gets ``metrics.json``, ``report.md`` (figures in ``plots/``) and a self-contained
-``report.html``.
+The output folder gets ``metrics.json``, ``predictions.csv`` (one row per image), ``report.md``
+(figures in ``plots/``) and a self-contained ``report.html``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ferlab.evaluation.calibration import (
 from ferlab.evaluation.crowd import answer_shares, crowd_metrics
 from ferlab.evaluation.metrics import ECE_BINS, classification_metrics
 from ferlab.evaluation.plots import Plot, report_plots
+from ferlab.evaluation.predictions import image_ids, write_predictions
 from ferlab.evaluation.report import write_report
 from ferlab.evaluation.scoring import ExportedModel, ScoredModel, runtime_label
 from ferlab.evaluation.va_metrics import va_metrics
@@ -290,11 +291,12 @@ def evaluate(
     """Evaluate a run folder, model file or ``"default"`` (or an ``ExportedModel``, such as an
     ONNX export on onnxruntime) on ``split`` of ``data``.
 
-    Writes ``metrics.json``, ``report.md`` and ``report.html`` to ``out`` (default: the
-    ``eval-<split>`` folder beside the model in a run folder, else ``evaluations/<model>-<split>``
-    in the working folder). A temperature for calibration is fitted on the data's val split,
-    never on the split that is scored. ``tta``: average over each image's views: "none", "flip"
-    (True), "shift" (see ``ferlab.data.tta``; None: as the model file says).
+    Writes ``metrics.json``, ``predictions.csv``, ``report.md`` and ``report.html`` to ``out``
+    (default: the ``eval-<split>`` folder beside the model in a run folder, else
+    ``evaluations/<model>-<split>`` in the working folder). A temperature for calibration is
+    fitted on the data's val split, never on the split that is scored. ``tta``: average over each
+    image's views: "none", "flip" (True), "shift" (see ``ferlab.data.tta``; None: as the model
+    file says).
 
     ``labels``: a crowd-votes CSV laid over the data (``ferlab.data.soft_labels``): each image is
     scored against its majority (images whose majority names no class are left out) and the
@@ -359,6 +361,8 @@ def evaluate(
         figures += _valence_arousal(metrics, split_data, va_pred, true, probs, classes)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    ids = image_ids(source, split, split_data.rows.numpy())
+    write_predictions(out_dir / "predictions.csv", ids, true, probs, classes)
     notes = [history_note] if history_note else []
     if not isinstance(bundle, ModelBundle):
         notes.append(

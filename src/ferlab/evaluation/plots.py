@@ -183,12 +183,27 @@ def sample_grid_plot(
     wrong_pick = rng.permutation(np.flatnonzero(~right))[: count // 2]
     right_pick = rng.permutation(np.flatnonzero(right))[: count - len(wrong_pick)]
     chosen = np.concatenate([right_pick, wrong_pick]).astype(int)
-    columns = 8
+    return _labelled_grid(images, chosen, labels, probs, classes)
+
+
+def _labelled_grid(
+    images: torch.Tensor,
+    chosen: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+) -> bytes:
+    """The ``chosen`` images, 8 a row, each titled with its true class and top probabilities
+    (green when the prediction is right, red when wrong); "none" when nothing is chosen."""
+    right = probs.argmax(axis=1) == labels
+    columns = max(1, min(8, len(chosen)))
     rows = max(1, -(-len(chosen) // columns))
     figure = _figure(2 * columns, 2.5 * rows)
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.set_axis_off()
+    if len(chosen) == 0:
+        axes[0].text(0.5, 0.5, "none", ha="center", va="center")
     for ax, index in zip(axes, chosen, strict=False):
         _show_image(ax, images[index].permute(1, 2, 0).numpy())
         color = _RIGHT if right[index] else _WRONG
@@ -198,6 +213,14 @@ def sample_grid_plot(
             color=color,
         )
     return _png(figure)
+
+
+def confident_mistakes(labels: np.ndarray, probs: np.ndarray, count: int = 16) -> np.ndarray:
+    """Indices of the ``count`` wrong predictions made with the highest probability, most
+    confident first."""
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:count]
 
 
 def gradcam_plot(
@@ -275,6 +298,13 @@ def report_plots(
             "samples",
             "Sample predictions (green: right, red: wrong)",
             sample_grid_plot(images, labels, probs, classes),
+        )
+    )
+    figures.append(
+        Plot(
+            "mistakes",
+            "Most confident mistakes (true class, top probabilities)",
+            _labelled_grid(images, confident_mistakes(labels, probs), labels, probs, classes),
         )
     )
     if isinstance(bundle, ModelBundle):

@@ -12,9 +12,10 @@ import torch
 
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.backends import TorchClassifier
-from ferlab.inference.detect import DEFAULT_MARGIN, detect_faces, square_crop
+from ferlab.inference.detect import DEFAULT_MARGIN, square_crop
 from ferlab.inference.images import ImageSource, load_image
-from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
+from ferlab.inference.preprocess import crop_tensor, decode_settings
+from ferlab.inference.recognizer import Recognizer
 from ferlab.inference.results import Explanation
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 
@@ -37,42 +38,46 @@ def explain_image(
     detect: bool = True,
     min_face: int = 24,
     margin: float = DEFAULT_MARGIN,
+    tta: str | bool | None = None,
 ) -> list[Explanation]:
     """Heatmaps for the faces in ``source`` (or for the whole image with ``detect=False``);
-    ``target_class``: the class to explain instead of each face's predicted one."""
+    ``target_class``: the class to explain instead of each face's predicted one.
+
+    Faces and probabilities are those ``Recognizer.predict`` gives (its test-time augmentation,
+    ``tta``, None: as the model file says, and prior adjustment); the heatmap is of the crop as
+    it is, one view.
+    """
     if target_class is not None and target_class not in bundle.classes:
         raise ConfigError(
             f"unknown target class '{target_class}'; model classes: {', '.join(bundle.classes)}"
         )
     image = load_image(source)
-    if detect:
-        faces = detect_faces(image, min_size=min_face)
-        boxes: list[tuple[int, int, int, int] | None] = [face.box for face in faces]
-        crops = [square_crop(image, face.box, margin) for face in faces]
-    else:
-        boxes, crops = [None], [image]
-    if not crops:
+    recognizer = Recognizer(
+        TorchClassifier(bundle), detect=detect, min_face=min_face, margin=margin, tta=tta
+    )
+    faces = recognizer.predict(image, rgb=True)
+    if not faces:
         return []
+    crops = [image if face.box is None else square_crop(image, face.box, margin) for face in faces]
     # grad-cam (with matplotlib and scikit-learn) loads with the first heatmap, not the model.
     from ferlab.inference.gradcam import gradcam_heatmaps, overlay_heatmap
 
     image_size, color = decode_settings(bundle.meta, bundle.prep)
     tensors = torch.stack([crop_tensor(crop, image_size, color) for crop in crops])
-    probs = TorchClassifier(bundle)(model_input(tensors, bundle.prep))
-    if target_class is None:
-        targets = probs.argmax(axis=1).tolist()
-    else:
-        targets = [bundle.classes.index(target_class)] * len(crops)
+    labels = [face.label if target_class is None else target_class for face in faces]
+    targets = [bundle.classes.index(label) for label in labels]
     heatmaps = gradcam_heatmaps(bundle, tensors, targets, method, target_layer)
     return [
         Explanation(
             face=number,
-            label=bundle.classes[target],
-            score=float(row[target]),
-            box=box,
+            label=label,
+            score=face.probs[label],
+            box=face.box,
             overlay=overlay_heatmap(crop, heatmap),
+            heatmap=heatmap,
+            tta=recognizer.tta,
         )
-        for number, (box, crop, target, row, heatmap) in enumerate(
-            zip(boxes, crops, targets, probs, heatmaps, strict=True), start=1
+        for number, (face, label, crop, heatmap) in enumerate(
+            zip(faces, labels, crops, heatmaps, strict=True), start=1
         )
     ]

@@ -55,11 +55,14 @@ class FaceResult:
 
 @dataclass
 class Explanation:
-    """One face (numbered from 1, left to right): the class explained, its probability, the
-    face box (None for a whole image) and the heatmap overlay, RGB uint8 at the crop's size."""
+    """One face (numbered from 1, left to right): the class explained, its probability (after
+    the test-time augmentation ``tta``), the face box (None for a whole image), the heatmap
+    overlay, RGB uint8 at the crop's size, and the heatmap itself (h, w) in [0, 1], of one view."""
 
     face: int
     label: str
     score: float
     box: tuple[int, int, int, int] | None
     overlay: np.ndarray
+    heatmap: np.ndarray | None = None
+    tta: str = "none"

@@ -1,6 +1,7 @@
 "use strict";
 // The ferlab page: a photo or webcam frames go to POST v1/predict; boxes and labels are drawn on
-// the canvas, and each face gets a card with its probability bars. Everything is served locally.
+// the canvas, and each face gets a card with its probability bars. Clicking a face of a photo (its
+// box or its card) asks POST v1/explain for its heatmap. Everything is served locally.
 
 const PALETTE = ["#e6553c", "#3ca03c", "#aa3caa", "#f0b428", "#2878c8", "#3cc8e6", "#8c8c8c"];
 const byId = (id) => document.getElementById(id);
@@ -9,6 +10,7 @@ const context = canvas.getContext("2d");
 const video = byId("video");
 const camera = { stream: null, timer: null, frames: 0, started: 0, busy: 0 };
 let classes = [];
+let shown = { photo: null, faces: [], scale: 1 };
 
 function colour(label) {
   const index = classes.indexOf(label);
@@ -21,7 +23,7 @@ function setStatus(text, isError = false) {
   status.classList.toggle("error", isError);
 }
 
-async function call(path, body) {
+async function send(path, body) {
   const headers = {};
   const key = byId("key").value.trim();
   if (key) headers["X-API-Key"] = key;
@@ -35,7 +37,11 @@ async function call(path, body) {
     }
     throw new Error(message);
   }
-  return response.json();
+  return response;
+}
+
+async function call(path, body) {
+  return (await send(path, body)).json();
 }
 
 async function describeModel() {
@@ -95,6 +101,7 @@ function showFaces(faces) {
     const item = document.createElement("li");
     item.className = "face";
     item.style.setProperty("--colour", colour(face.label));
+    item.dataset.face = String(i + 1);
     const title = document.createElement("h2");
     const label = document.createElement("span");
     label.className = "face-label";
@@ -126,8 +133,54 @@ function showFaces(faces) {
       bar.append(nameCell, track, value);
       item.append(bar);
     }
+    if (shown.photo) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "explain";
+      button.textContent = "Show heatmap";
+      button.addEventListener("click", () => explainFace(i + 1));
+      item.append(button);
+    }
     list.append(item);
   });
+}
+
+async function explainFace(number) {
+  const item = byId("faces").querySelector(`[data-face="${number}"]`);
+  if (!shown.photo || !item) return;
+  setStatus(`heatmap of face ${number}…`);
+  const form = new FormData();
+  form.append("file", shown.photo, shown.photo.name);
+  try {
+    const response = await send(`v1/explain?face=${number}`, form);
+    const label = response.headers.get("X-Label");
+    const score = Number(response.headers.get("X-Score")).toFixed(2);
+    const picture = document.createElement("img");
+    picture.src = URL.createObjectURL(await response.blob());
+    picture.alt = `Grad-CAM heatmap of face ${number}: ${label}`;
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${label} ${score} · Grad-CAM, one view of the crop; red: the ` +
+      "regions that weigh most for the class, blue: least";
+    const figure = document.createElement("figure");
+    figure.className = "heatmap";
+    figure.append(picture, caption);
+    item.querySelector(".heatmap")?.remove();
+    item.append(figure);
+    setStatus(`heatmap of face ${number}: ${label} ${score}`);
+  } catch (error) {
+    setStatus(`heatmap of face ${number}: ${error.message}`, true);
+  }
+}
+
+function faceAt(event) {
+  const bounds = canvas.getBoundingClientRect();
+  const x = ((event.clientX - bounds.left) * canvas.width) / bounds.width / shown.scale;
+  const y = ((event.clientY - bounds.top) * canvas.height) / bounds.height / shown.scale;
+  const index = shown.faces.findIndex((face) => {
+    const [x1, y1, x2, y2] = face.box || [0, 0, Infinity, Infinity];
+    return x >= x1 && x <= x2 && y >= y1 && y <= y2;
+  });
+  return index + 1;
 }
 
 function facesText(faces) {
@@ -140,9 +193,11 @@ async function onPhoto(file) {
   try {
     const picture = await createImageBitmap(file);
     const { result, ms } = await predict(file, file.name);
+    shown = { photo: file, faces: result.faces, scale: picture.width / result.width };
     draw(picture, picture.width, picture.height, result);
     showFaces(result.faces);
-    setStatus(`${file.name}: ${facesText(result.faces)} · ${Math.round(ms)} ms`);
+    const hint = result.faces.length ? " · click a face for its heatmap" : "";
+    setStatus(`${file.name}: ${facesText(result.faces)} · ${Math.round(ms)} ms${hint}`);
   } catch (error) {
     setStatus(`${file.name}: ${error.message}`, true);
   }
@@ -183,6 +238,7 @@ async function cameraStep() {
 }
 
 async function startCamera() {
+  shown = { photo: null, faces: [], scale: 1 };
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     setStatus("this browser gives no webcam access to this page (it needs https or localhost)", true);
     return;
@@ -227,6 +283,10 @@ byId("camera").addEventListener("click", () => {
   } else {
     startCamera();
   }
+});
+canvas.addEventListener("click", (event) => {
+  const number = shown.photo ? faceAt(event) : 0;
+  if (number) explainFace(number);
 });
 byId("key").addEventListener("change", describeModel);
 describeModel();
