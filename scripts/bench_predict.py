@@ -26,7 +26,8 @@ from ferlab.inference.backends import Classifier, TorchClassifier
 from ferlab.inference.batch import find_images
 from ferlab.inference.detect import detect_faces
 from ferlab.inference.images import load_image
-from ferlab.inference.onnx_export import OnnxModel, export_onnx
+from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
 from ferlab.inference.preprocess import crop_tensor, model_input
 from ferlab.inference.recognizer import Recognizer
 from ferlab.models.artifact import load_model_file, resolve_model_file

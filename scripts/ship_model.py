@@ -19,7 +19,8 @@ import torch
 
 from ferlab.data.sources import load_dataset
 from ferlab.inference.backends import TorchClassifier
-from ferlab.inference.onnx_export import FLOAT_CONVS_KEY, OnnxModel, export_onnx
+from ferlab.inference.onnx_export import FLOAT_CONVS_KEY, export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
 from ferlab.models.artifact import (
     SHIPPED_MODELS,
     load_model_file,

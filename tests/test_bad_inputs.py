@@ -36,7 +36,8 @@ from conftest import REPO, make_pattern_tree
 from ferlab.cli import main
 from ferlab.config import TrainConfig
 from ferlab.errors import OutputError
-from ferlab.inference.onnx_export import OnnxModel, _set_metadata
+from ferlab.inference.onnx_export import _set_metadata
+from ferlab.inference.onnx_runner import OnnxModel
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import create_model
 from ferlab.preprocessing import Preprocessing

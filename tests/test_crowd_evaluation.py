@@ -123,7 +123,8 @@ def test_prior_tau_divides_by_the_recorded_prior(
 
 def test_recognizer_applies_the_prior_on_both_runtimes(pattern_run: Path, tmp_path: Path) -> None:
     from ferlab import Recognizer
-    from ferlab.inference.onnx_export import OnnxModel, export_onnx
+    from ferlab.inference.onnx_export import export_onnx
+    from ferlab.inference.onnx_runner import OnnxModel
     from ferlab.models.artifact import load_model_file
 
     face = np.full((48, 48, 3), 40, np.uint8)

@@ -175,7 +175,7 @@ def test_evaluate_and_compare_onnx_exports(
     pattern_run: Path, pattern_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An export scores as its model file does, on the split and classes its metadata records."""
-    from ferlab.inference.onnx_export import OnnxModel
+    from ferlab.inference.onnx_runner import OnnxModel
     from ferlab.models.artifact import load_model_file
 
     fp32, int8 = tmp_path / "model.onnx", tmp_path / "int8.onnx"

@@ -20,7 +20,8 @@ from ferlab.evaluation.evaluate import predict_probs
 from ferlab.inference import Face, FaceResult, Recognizer, detect_faces
 from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.images import load_image
-from ferlab.inference.onnx_export import OnnxModel, export_onnx
+from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
 from ferlab.inference.preprocess import model_input
 from ferlab.models.artifact import load_model_file, save_model_file
 

@@ -21,7 +21,8 @@ from ferlab.evaluation.report import format_value, resolve_pointer
 from ferlab.evaluation.va_metrics import ccc
 from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.images import load_image
-from ferlab.inference.onnx_export import OnnxModel, export_onnx
+from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
 from ferlab.inference.preprocess import crop_tensor, model_input
 from ferlab.models.artifact import load_model_file
 from ferlab.training.run import TrainResult, prepare

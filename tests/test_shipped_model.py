@@ -15,7 +15,8 @@ from ferlab.demo import bundled_photo
 from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.batch import find_images
 from ferlab.inference.images import load_image
-from ferlab.inference.onnx_export import OnnxModel, export_onnx
+from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
 from ferlab.inference.preprocess import crop_tensor, model_input
 from ferlab.models.artifact import default_model_file, load_model_file
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ferlab.errors import ModelError
 
 if TYPE_CHECKING:
-    from ferlab.inference.onnx_export import OnnxModel
+    from ferlab.inference.onnx_runner import OnnxModel
 
 
 def scored_model(ref: str) -> str | OnnxModel:
@@ -17,6 +17,6 @@ def scored_model(ref: str) -> str | OnnxModel:
         return ref
     if not Path(ref).is_file():
         raise ModelError(f"{ref}: no such file")
-    from ferlab.inference.onnx_export import OnnxModel
+    from ferlab.inference.onnx_runner import OnnxModel
 
     return OnnxModel(ref)

@@ -75,17 +75,18 @@ def open_classifier(ref: str | Path, backend: str = "auto") -> Classifier:
     file = resolve_model_file(ref)
     shipped_onnx = file.with_suffix(".onnx")
     if shipped_name(ref) is not None and backend != "torch" and shipped_onnx.is_file():
-        from ferlab.inference.onnx_export import OnnxModel
+        from ferlab.inference.onnx_runner import OnnxModel
 
         return OnnxModel(shipped_onnx)
     if file.suffix.lower() == ".onnx":
         if backend == "torch":
             raise ModelError(f"{file}: an ONNX export runs on the onnx backend, not torch")
-        from ferlab.inference.onnx_export import OnnxModel
+        from ferlab.inference.onnx_runner import OnnxModel
 
         return OnnxModel(file)
     if backend == "onnx":
-        from ferlab.inference.onnx_export import OnnxModel, cached_onnx
+        from ferlab.inference.onnx_export import cached_onnx
+        from ferlab.inference.onnx_runner import OnnxModel
 
         return OnnxModel(cached_onnx(file))
     return TorchClassifier(load_model_file(file))

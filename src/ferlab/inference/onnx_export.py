@@ -1,4 +1,4 @@
-"""Export a ferlab model to a self-contained ONNX file, optionally int8, and run it on the CPU.
+"""Export a ferlab model to a self-contained ONNX file, optionally int8 (run by ``onnx_runner``).
 
 The graph maps normalised float32 (N, C, S, S) input, any N, to class probabilities (softmax
 included), output ``probs``; for a valence/arousal model the one output is ``probs_va``, the
@@ -24,10 +24,10 @@ import onnx
 import torch
 
 from ferlab.cache_dir import default_cache_dir
-from ferlab.errors import ConfigError, ModelError
+from ferlab.errors import ConfigError
 from ferlab.inference.images import ImageSource, load_image
+from ferlab.inference.onnx_runner import ONNX_FORMAT, ONNX_FORMAT_VERSION, PRIOR_KEYS, output_name
 from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
-from ferlab.models import bounds
 from ferlab.models.artifact import (
     FLOAT_CONVS_KEY,
     ModelBundle,
@@ -37,12 +37,9 @@ from ferlab.models.artifact import (
 from ferlab.models.registry import FERModel
 from ferlab.tta_modes import tta_mode
 
-ONNX_FORMAT = "ferlab-onnx"
-ONNX_FORMAT_VERSION = 1
 OPSET = 18
 QUANTIZE_MODES = ("int8",)
 _CALIBRATION_BATCH = 32
-PRIOR_KEYS = ("class_prior", "prior_tau")  # model file meta an export carries for --prior-tau
 # training options an export carries for evaluate / compare (class mapping, split, decoding)
 EVALUATION_CONFIG_KEYS = (
     "keep",
@@ -110,10 +107,6 @@ class _ProbsAndVA(torch.nn.Module):
         return torch.cat([torch.softmax(outputs[:, :classes], dim=1), outputs[:, classes:]], dim=1)
 
 
-def _output_name(va: bool) -> str:
-    return "probs_va" if va else "probs"
-
-
 def _export_fp32(bundle: ModelBundle, out: Path) -> None:
     size, channels = bundle.prep.input_size, bundle.prep.in_channels
     network = (
@@ -127,7 +120,7 @@ def _export_fp32(bundle: ModelBundle, out: Path) -> None:
         (example,),
         out,
         input_names=["input"],
-        output_names=[_output_name(bundle.va)],
+        output_names=[output_name(bundle.va)],
         opset_version=OPSET,
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         external_data=False,
@@ -255,131 +248,3 @@ def cached_onnx(model_file: Path) -> Path:
     digest.update(model_file.read_bytes())
     out = default_cache_dir() / "onnx" / f"{digest.hexdigest()[:24]}.onnx"
     return out if out.is_file() else export_onnx(model_file, out)
-
-
-class OnnxModel:
-    """An exported model on onnxruntime's CPU provider: normalised (N, C, S, S) → probabilities."""
-
-    runtime = "onnxruntime"
-
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        # Threads that spin after a run took the CPU from the face detector's threads, which ran
-        # at half speed between model calls (42 ms against 19 ms per 640x480 frame here).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable files
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
-        self._read_metadata(self.session.get_modelmeta().custom_metadata_map)
-        self._check_graph()
-        self._warned_logits = False
-
-    def _read_metadata(self, meta: dict[str, str]) -> None:
-        """Names, preprocessing and options from the metadata, each checked against its bounds."""
-        file = self.path
-        kind, _, version = meta.get("format", "").partition("/")
-        if kind != ONNX_FORMAT:
-            raise ModelError(f"{file}: not a ferlab ONNX export (made with 'ferlab export')")
-        if _number(file, version) > ONNX_FORMAT_VERSION:
-            raise ModelError(f"{file}: written by a newer ferlab (format {version})")
-        missing = sorted({"model", "classes", "preprocessing", "decode"} - set(meta))
-        if missing:
-            raise ModelError(f"{file}: metadata lacks {', '.join(missing)}")
-        decode = bounds.checked_mapping(file, "decode", _json(file, meta, "decode"))
-        self.name = bounds.checked_text(file, "model", meta["model"])
-        self.classes = bounds.checked_classes(file, _json(file, meta, "classes"))
-        self.prep = bounds.checked_preprocessing(file, _json(file, meta, "preprocessing"))
-        self.image_size, self.color = bounds.checked_decode(
-            file, decode.get("image_size"), decode.get("color"), "decode"
-        )
-        self.default_tta = tta_mode(bounds.checked_tta(file, _json(file, meta, "tta", "false")))
-        self.va = bounds.checked_bool(file, "va", _json(file, meta, "va", "false"))
-        self.meta: dict[str, Any] = {
-            "config": bounds.checked_config(file, _json(file, meta, "config", "{}")),
-            "tta": self.default_tta,
-        }
-        if "int8" in meta:
-            int8 = bounds.checked_mapping(file, "int8", _json(file, meta, "int8"))
-            bounds.checked_float_convs(file, int8.get("float_convs", 0))
-            self.meta["int8"] = int8
-        for key in PRIOR_KEYS:
-            if key in meta:
-                self.meta[key] = _json(file, meta, key)
-
-    def _check_graph(self) -> None:
-        """The graph's input and output shapes agree with the metadata."""
-        inputs = {graph_in.name: graph_in.shape for graph_in in self.session.get_inputs()}
-        expected = [None, self.prep.in_channels, self.prep.input_size, self.prep.input_size]
-        shape = inputs.get("input")
-        if shape is None or len(shape) != 4 or not _fits(shape, expected):
-            raise ModelError(
-                f"{self.path}: the graph's input is {shape}, the metadata says {expected[1:]}"
-            )
-        outputs = {output.name: output.shape for output in self.session.get_outputs()}
-        width = len(self.classes) + 2 * self.va
-        shape = outputs.get(_output_name(self.va))
-        if shape is None or len(shape) != 2 or not _fits(shape, [None, width]):
-            raise ModelError(
-                f"{self.path}: the graph has no output '{_output_name(self.va)}' of "
-                f"{width} values per image"
-            )
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.outputs(batch)[0]
-
-    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (N, K) and, for a ``va`` export, valence and arousal (N, 2)."""
-        feed = {"input": np.ascontiguousarray(batch, np.float32)}
-        output = self.session.run([_output_name(self.va)], feed)[0]
-        classes = len(self.classes)
-        probs = self._probabilities(output[:, :classes])
-        return probs, output[:, classes:] if self.va else None
-
-    def _probabilities(self, output: np.ndarray) -> np.ndarray:
-        """``output`` itself where it holds probabilities; logits get a softmax (and a warning)."""
-        if not np.isfinite(output).all():
-            raise ModelError(f"{self.path}: the model output NaN or infinite values")
-        if output.size == 0 or (
-            output.min() >= 0 and np.allclose(output.sum(axis=1), 1.0, atol=1e-3)
-        ):
-            return output
-        if not self._warned_logits:
-            warnings.warn(
-                f"{self.path}: outputs are not probabilities; applying softmax", stacklevel=3
-            )
-            self._warned_logits = True
-        shifted = np.exp(output - output.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _json(file: Path, meta: dict[str, str], key: str, default: str | None = None) -> Any:
-    """Metadata value ``key`` parsed as JSON, or a ModelError naming the file and key."""
-    text = meta.get(key, default)
-    try:
-        return json.loads(text) if text is not None else None
-    except (json.JSONDecodeError, RecursionError):
-        raise ModelError(f"{file}: metadata {key}: not valid JSON") from None
-
-
-def _fits(shape: Sequence[Any], expected: Sequence[int | None]) -> bool:
-    """Whether the fixed dimensions of a graph shape equal those expected (None: any)."""
-    return all(
-        want is None or not isinstance(dim, int) or dim == want
-        for dim, want in zip(shape, expected, strict=True)
-    )
-
-
-def _number(file: Path, text: str) -> int:
-    """The format version after ``ferlab-onnx/``."""
-    if not (text.isascii() and text.isdigit() and len(text) < 10):
-        raise ModelError(f"{file}: format: expected a version number, got {text[:40]!r}")
-    return int(text)
