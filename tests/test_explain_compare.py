@@ -26,6 +26,7 @@ from ferlab.inference.gradcam import (
 from ferlab.inference.images import load_image
 from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
+from ferlab.models.spec import ModelSpec
 from ferlab.preprocessing import Preprocessing
 
 QUADRANT_CLASSES = ("across", "down")
@@ -67,10 +68,7 @@ def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
     bundle = ModelBundle(
         model=create_model("baseline_cnn", 2).eval(),
-        name="baseline_cnn",
-        classes=list(QUADRANT_CLASSES),
-        prep=Preprocessing(48, 1, (0.5,), (0.5,)),
-        meta={"config": {"image_size": 48, "color": "gray"}},
+        spec=ModelSpec("baseline_cnn", QUADRANT_CLASSES, Preprocessing(48, 1, (0.5,), (0.5,))),
     )
     path = tmp_path_factory.mktemp("random") / "random.pt"
     save_model_file(path, bundle)
@@ -131,7 +129,9 @@ def test_vit_tokens_become_a_map() -> None:
     torch.manual_seed(0)
     model = create_model("vit_b_16", 2).eval()
     info = model.info
-    bundle = ModelBundle(model, "vit_b_16", ["a", "b"], Preprocessing(224, 3, info.mean, info.std))
+    bundle = ModelBundle(
+        model, ModelSpec("vit_b_16", ("a", "b"), Preprocessing(224, 3, info.mean, info.std))
+    )
     assert default_target_layer(model) == "encoder.layers.group3.encoder_layer_11.ln_1"
     heatmaps = gradcam_heatmaps(bundle, torch.randint(0, 256, (1, 1, 48, 48), dtype=torch.uint8))
     assert heatmaps.shape == (1, 48, 48) and heatmaps.max() > heatmaps.min()

@@ -10,21 +10,20 @@ from pathlib import Path
 
 import torch
 
-from ferlab.errors import ConfigError, ModelError
-from ferlab.inference.backends import TorchClassifier
+from ferlab.errors import ConfigError
 from ferlab.inference.detect import DEFAULT_MARGIN, detect_faces, square_crop
 from ferlab.inference.images import ImageSource, load_image
-from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
 from ferlab.inference.results import Explanation
-from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+from ferlab.inference.runner import ModelRunner, TorchModel
+from ferlab.inference.runtime import load_model
+from ferlab.models.artifact import ModelBundle
 
 
-def load_explainable(ref: str | Path = "default") -> ModelBundle:
-    """A PyTorch model to explain: "default", a run folder or a model file (not ONNX)."""
-    file = resolve_model_file(ref)
-    if file.suffix.lower() == ".onnx":
-        raise ModelError(f"{file}: heatmaps need the PyTorch model file, not an ONNX export")
-    return load_model_file(file)
+def load_explainable(ref: str | Path | ModelRunner = "default") -> ModelBundle:
+    """The PyTorch model to explain: a reference opened on torch (``load_model``), or a runner's
+    own; an ONNX export is refused with what can explain it."""
+    onnx = not isinstance(ref, ModelRunner) and Path(ref).suffix.lower() == ".onnx"
+    return load_model(ref, "auto" if onnx else "torch").explainable()
 
 
 def explain_image(
@@ -56,9 +55,8 @@ def explain_image(
     # grad-cam (with matplotlib and scikit-learn) loads with the first heatmap, not the model.
     from ferlab.inference.gradcam import gradcam_heatmaps, overlay_heatmap
 
-    image_size, color = decode_settings(bundle.meta, bundle.prep)
-    tensors = torch.stack([crop_tensor(crop, image_size, color) for crop in crops])
-    probs = TorchClassifier(bundle)(model_input(tensors, bundle.prep))
+    tensors = torch.stack([bundle.spec.crop_tensor(crop) for crop in crops])
+    probs = TorchModel(bundle)(bundle.spec.model_input(tensors))
     if target_class is None:
         targets = probs.argmax(axis=1).tolist()
     else:

@@ -2,8 +2,8 @@
 
 The graph maps normalised float32 (N, C, S, S) input, any N, to class probabilities (softmax
 included), output ``probs``; for a valence/arousal model the one output is ``probs_va``, the
-probabilities followed by valence and arousal (metadata ``va``: ``true``). The class names,
-preprocessing and the training options evaluation needs travel in the file's ``metadata_props``.
+probabilities followed by valence and arousal. The model's contract (``ModelSpec``) travels in
+the file's ``metadata_props`` as ``spec``, the int8 options as ``int8``.
 """
 
 from __future__ import annotations
@@ -17,40 +17,21 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import torch
 
 from ferlab.cache_dir import default_cache_dir
-from ferlab.errors import ConfigError
+from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.images import ImageSource, load_image
-from ferlab.inference.onnx_runner import ONNX_FORMAT, ONNX_FORMAT_VERSION, PRIOR_KEYS, output_name
-from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
-from ferlab.models.artifact import (
-    FLOAT_CONVS_KEY,
-    ModelBundle,
-    load_model_file,
-    resolve_model_file,
-)
+from ferlab.inference.onnx_runner import ONNX_FORMAT, ONNX_FORMAT_VERSION, output_name
+from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 from ferlab.models.registry import FERModel
-from ferlab.tta_modes import tta_mode
 
 OPSET = 18
 QUANTIZE_MODES = ("int8",)
 _CALIBRATION_BATCH = 32
-# training options an export carries for evaluate / compare (class mapping, split, decoding)
-EVALUATION_CONFIG_KEYS = (
-    "keep",
-    "rename",
-    "merge",
-    "val_fraction",
-    "test_fraction",
-    "seed",
-    "image_size",
-    "color",
-)
 
 
 def export_onnx(
@@ -76,9 +57,12 @@ def export_onnx(
         raise ConfigError("float_convs: only for int8 exports (quantize='int8')")
     if float_convs is not None and float_convs < 0:
         raise ConfigError(f"float_convs: must be 0 or more, got {float_convs}")
-    bundle = load_model_file(resolve_model_file(model_ref))
+    file = resolve_model_file(model_ref)
+    if file.suffix.lower() == ".onnx":
+        raise ModelError(f"{file}: already an ONNX export; export its .pt model file instead")
+    bundle = load_model_file(file)
     if float_convs is None:
-        float_convs = int(bundle.meta.get(FLOAT_CONVS_KEY, 0))
+        float_convs = bundle.spec.int8_float_convs
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
@@ -129,30 +113,15 @@ def _export_fp32(bundle: ModelBundle, out: Path) -> None:
 
 
 def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle, float_convs: int | None) -> None:
-    image_size, color = decode_settings(bundle.meta, bundle.prep)
     values = {
         "format": f"{ONNX_FORMAT}/{ONNX_FORMAT_VERSION}",
-        "model": bundle.name,
-        "classes": json.dumps(bundle.classes),
-        "preprocessing": json.dumps(bundle.prep.to_dict()),
-        "decode": json.dumps({"image_size": image_size, "color": color}),
-        "va": json.dumps(bundle.va),
-        "tta": json.dumps(tta_mode(bundle.meta.get("tta"))),
-        "config": json.dumps(_split_config(bundle.meta.get("config", {}))),
+        "spec": json.dumps(bundle.spec.for_export().to_dict()),
     }
-    for key in PRIOR_KEYS:
-        if key in bundle.meta:
-            values[key] = json.dumps(bundle.meta[key])
     if float_convs is not None:
         values["int8"] = json.dumps({"float_convs": float_convs})
     del model.metadata_props[:]
     for key, value in values.items():
         model.metadata_props.add(key=key, value=value)
-
-
-def _split_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The training options that evaluating the export needs: class mapping, split, decoding."""
-    return {key: config[key] for key in EVALUATION_CONFIG_KEYS if config.get(key) is not None}
 
 
 def _leading_nodes(nodes: Sequence[onnx.NodeProto], convs: int) -> list[str]:
@@ -235,11 +204,11 @@ def _quantize_int8(
 def _calibration_batches(
     bundle: ModelBundle, images: Sequence[ImageSource]
 ) -> Iterator[np.ndarray]:
-    image_size, color = decode_settings(bundle.meta, bundle.prep)
     for start in range(0, len(images), _CALIBRATION_BATCH):
         chunk = images[start : start + _CALIBRATION_BATCH]
-        crops = [crop_tensor(load_image(image, rgb=True), image_size, color) for image in chunk]
-        yield model_input(crops, bundle.prep)
+        yield bundle.spec.model_input(
+            [bundle.spec.crop_tensor(load_image(image, rgb=True)) for image in chunk]
+        )
 
 
 def cached_onnx(model_file: Path) -> Path:

@@ -15,19 +15,19 @@ from typing import Any
 import numpy as np
 
 from ferlab.errors import ModelError
+from ferlab.inference.runner import ModelRunner
 from ferlab.models import bounds
-from ferlab.tta_modes import tta_mode
+from ferlab.models.spec import ModelSpec, legacy_spec
 
 ONNX_FORMAT = "ferlab-onnx"
-ONNX_FORMAT_VERSION = 1
-PRIOR_KEYS = ("class_prior", "prior_tau")  # model file meta an export carries for --prior-tau
+ONNX_FORMAT_VERSION = 2  # 2: the contract in metadata "spec"; 1: spread over several keys
 
 
 def output_name(va: bool) -> str:
     return "probs_va" if va else "probs"
 
 
-class OnnxModel:
+class OnnxModel(ModelRunner):
     """An exported model on onnxruntime's CPU provider: normalised (N, C, S, S) → probabilities."""
 
     runtime = "onnxruntime"
@@ -35,7 +35,7 @@ class OnnxModel:
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        self.path = Path(path)
+        self.path = self.source = Path(path)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -54,36 +54,25 @@ class OnnxModel:
         self._warned_logits = False
 
     def _read_metadata(self, meta: dict[str, str]) -> None:
-        """Names, preprocessing and options from the metadata, each checked against its bounds."""
+        """The contract (format 2: ``spec``; format 1: the keys it was spread over) and the int8
+        options, each value checked against its bounds."""
         file = self.path
         kind, _, version = meta.get("format", "").partition("/")
         if kind != ONNX_FORMAT:
             raise ModelError(f"{file}: not a ferlab ONNX export (made with 'ferlab export')")
-        if _number(file, version) > ONNX_FORMAT_VERSION:
+        number = _number(file, version)
+        if number > ONNX_FORMAT_VERSION:
             raise ModelError(f"{file}: written by a newer ferlab (format {version})")
-        missing = sorted({"model", "classes", "preprocessing", "decode"} - set(meta))
-        if missing:
-            raise ModelError(f"{file}: metadata lacks {', '.join(missing)}")
-        decode = bounds.checked_mapping(file, "decode", _json(file, meta, "decode"))
-        self.name = bounds.checked_text(file, "model", meta["model"])
-        self.classes = bounds.checked_classes(file, _json(file, meta, "classes"))
-        self.prep = bounds.checked_preprocessing(file, _json(file, meta, "preprocessing"))
-        self.image_size, self.color = bounds.checked_decode(
-            file, decode.get("image_size"), decode.get("color"), "decode"
-        )
-        self.default_tta = tta_mode(bounds.checked_tta(file, _json(file, meta, "tta", "false")))
-        self.va = bounds.checked_bool(file, "va", _json(file, meta, "va", "false"))
-        self.meta: dict[str, Any] = {
-            "config": bounds.checked_config(file, _json(file, meta, "config", "{}")),
-            "tta": self.default_tta,
-        }
+        if number >= 2:
+            if "spec" not in meta:
+                raise ModelError(f"{file}: metadata lacks spec")
+            self.spec = ModelSpec.from_dict(file, _json(file, meta, "spec"))
+        else:
+            self.spec = _format1_spec(file, meta)
         if "int8" in meta:
             int8 = bounds.checked_mapping(file, "int8", _json(file, meta, "int8"))
             bounds.checked_float_convs(file, int8.get("float_convs", 0))
-            self.meta["int8"] = int8
-        for key in PRIOR_KEYS:
-            if key in meta:
-                self.meta[key] = _json(file, meta, key)
+            self.int8 = True
 
     def _check_graph(self) -> None:
         """The graph's input and output shapes agree with the metadata."""
@@ -129,6 +118,24 @@ class OnnxModel:
             self._warned_logits = True
         shifted = np.exp(output - output.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _format1_spec(file: Path, meta: dict[str, str]) -> ModelSpec:
+    """The contract of a format-1 export: model, classes, preprocessing, decode, va, tta, config
+    and the prior keys."""
+    missing = sorted({"model", "classes", "preprocessing", "decode"} - set(meta))
+    if missing:
+        raise ModelError(f"{file}: metadata lacks {', '.join(missing)}")
+    options = {key: _json(file, meta, key) for key in ("tta", "class_prior", "prior_tau")}
+    return legacy_spec(
+        file,
+        name=meta["model"],
+        classes=_json(file, meta, "classes"),
+        preprocessing=_json(file, meta, "preprocessing"),
+        va=_json(file, meta, "va", "false"),
+        meta={"config": _json(file, meta, "config", "{}"), **options},
+        decode=bounds.checked_mapping(file, "decode", _json(file, meta, "decode")),
+    )
 
 
 def _json(file: Path, meta: dict[str, str], key: str, default: str | None = None) -> Any:
