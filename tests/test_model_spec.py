@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import ferlab
+from ferlab.cli import main
 from ferlab.errors import ModelError
+from ferlab.inference.onnx_export import export_onnx
 from ferlab.inference.onnx_runner import OnnxModel
 from ferlab.models.artifact import ModelBundle, default_model_file, load_model_file, save_model_file
 from ferlab.models.registry import create_model
@@ -71,10 +74,28 @@ def test_format2_round_trip_and_one_runtime(tmp_path: Path) -> None:
     assert runner.spec.crop_tensor(np.zeros((60, 50, 3), np.uint8)).shape == (3, 48, 48)
     onnx = ferlab.load_model(path, backend="onnx")
     assert onnx.label == "onnxruntime" and onnx.spec == spec.for_export()
-    with pytest.raises(ModelError, match=r"use the \.pt model file or --backend torch"):
+    with pytest.raises(ModelError, match=r"runs on onnxruntime; use its \.pt model file"):
         onnx.explainable()
 
 
 def test_default_runs_the_shipped_export() -> None:
     assert ferlab.load_model("default").label == "onnxruntime"
     assert ferlab.load_model("default", backend="torch").label == "torch"
+
+
+def test_what_onnx_cannot_do_says_what_can(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = ModelSpec("baseline_cnn", ("a", "b"), Preprocessing(48, 1, (0.5,), (0.5,)))
+    model_file = tmp_path / "model.pt"
+    save_model_file(model_file, ModelBundle(create_model("baseline_cnn", 2), spec))
+    onnx = export_onnx(model_file, tmp_path / "model.onnx")
+    face = tmp_path / "face.png"
+    Image.fromarray(np.full((48, 48), 128, np.uint8)).save(face)
+    capsys.readouterr()
+    assert main(["explain", str(face), "--model", str(onnx), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "runs on onnxruntime; use its .pt model file" in err
+    assert main(["export", str(onnx), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already an ONNX export; export its .pt model file" in err

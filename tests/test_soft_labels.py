@@ -170,7 +170,7 @@ def test_training_with_labels_learns_and_records_the_mode(tmp_path: Path, label_
     )
     assert result.best_val_acc is not None and result.best_val_acc > 0.5  # majority rate 1/3
     payload = torch.load(result.model_file, weights_only=True)
-    assert payload["meta"]["label_mode"] == label_mode
-    assert payload["meta"]["label_source"] == str(csv_path)
-    assert len(payload["meta"]["class_prior"]) == 3
+    assert payload["spec"]["label_mode"] == label_mode
+    assert payload["spec"]["label_source"] == str(csv_path)
+    assert len(payload["spec"]["class_prior"]) == 3
     assert "labels file" in str(result.data_note)

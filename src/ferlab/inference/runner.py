@@ -50,7 +50,7 @@ class ModelRunner(SpecView):
         if self.bundle is None:
             raise ModelError(
                 f"{self.source}: Grad-CAM needs PyTorch weights and this model runs on "
-                f"{self.label}; use the .pt model file or --backend torch"
+                f"{self.label}; use its .pt model file (on PyTorch)"
             )
         return self.bundle
 
