@@ -22,14 +22,14 @@ import numpy as np
 import onnxruntime
 import torch
 
-from ferlab.inference.backends import Classifier, TorchClassifier
 from ferlab.inference.batch import find_images
 from ferlab.inference.detect import detect_faces
 from ferlab.inference.images import load_image
-from ferlab.inference.onnx_export import OnnxModel, export_onnx
-from ferlab.inference.preprocess import crop_tensor, model_input
+from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
 from ferlab.inference.recognizer import Recognizer
-from ferlab.models.artifact import load_model_file, resolve_model_file
+from ferlab.inference.runner import ModelRunner
+from ferlab.inference.runtime import load_model
 from ferlab.tta_modes import TTA_MODES
 
 SINGLE_RUNS = 200  # batch-1 calls timed per backend
@@ -51,17 +51,16 @@ def spread(files: list[Path], count: int) -> list[Path]:
     return files[:: max(1, len(files) // count)][:count]
 
 
-def load_crops(data: Path, split: str, classifier: Classifier) -> tuple[np.ndarray, np.ndarray]:
+def load_crops(data: Path, split: str, classifier: ModelRunner) -> tuple[np.ndarray, np.ndarray]:
     files, _ = find_images([str(data / split)])
-    crops = [
-        crop_tensor(load_image(f.path), classifier.image_size, classifier.color) for f in files
-    ]
+    spec = classifier.spec
+    crops = [spec.crop_tensor(load_image(f.path)) for f in files]
     labels = np.array([classifier.classes.index(f.path.parent.name) for f in files])
-    return model_input(crops, classifier.prep), labels
+    return spec.model_input(crops), labels
 
 
 def bench_classifier(
-    name: str, model: Classifier, size_mb: float, x: np.ndarray, y: np.ndarray, top1: np.ndarray
+    name: str, model: ModelRunner, size_mb: float, x: np.ndarray, y: np.ndarray, top1: np.ndarray
 ) -> str:
     """One table row; ``top1``: the PyTorch model's classes, for the agreement column."""
     single = timed(lambda: model(x[:1]), SINGLE_RUNS)
@@ -127,8 +126,8 @@ def main() -> None:
     if not (args.photos / "astronaut.png").is_file():
         sys.exit(f"skipped: {args.photos / 'astronaut.png'} not found")
     torch.set_num_threads(args.threads)
-    model_file = resolve_model_file(args.model)
-    torch_model = TorchClassifier(load_model_file(model_file))
+    torch_model = load_model(args.model, "torch")
+    model_file = torch_model.source
     x, y = load_crops(args.data, "test", torch_model)
     train_files, _ = find_images([str(args.data / "train")])
     calibration = spread([f.path for f in train_files], CALIBRATION)
@@ -142,7 +141,7 @@ def main() -> None:
         static_model = OnnxModel(static, threads=args.threads)
         meta = static_model.session.get_modelmeta().custom_metadata_map
         float_convs = json.loads(meta["int8"])["float_convs"]
-        backends: list[tuple[str, Classifier, Path]] = [
+        backends: list[tuple[str, ModelRunner, Path]] = [
             ("torch fp32", torch_model, model_file),
             ("ONNX fp32", OnnxModel(fp32, threads=args.threads), fp32),
             ("ONNX int8 dynamic", OnnxModel(dynamic, threads=args.threads), dynamic),

@@ -21,12 +21,10 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from ferlab.evaluation.evaluate import (
     SplitScorer,
     crowd_mapping,
-    decode_options,
     labelled_source,
 )
-from ferlab.models.artifact import load_model_file, resolve_model_file
-from ferlab.models.prior import prior_adjusted, recorded_prior
-from ferlab.tta_modes import tta_mode
+from ferlab.inference.runtime import load_model
+from ferlab.models.prior import prior_adjusted
 
 
 def main() -> int:
@@ -41,17 +39,15 @@ def main() -> int:
         help="comma-separated values to try",
     )
     args = parser.parse_args()
-    model_file = resolve_model_file(args.model)
-    bundle = load_model_file(model_file)
-    prior = recorded_prior(bundle.meta, bundle.classes, str(model_file))
-    source = labelled_source(bundle, args.data, "skip", args.labels)
-    mapping, _ = crowd_mapping(bundle, source, None, None, None, args.labels is not None)
-    scorer = SplitScorer(bundle, mapping, 0.0, model_file)
-    tta = tta_mode(bundle.meta.get("tta"))
-    _, labels, probs, _ = scorer.predict(
-        source, args.split, decode_options(bundle, "skip"), 256, tta
-    )
-    columns = [bundle.classes.index(name) for name in scorer.classes]
+    runner = load_model(args.model)
+    model_file, spec = runner.source, runner.spec
+    prior = spec.prior(str(model_file))
+    source = labelled_source(spec, args.data, "skip", args.labels)
+    mapping, _ = crowd_mapping(spec, source, None, None, None, args.labels is not None)
+    scorer = SplitScorer(runner, mapping, 0.0)
+    tta = spec.tta
+    _, labels, probs, _ = scorer.predict(source, args.split, "skip", 256, tta)
+    columns = [spec.classes.index(name) for name in scorer.classes]
     prior = prior[columns] / prior[columns].sum()
     common = int(np.argmax(prior))
     name = scorer.classes[common]

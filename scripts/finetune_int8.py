@@ -19,9 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ferlab.data.datamodule import TensorImageDataset, default_num_workers, load_labelled_split
-from ferlab.data.sources import load_dataset
 from ferlab.data.transforms import train_transform
-from ferlab.evaluation.evaluate import map_classes_to_model
+from ferlab.evaluation.evaluate import decode_options, labelled_source, map_classes_to_model
 from ferlab.models.artifact import load_model_file, resolve_model_file, save_model_file
 from ferlab.training.quantization import FinetuneStats, quantization_finetune
 
@@ -66,18 +65,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     source_file = resolve_model_file(args.model)
     bundle = load_model_file(source_file)
-    trained = bundle.meta.get("config", {})
-    source = load_dataset(args.data)
-    mapping = map_classes_to_model(bundle, source.classes, None, None, None)
-    data = load_labelled_split(
-        source,
-        "train",
-        mapping,
-        image_size=int(trained.get("image_size", 48)),
-        color=str(trained.get("color", "gray")),
-        limit=args.limit,
-        seed=args.seed,
-    )
+    source = labelled_source(bundle.spec, args.data, "skip")
+    mapping = map_classes_to_model(bundle.spec, source.classes, None, None, None)
+    load = decode_options(bundle.spec, "skip")
+    data = load_labelled_split(source, "train", mapping, **load, limit=args.limit, seed=args.seed)
     to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
     dataset = TensorImageDataset(
         data.images, to_model[data.labels], train_transform(args.augment, bundle.prep)

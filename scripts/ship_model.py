@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ferlab.data.sources import load_dataset
-from ferlab.inference.backends import TorchClassifier
-from ferlab.inference.onnx_export import FLOAT_CONVS_KEY, OnnxModel, export_onnx
+from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
+from ferlab.inference.runtime import load_model
 from ferlab.models.artifact import (
     SHIPPED_MODELS,
     load_model_file,
     resolve_model_file,
     save_model_file,
 )
-from ferlab.models.prior import check_prior_tau, recorded_prior
+from ferlab.models.prior import check_prior_tau
 from ferlab.tta_modes import TTA_MODES
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ferlab" / "weights"
@@ -66,22 +68,23 @@ def main() -> int:
     bundle = load_model_file(source)
     if source.stat().st_size > MAX_BYTES:
         sys.exit(f"{source}: {source.stat().st_size / 1e6:.1f} MB: too big to ship (limit 25 MB)")
-    bundle.meta["tta"] = args.tta
+    spec = replace(bundle.spec, tta=args.tta)
     if args.int8_float_convs is not None:
-        bundle.meta[FLOAT_CONVS_KEY] = args.int8_float_convs
-    if args.class_prior_data is not None and "class_prior" not in bundle.meta:
+        spec = replace(spec, int8_float_convs=args.int8_float_convs)
+    if args.class_prior_data is not None and spec.class_prior is None:
         counts = load_dataset(args.class_prior_data).splits["train"].class_counts()
-        shares = np.array([counts.get(name, 0) for name in bundle.classes], dtype=float)
-        bundle.meta["class_prior"] = [round(float(p), 6) for p in shares / shares.sum()]
+        shares = np.array([counts.get(name, 0) for name in spec.classes], dtype=float)
+        spec = replace(spec, class_prior=tuple(round(float(p), 6) for p in shares / shares.sum()))
     if args.prior_tau is not None:
-        recorded_prior(bundle.meta, bundle.classes, str(source))
-        bundle.meta["prior_tau"] = check_prior_tau(args.prior_tau)
+        spec.prior(str(source))
+        spec = replace(spec, prior_tau=check_prior_tau(args.prior_tau))
+    bundle.spec = spec
     shipped = WEIGHTS / f"{args.name}.pt"
     save_model_file(shipped, bundle)
     onnx_file = export_onnx(shipped, WEIGHTS / f"{args.name}.onnx")
     batch = torch.rand(16, bundle.prep.in_channels, bundle.prep.input_size, bundle.prep.input_size)
     batch = ((batch - 0.5) / 0.25).numpy()
-    torch_probs = TorchClassifier(load_model_file(shipped))(batch)
+    torch_probs = load_model(shipped)(batch)
     onnx_probs = OnnxModel(onnx_file)(batch)
     difference = float(np.abs(torch_probs - onnx_probs).max())
     print(

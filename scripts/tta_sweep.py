@@ -17,15 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ferlab.commands.scored_models import scored_model
 from ferlab.data.classes import ClassMapping
-from ferlab.data.datamodule import load_labelled_split
-from ferlab.data.sources import load_dataset
 from ferlab.data.tta import shifted
 from ferlab.evaluation.compare import mcnemar
-from ferlab.evaluation.evaluate import predict_probs
-from ferlab.evaluation.scoring import ScoredModel
-from ferlab.models.artifact import load_model_file, resolve_model_file
+from ferlab.evaluation.evaluate import labelled_source, predict_probs, trained_split
+from ferlab.inference.runtime import load_model
+from ferlab.models.artifact import resolve_model_file
 
 View = Callable[[torch.Tensor], torch.Tensor]
 
@@ -78,15 +75,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013"))
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
     args = parser.parse_args()
-    opened = scored_model(args.model)
-    bundle: ScoredModel = (
-        load_model_file(resolve_model_file(opened)) if isinstance(opened, str) else opened
-    )
-    source = load_dataset(args.data)
+    bundle = load_model(args.model)
+    source = labelled_source(bundle.spec, args.data, "skip")
     mapping = ClassMapping.build(source.classes)
-    size = int(bundle.meta.get("config", {}).get("image_size", 48))
-    color = str(bundle.meta.get("config", {}).get("color", "gray"))
-    data = load_labelled_split(source, args.split, mapping, image_size=size, color=color)
+    data = trained_split(bundle.spec, source, args.split, mapping, "skip")
     to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
     labels = to_model[data.labels].numpy()
     images = data.images

@@ -79,15 +79,13 @@ def save_random_model(path: Path, classes: list[str] | tuple[str, ...]) -> Path:
     """A baseline CNN with random weights (seed 0) for 48x48 gray crops, saved as a model file."""
     from ferlab.models.artifact import ModelBundle, save_model_file
     from ferlab.models.registry import create_model
+    from ferlab.models.spec import ModelSpec
     from ferlab.preprocessing import Preprocessing
 
     torch.manual_seed(0)
     bundle = ModelBundle(
         model=create_model("baseline_cnn", len(classes)).eval(),
-        name="baseline_cnn",
-        classes=list(classes),
-        prep=Preprocessing(48, 1, (0.5,), (0.5,)),
-        meta={"config": {"image_size": 48, "color": "gray"}},
+        spec=ModelSpec("baseline_cnn", tuple(classes), Preprocessing(48, 1, (0.5,), (0.5,))),
     )
     save_model_file(path, bundle)
     return path

@@ -36,9 +36,11 @@ from conftest import REPO, make_pattern_tree
 from ferlab.cli import main
 from ferlab.config import TrainConfig
 from ferlab.errors import OutputError
-from ferlab.inference.onnx_export import OnnxModel, _set_metadata
+from ferlab.inference.onnx_export import _set_metadata
+from ferlab.inference.onnx_runner import OnnxModel
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import create_model
+from ferlab.models.spec import ModelSpec
 from ferlab.preprocessing import Preprocessing
 
 CLASSES = ["happy", "sad", "surprise"]
@@ -164,10 +166,9 @@ def model_file(work: Path) -> Path:
     torch.manual_seed(0)
     bundle = ModelBundle(
         model=create_model("baseline_cnn", len(CLASSES)),
-        name="baseline_cnn",
-        classes=list(CLASSES),
-        prep=Preprocessing(48, 1, (0.5,), (0.5,)),
-        meta={"config": {"image_size": 48, "color": "gray", "seed": 0}, "tta": "flip"},
+        spec=ModelSpec(
+            "baseline_cnn", tuple(CLASSES), Preprocessing(48, 1, (0.5,), (0.5,)), tta="flip"
+        ),
     )
     path = work / "model.pt"
     save_model_file(path, bundle)
@@ -227,52 +228,62 @@ def _nan_weights(payload: dict[str, Any]) -> None:
 
 WRONG_VALUES = {"int": 5, "text": "x", "list": [1, 2], "none": None, "float": float("nan")}
 MUTATIONS: dict[str, Mutation] = {
-    **{f"no-{key}": _drop(key) for key in ("format", "model", "classes", "preprocessing")},
+    "no-format": _drop("format"),
+    "no-spec": _drop("spec"),
+    **{f"no-{key}": _drop("spec", key) for key in ("name", "classes", "preprocessing")},
     "no-state_dict": _drop("state_dict"),
     **{f"format-{n}": _set("format", value=v) for n, v in WRONG_VALUES.items()},
     **{f"version-{n}": _set("version", value=v) for n, v in WRONG_VALUES.items() if n != "int"},
     "version-newer": _set("version", value=99),
     "version-huge": _set("version", value=10**15),
-    **{f"model-{n}": _set("model", value=v) for n, v in WRONG_VALUES.items()},
-    "model-unknown": _set("model", value="resnet999"),
-    **{f"head-{n}": _set("head", value=v) for n, v in WRONG_VALUES.items()},
-    **{f"va-{n}": _set("va", value=v) for n, v in WRONG_VALUES.items()},
-    "va-true": _set("va", value=True),
-    **{f"classes-{n}": _set("classes", value=v) for n, v in WRONG_VALUES.items()},
-    "classes-empty": _set("classes", value=[]),
-    "classes-repeat": _set("classes", value=["a", "a", "b"]),
-    "classes-four": _set("classes", value=["a", "b", "c", "d"]),
-    "classes-huge": _set("classes", value=[f"c{i}" for i in range(5000)]),
-    **{f"preprocessing-{n}": _set("preprocessing", value=v) for n, v in WRONG_VALUES.items()},
-    "preprocessing-empty": _set("preprocessing", value={}),
-    "input_size-negative": _set("preprocessing", "input_size", value=-3),
-    "input_size-zero": _set("preprocessing", "input_size", value=0),
-    "input_size-huge": _set("preprocessing", "input_size", value=10**6),
-    "input_size-text": _set("preprocessing", "input_size", value="x"),
-    "input_size-one": _set("preprocessing", "input_size", value=1),
-    "in_channels-two": _set("preprocessing", "in_channels", value=2),
+    **{f"spec-{n}": _set("spec", value=v) for n, v in WRONG_VALUES.items()},
+    **{f"model-{n}": _set("spec", "name", value=v) for n, v in WRONG_VALUES.items()},
+    "model-unknown": _set("spec", "name", value="resnet999"),
+    **{f"head-{n}": _set("spec", "head", value=v) for n, v in WRONG_VALUES.items()},
+    **{f"va-{n}": _set("spec", "va", value=v) for n, v in WRONG_VALUES.items()},
+    "va-true": _set("spec", "va", value=True),
+    **{f"classes-{n}": _set("spec", "classes", value=v) for n, v in WRONG_VALUES.items()},
+    "classes-empty": _set("spec", "classes", value=[]),
+    "classes-repeat": _set("spec", "classes", value=["a", "a", "b"]),
+    "classes-four": _set("spec", "classes", value=["a", "b", "c", "d"]),
+    "classes-huge": _set("spec", "classes", value=[f"c{i}" for i in range(5000)]),
+    **{
+        f"preprocessing-{n}": _set("spec", "preprocessing", value=v)
+        for n, v in WRONG_VALUES.items()
+    },
+    "preprocessing-empty": _set("spec", "preprocessing", value={}),
+    "input_size-negative": _set("spec", "preprocessing", "input_size", value=-3),
+    "input_size-zero": _set("spec", "preprocessing", "input_size", value=0),
+    "input_size-huge": _set("spec", "preprocessing", "input_size", value=10**6),
+    "input_size-text": _set("spec", "preprocessing", "input_size", value="x"),
+    "input_size-one": _set("spec", "preprocessing", "input_size", value=1),
+    "in_channels-two": _set("spec", "preprocessing", "in_channels", value=2),
     "in_channels-three": _set(
-        "preprocessing", value={"input_size": 48, "in_channels": 3, "mean": [0] * 3, "std": [1] * 3}
+        "spec",
+        "preprocessing",
+        value={"input_size": 48, "in_channels": 3, "mean": [0] * 3, "std": [1] * 3},
     ),
-    "in_channels-huge": _set("preprocessing", "in_channels", value=10**6),
-    "mean-empty": _set("preprocessing", "mean", value=[]),
-    "mean-nan": _set("preprocessing", "mean", value=[float("nan")]),
-    "std-zero": _set("preprocessing", "std", value=[0.0]),
-    "std-missing": _drop("preprocessing", "std"),
+    "in_channels-huge": _set("spec", "preprocessing", "in_channels", value=10**6),
+    "mean-empty": _set("spec", "preprocessing", "mean", value=[]),
+    "mean-nan": _set("spec", "preprocessing", "mean", value=[float("nan")]),
+    "std-zero": _set("spec", "preprocessing", "std", value=[0.0]),
+    "std-missing": _drop("spec", "preprocessing", "std"),
     **{f"meta-{n}": _set("meta", value=v) for n, v in WRONG_VALUES.items() if n != "none"},
     "meta-none": _set("meta", value=None),
-    "config-list": _set("meta", "config", value=[1]),
-    "decode-huge": _set("meta", "config", "image_size", value=10**6),
-    "decode-negative": _set("meta", "config", "image_size", value=-3),
-    "decode-text": _set("meta", "config", "image_size", value="48"),
-    "color-cmyk": _set("meta", "config", "color", value="cmyk"),
-    "seed-negative": _set("meta", "config", "seed", value=-1),
-    "val_fraction-two": _set("meta", "config", "val_fraction", value=2.0),
-    "keep-list": _set("meta", "config", "keep", value=["happy"]),
-    "tta-zoom": _set("meta", "tta", value="zoom"),
-    "tta-int": _set("meta", "tta", value=3),
-    "float_convs-negative": _set("meta", "int8_float_convs", value=-5),
-    "float_convs-huge": _set("meta", "int8_float_convs", value=10**9),
+    "decode-huge": _set("spec", "image_size", value=10**6),
+    "decode-negative": _set("spec", "image_size", value=-3),
+    "decode-text": _set("spec", "image_size", value="48"),
+    "color-cmyk": _set("spec", "color", value="cmyk"),
+    "seed-negative": _set("spec", "seed", value=-1),
+    "val_fraction-two": _set("spec", "val_fraction", value=2.0),
+    "keep-list": _set("spec", "keep", value=["happy"]),
+    "label_mode-other": _set("spec", "label_mode", value="mode"),
+    "class_prior-zero": _set("spec", "class_prior", value=[1, 0, 1]),
+    "prior_tau-huge": _set("spec", "prior_tau", value=7),
+    "tta-zoom": _set("spec", "tta", value="zoom"),
+    "tta-int": _set("spec", "tta", value=3),
+    "float_convs-negative": _set("spec", "int8_float_convs", value=-5),
+    "float_convs-huge": _set("spec", "int8_float_convs", value=10**9),
     **{f"state_dict-{n}": _set("state_dict", value=v) for n, v in WRONG_VALUES.items()},
     "weight-shape": _first_weight(torch.zeros(2)),
     "weight-not-tensor": _first_weight(3),
@@ -334,7 +345,7 @@ def test_bounded_values_name_the_key(
     malformed: dict[str, Path], face: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     expected = {
-        "decode-huge": "config.image_size: 1000000 is outside 8-1024",
+        "decode-huge": "spec.image_size: 1000000 is outside 8-1024",
         "input_size-huge": "preprocessing.input_size: 1000000 is outside 8-1024",
         "in_channels-three": "model 'baseline_cnn' takes 1",
         "weights-nan": "NaN or infinite",
@@ -352,7 +363,7 @@ def test_input_size_too_small_for_the_model(
     path = work / "vgg-at-8px.pt"
     model = create_model("vgg_fer", len(CLASSES))
     save_model_file(
-        path, ModelBundle(model, "vgg_fer", list(CLASSES), Preprocessing(8, 1, (0.5,), (0.5,)))
+        path, ModelBundle(model, ModelSpec("vgg_fer", CLASSES, Preprocessing(8, 1, (0.5,), (0.5,))))
     )
     code, _, err = run_cli(capsys, "predict", face, "--model", path, "--no-detect")
     assert code == 2
@@ -427,41 +438,46 @@ def bundle(model_file: Path) -> ModelBundle:
     return load_model_file(model_file)
 
 
+_ONNX_SPEC = ModelSpec(
+    "baseline_cnn", tuple(CLASSES), Preprocessing(48, 1, (0.5,), (0.5,)), tta="flip"
+).to_dict()
+
+
+def _spec(**changes: Any) -> dict[str, str | None]:
+    """Metadata whose ``spec`` is the export's with ``changes`` (None: the key left out)."""
+    data = {**_ONNX_SPEC, **changes}
+    return {"spec": json.dumps({k: v for k, v in data.items() if v is not None})}
+
+
+def _prep(**changes: Any) -> dict[str, Any]:
+    return {"input_size": 48, "in_channels": 1, "mean": [0], "std": [1], **changes}
+
+
 ONNX_METADATA: dict[str, dict[str, str | None]] = {
     "format-text": {"format": "ferlab-onnx/x"},
     "format-newer": {"format": "ferlab-onnx/7"},
     "format-missing": {"format": None},
-    "classes-missing": {"classes": None},
-    "classes-not-json": {"classes": "[happy"},
-    "classes-empty": {"classes": "[]"},
-    "classes-number": {"classes": "3"},
-    "classes-four": {"classes": json.dumps(["a", "b", "c", "d"])},
-    "preprocessing-not-json": {"preprocessing": "{"},
-    "preprocessing-list": {"preprocessing": "[1]"},
-    "in_channels-two": {
-        "preprocessing": json.dumps(
-            {"input_size": 48, "in_channels": 2, "mean": [0, 0], "std": [1, 1]}
-        )
-    },
-    "input_size-mismatch": {
-        "preprocessing": json.dumps({"input_size": 64, "in_channels": 1, "mean": [0], "std": [1]})
-    },
-    "std-negative": {
-        "preprocessing": json.dumps({"input_size": 48, "in_channels": 1, "mean": [0], "std": [-1]})
-    },
-    "decode-huge": {"decode": json.dumps({"image_size": 70000, "color": "gray"})},
-    "decode-negative": {"decode": json.dumps({"image_size": -1, "color": "gray"})},
-    "decode-color": {"decode": json.dumps({"image_size": 48, "color": "cmyk"})},
-    "decode-list": {"decode": "[48]"},
-    "decode-missing": {"decode": None},
-    "tta-zoom": {"tta": '"zoom"'},
-    "va-text": {"va": '"yes"'},
-    "va-true": {"va": "true"},
-    "config-list": {"config": "[1]"},
-    "config-seed": {"config": json.dumps({"seed": "zero"})},
+    "spec-missing": {"spec": None},
+    "spec-not-json": {"spec": "{name"},
+    "spec-list": {"spec": "[1]"},
+    "classes-missing": _spec(classes=None),
+    "classes-empty": _spec(classes=[]),
+    "classes-number": _spec(classes=3),
+    "classes-four": _spec(classes=["a", "b", "c", "d"]),
+    "preprocessing-list": _spec(preprocessing=[1]),
+    "in_channels-two": _spec(preprocessing=_prep(in_channels=2, mean=[0, 0], std=[1, 1])),
+    "input_size-mismatch": _spec(preprocessing=_prep(input_size=64)),
+    "std-negative": _spec(preprocessing=_prep(std=[-1])),
+    "decode-huge": _spec(image_size=70000),
+    "decode-negative": _spec(image_size=-1),
+    "decode-color": _spec(color="cmyk"),
+    "tta-zoom": _spec(tta="zoom"),
+    "va-text": _spec(va="yes"),
+    "va-true": _spec(va=True),
+    "seed-text": _spec(seed="zero"),
     "int8-negative": {"int8": json.dumps({"float_convs": -1})},
     "int8-not-json": {"int8": "{float_convs"},
-    "model-missing": {"model": None},
+    "model-missing": _spec(name=None),
 }
 
 
@@ -488,7 +504,7 @@ def test_onnx_with_malformed_metadata_is_one_line(
     assert_one_line(err, bad_onnx[name])
 
 
-@pytest.mark.parametrize("name", ["decode-huge", "classes-not-json", "format-text"])
+@pytest.mark.parametrize("name", ["decode-huge", "spec-not-json", "format-text"])
 def test_serve_refuses_malformed_onnx_at_start(
     name: str, bad_onnx: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

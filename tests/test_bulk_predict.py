@@ -19,6 +19,7 @@ from ferlab.cli import main
 from ferlab.errors import ConfigError
 from ferlab.inference import results_file
 from ferlab.inference.bulk import parse_shard, take_shard
+from ferlab.models.spec import ModelSpec
 from ferlab.preprocessing import Preprocessing
 
 
@@ -135,13 +136,13 @@ def test_shards_split_the_sorted_inputs(
 class _LinearClassifier:
     """A real but tiny classifier for 8x8 gray crops: softmax of a fixed linear map."""
 
-    name, runtime, default_tta, va = "linear", "numpy", "none", False
-    prep = Preprocessing(8, 1, (0.5,), (0.5,))
-    image_size, color = 8, "gray"
+    runtime = label = "numpy"
+    bundle = None
 
     def __init__(self) -> None:
-        self.classes = list(PATTERN_CLASSES)
-        self.meta: dict[str, object] = {}
+        self.spec = ModelSpec("linear", PATTERN_CLASSES, Preprocessing(8, 1, (0.5,), (0.5,)))
+        self.name, self.classes, self.prep = "linear", list(PATTERN_CLASSES), self.spec.prep
+        self.default_tta, self.va = "none", False
         self.weights = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -34,15 +34,15 @@ def test_prior_adjustment_against_hand_computed_values() -> None:
 
 def test_recorded_prior_is_checked() -> None:
     classes = ["a", "b"]
-    np.testing.assert_allclose(recorded_prior({"class_prior": [3, 1]}, classes, "m"), [0.75, 0.25])
-    for meta, message in [
-        ({}, "records no training class prior"),
-        ({"class_prior": [1, 0]}, "positive shares"),
-        ({"class_prior": [1, 2, 3]}, "positive shares"),
-        ({"class_prior": ["x", 1]}, "not a list of numbers"),
+    np.testing.assert_allclose(recorded_prior([3, 1], classes, "m"), [0.75, 0.25])
+    for values, message in [
+        (None, "records no training class prior"),
+        ([1, 0], "positive shares"),
+        ([1, 2, 3], "positive shares"),
+        (["x", 1], "not a list of numbers"),
     ]:
         with pytest.raises(ModelError, match=message):
-            recorded_prior(meta, classes, "m.pt")
+            recorded_prior(values, classes, "m.pt")
 
 
 def test_crowd_metrics_against_hand_computed_values() -> None:
@@ -109,12 +109,12 @@ def test_prior_tau_divides_by_the_recorded_prior(
 ) -> None:
     plain = evaluate(pattern_run, pattern_tree, out=tmp_path / "plain", tta="none")
     payload = torch.load(pattern_run / "model.pt", weights_only=True)
-    prior = recorded_prior(payload["meta"], payload["classes"], "model.pt")
+    prior = recorded_prior(payload["spec"]["class_prior"], payload["spec"]["classes"], "model.pt")
     adjusted = evaluate(pattern_run, pattern_tree, out=tmp_path / "a", tta="none", prior_tau=1.0)
     assert adjusted.metrics["prior_tau"] == 1.0
     np.testing.assert_allclose(adjusted.probs, prior_adjusted(plain.probs, prior, 1.0), rtol=1e-4)
     bare = tmp_path / "bare.pt"
-    payload["meta"].pop("class_prior")
+    payload["spec"].pop("class_prior")
     torch.save(payload, bare)
     code = main(["evaluate", str(bare), "--data", str(pattern_tree), "--prior-tau", "0.5"])
     assert code == 2
@@ -123,18 +123,19 @@ def test_prior_tau_divides_by_the_recorded_prior(
 
 def test_recognizer_applies_the_prior_on_both_runtimes(pattern_run: Path, tmp_path: Path) -> None:
     from ferlab import Recognizer
-    from ferlab.inference.onnx_export import OnnxModel, export_onnx
+    from ferlab.inference.onnx_export import export_onnx
+    from ferlab.inference.onnx_runner import OnnxModel
     from ferlab.models.artifact import load_model_file
 
     face = np.full((48, 48, 3), 40, np.uint8)
     face[:24] = 200
     plain = Recognizer.load(pattern_run, detect=False, tta="none").predict(face)[0]
     bundle = load_model_file(pattern_run / "model.pt")
-    prior = recorded_prior(bundle.meta, bundle.classes, "model.pt")
+    prior = bundle.spec.prior("model.pt")
     expected = prior_adjusted(np.array([list(plain.probs.values())]), prior, 0.5)[0]
     onnx_file = tmp_path / "model.onnx"
     export_onnx(pattern_run, onnx_file)
-    assert OnnxModel(onnx_file).meta["class_prior"] == bundle.meta["class_prior"]
+    assert OnnxModel(onnx_file).spec.class_prior == bundle.spec.class_prior
     for ref in (pattern_run, onnx_file):
         adjusted = Recognizer.load(ref, detect=False, tta="none", prior_tau=0.5).predict(face)[0]
         np.testing.assert_allclose(list(adjusted.probs.values()), expected, rtol=1e-3, atol=1e-5)

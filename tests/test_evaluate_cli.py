@@ -104,7 +104,10 @@ def test_cli_evaluate_prints_report(
         (["train", "--data", ".", "--epochs", "many"], "--epochs: invalid int value"),
         (["train", "--config", "/no/config.yaml"], "/no/config.yaml: config file not found"),
         (["evaluate", "/no/run", "--data", "."], "/no/run: no such run folder or model file"),
-        (["evaluate", "/no/model.onnx", "--data", "."], "/no/model.onnx: no such file"),
+        (
+            ["evaluate", "/no/model.onnx", "--data", "."],
+            "/no/model.onnx: no such run folder or model file",
+        ),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(
@@ -197,16 +200,15 @@ def test_evaluate_and_compare_onnx_exports(
     pattern_run: Path, pattern_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An export scores as its model file does, on the split and classes its metadata records."""
-    from ferlab.inference.onnx_export import OnnxModel
+    from ferlab.inference.onnx_runner import OnnxModel
     from ferlab.models.artifact import load_model_file
 
     fp32, int8 = tmp_path / "model.onnx", tmp_path / "int8.onnx"
     assert main(["export", str(pattern_run), "--format", "onnx", "--out", str(fp32)]) == 0
     argv = ["export", str(pattern_run), "--format", "onnx", "--quantize", "int8"]
     assert main([*argv, "--out", str(int8)]) == 0
-    trained = load_model_file(pattern_run / "model.pt").meta["config"]
-    carried = OnnxModel(fp32).meta["config"]
-    assert carried["seed"] == trained["seed"] and carried["image_size"] == trained["image_size"]
+    trained = load_model_file(pattern_run / "model.pt").spec
+    assert OnnxModel(fp32).spec == trained.for_export()
     reference = evaluate(pattern_run, pattern_tree, out=tmp_path / "torch")
     exported = evaluate(OnnxModel(fp32), pattern_tree, out=tmp_path / "fp32")
     np.testing.assert_allclose(exported.probs, reference.probs, atol=1e-4)

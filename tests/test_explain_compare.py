@@ -17,7 +17,6 @@ from ferlab.commands.explain import METHOD_CHOICES
 from ferlab.errors import ConfigError
 from ferlab.evaluation.compare import compare_models, mcnemar
 from ferlab.inference import Recognizer
-from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.detect import detect_faces, square_crop
 from ferlab.inference.explain import explain_image, load_explainable
 from ferlab.inference.gradcam import (
@@ -27,8 +26,10 @@ from ferlab.inference.gradcam import (
     gradcam_overlays,
 )
 from ferlab.inference.images import load_image
+from ferlab.inference.runner import TorchModel
 from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
+from ferlab.models.spec import ModelSpec
 from ferlab.preprocessing import Preprocessing
 
 QUADRANT_CLASSES = ("across", "down")
@@ -70,10 +71,7 @@ def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
     bundle = ModelBundle(
         model=create_model("baseline_cnn", 2).eval(),
-        name="baseline_cnn",
-        classes=list(QUADRANT_CLASSES),
-        prep=Preprocessing(48, 1, (0.5,), (0.5,)),
-        meta={"config": {"image_size": 48, "color": "gray"}},
+        spec=ModelSpec("baseline_cnn", QUADRANT_CLASSES, Preprocessing(48, 1, (0.5,), (0.5,))),
     )
     path = tmp_path_factory.mktemp("random") / "random.pt"
     save_model_file(path, bundle)
@@ -134,7 +132,9 @@ def test_vit_tokens_become_a_map() -> None:
     torch.manual_seed(0)
     model = create_model("vit_b_16", 2).eval()
     info = model.info
-    bundle = ModelBundle(model, "vit_b_16", ["a", "b"], Preprocessing(224, 3, info.mean, info.std))
+    bundle = ModelBundle(
+        model, ModelSpec("vit_b_16", ("a", "b"), Preprocessing(224, 3, info.mean, info.std))
+    )
     assert default_target_layer(model) == "encoder.layers.group3.encoder_layer_11.ln_1"
     heatmaps = gradcam_heatmaps(bundle, torch.randint(0, 256, (1, 1, 48, 48), dtype=torch.uint8))
     assert heatmaps.shape == (1, 48, 48) and heatmaps.max() > heatmaps.min()
@@ -231,7 +231,7 @@ def _has_colour_bar(figure: np.ndarray) -> bool:
 
 def test_explain_reports_the_probability_predict_gives(astronaut: Path, quadrant_run: Path) -> None:
     bundle = load_explainable(quadrant_run)
-    recognizer = Recognizer(TorchClassifier(bundle), tta="flip")
+    recognizer = Recognizer(TorchModel(bundle), tta="flip")
     (face,) = recognizer.predict(astronaut)
     (explained,) = explain_image(bundle, astronaut, tta="flip")
     assert (explained.label, explained.box, explained.tta) == (face.label, face.box, "flip")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,10 @@ from ferlab.data.cache import _decode_file
 from ferlab.errors import ConfigError, DataError, ModelError
 from ferlab.evaluation.evaluate import predict_probs
 from ferlab.inference import Face, FaceResult, Recognizer, detect_faces
-from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.images import load_image
-from ferlab.inference.onnx_export import OnnxModel, export_onnx
-from ferlab.inference.preprocess import model_input
+from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
+from ferlab.inference.runner import TorchModel
 from ferlab.models.artifact import load_model_file, save_model_file
 
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -275,11 +276,11 @@ def test_decompression_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_onnx_export_matches_torch(model_file: Path, onnx_file: Path) -> None:
     onnx_model = OnnxModel(onnx_file)
-    torch_model = TorchClassifier(load_model_file(model_file))
+    torch_model = TorchModel(load_model_file(model_file))
     assert onnx_model.classes == FER_CLASSES and onnx_model.prep == torch_model.prep
-    assert (onnx_model.image_size, onnx_model.color) == (48, "gray")
+    assert (onnx_model.spec.image_size, onnx_model.spec.color) == (48, "gray")
     crops = torch.randint(0, 256, (64, 1, 48, 48), dtype=torch.uint8)
-    batch = model_input(list(crops), torch_model.prep)
+    batch = torch_model.spec.model_input(list(crops))
     assert np.abs(onnx_model(batch) - torch_model(batch)).max() < 1e-4
     assert np.abs(onnx_model(batch[:1]) - torch_model(batch[:1])).max() < 1e-4
 
@@ -297,7 +298,7 @@ def test_onnx_backend_gives_the_torch_results(
         (got,) = recognizer.predict(astronaut, rgb=True)
         assert got.box == want.box and got.probs == pytest.approx(want.probs, abs=1e-4)
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
-    with pytest.raises(ModelError, match="runs on the onnx backend"):
+    with pytest.raises(ModelError, match="runs on onnxruntime; use --backend auto or onnx"):
         Recognizer.load(onnx_file, backend="torch")
     (tmp_path / "junk.onnx").write_text("junk")
     with pytest.raises(ModelError, match=r"junk\.onnx: not a readable ONNX model"):
@@ -317,7 +318,7 @@ def test_int8_exports_are_smaller_and_still_probabilities(
     with pytest.warns(UserWarning, match="dynamic int8 convolutions run slower"):
         dynamic = export_onnx(model_file, tmp_path / "dynamic.onnx", "int8")
     static = export_onnx(model_file, tmp_path / "static.onnx", "int8", calibration=calibration)
-    batch = model_input([torch.from_numpy(c)[None] for c in calibration], OnnxModel(static).prep)
+    batch = OnnxModel(static).spec.model_input([torch.from_numpy(c)[None] for c in calibration])
     reference = OnnxModel(onnx_file)(batch)
     for path in (dynamic, static):
         assert path.stat().st_size < 0.5 * onnx_file.stat().st_size
@@ -357,7 +358,7 @@ def test_int8_export_keeps_the_leading_convolutions_float(
     ) == {"float_convs": 2}
 
     bundle = load_model_file(model_file)
-    bundle.meta["int8_float_convs"] = 1
+    bundle.spec = replace(bundle.spec, int8_float_convs=1)
     save_model_file(tmp_path / "recommends.pt", bundle)
     recommended = export_onnx(
         tmp_path / "recommends.pt", tmp_path / "rec.onnx", "int8", calibration=[crops / "0.png"]

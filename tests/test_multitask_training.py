@@ -19,10 +19,10 @@ from ferlab.config import load_config
 from ferlab.data.affectnet import EXCLUDED_CLASS, EXCLUDED_VA
 from ferlab.evaluation.report import format_value, resolve_pointer
 from ferlab.evaluation.va_metrics import ccc
-from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.images import load_image
-from ferlab.inference.onnx_export import OnnxModel, export_onnx
-from ferlab.inference.preprocess import crop_tensor, model_input
+from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
+from ferlab.inference.runner import TorchModel
 from ferlab.models.artifact import load_model_file
 from ferlab.training.run import TrainResult, prepare
 
@@ -148,11 +148,11 @@ def test_predict_cli_prints_valence_and_arousal(
 def test_onnx_export_matches_pytorch(trained: TrainResult, affectnet: Path, tmp_path: Path) -> None:
     files, _ = _val_truth(affectnet)
     bundle = load_model_file(trained.model_file)
-    torch_model = TorchClassifier(bundle)
+    torch_model = TorchModel(bundle)
     onnx_model = OnnxModel(export_onnx(trained.run_dir, tmp_path / "model.onnx"))
     assert onnx_model.va and onnx_model.classes == bundle.classes
-    crops = [crop_tensor(load_image(f, rgb=True), 32, "gray") for f in files[:16]]
-    batch = model_input(crops, bundle.prep)
+    crops = [bundle.spec.crop_tensor(load_image(f, rgb=True)) for f in files[:16]]
+    batch = bundle.spec.model_input(crops)
     torch_probs, torch_va = torch_model.outputs(batch)
     onnx_probs, onnx_va = onnx_model.outputs(batch)
     assert torch_va is not None and onnx_va is not None

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ferlab.inference.onnx_export import export_onnx
 from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
+from ferlab.models.spec import ModelSpec
 from ferlab.preprocessing import Preprocessing
 from ferlab.training.quantization import (
     FinetuneStats,
@@ -110,7 +111,7 @@ def test_finetuned_model_exports_weights_that_int8_holds_exactly(tmp_path: Path)
     assert [s.epoch for s in seen] == [0, 1]
     assert all(0 <= s.agreement <= 1 and np.isfinite(s.loss) for s in seen)
     prep = Preprocessing(input_size=32, in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
-    bundle = ModelBundle(model=model, name="mobilenet_v2", classes=["a", "b", "c"], prep=prep)
+    bundle = ModelBundle(model, ModelSpec("mobilenet_v2", ("a", "b", "c"), prep))
     save_model_file(tmp_path / "model.pt", bundle)
     weights = _onnx_weights(export_onnx(tmp_path / "model.pt", tmp_path / "model.onnx"))
     assert len(weights) == 53
@@ -135,7 +136,9 @@ def test_finetune_script_writes_a_model_on_the_int8_grid(
     start = tmp_path / "start.pt"
     prep = Preprocessing(input_size=48, in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
     classes = ["happy", "sad", "surprise"]
-    save_model_file(start, ModelBundle(_mobilenet(), "mobilenet_v2", classes, prep))
+    save_model_file(
+        start, ModelBundle(_mobilenet(), ModelSpec("mobilenet_v2", tuple(classes), prep))
+    )
     out = tmp_path / "int8ft.pt"
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "finetune_int8.py"), str(start), "--data",

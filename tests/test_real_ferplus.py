@@ -31,9 +31,10 @@ def test_short_training_on_votes_beats_the_majority_class(
         batch_size=64,
         runs_dir=str(tmp_path / "runs"),
     )
-    payload = torch.load(result.model_file, weights_only=True)
-    assert payload["classes"][-1] == "contempt" and len(payload["classes"]) == 8
-    prior = dict(zip(payload["classes"], payload["meta"]["class_prior"], strict=True))
+    spec = torch.load(result.model_file, weights_only=True)["spec"]
+    assert spec["classes"][-1] == "contempt" and len(spec["classes"]) == 8
+    assert (spec["label_source"], spec["label_mode"]) == (str(votes), "distribution")
+    prior = dict(zip(spec["classes"], spec["class_prior"], strict=True))
     assert max(prior, key=prior.__getitem__) == "neutral"
     majority = 1334 / 3549  # neutral majorities on val, unknown/NF majorities left out
     assert result.best_val_acc is not None

@@ -296,7 +296,8 @@ def test_no_response_reveals_a_server_path(
                 assert not any(folder.encode() in seen for folder in folders), (url, seen[:300])
     assert response.json() == {  # the last one: explained by onnx_only
         "error": "this server's model has no heatmaps: "
-        f"{onnx_file.name}: heatmaps need the PyTorch model file, not an ONNX export"
+        f"{onnx_file.name}: Grad-CAM needs PyTorch weights and this model runs on onnxruntime; "
+        "use its .pt model file (on PyTorch)"
     }
 
 
@@ -355,7 +356,7 @@ def test_onnx_runtime_serves_predictions_and_heatmaps_need_torch(
             assert face["probs"] == pytest.approx(want.probs, abs=1e-4)
             explained = client.post("/v1/explain", files=upload(astronaut))
             assert explained.status_code == (200 if service is served else 400)
-    assert "heatmaps need the PyTorch model file" in explained.json()["error"]
+    assert "use its .pt model file (on PyTorch)" in explained.json()["error"]
 
 
 def test_upload_types_are_told_by_content() -> None:

@@ -12,11 +12,11 @@ import pytest
 
 from ferlab import Recognizer, evaluate
 from ferlab.demo import bundled_photo
-from ferlab.inference.backends import TorchClassifier
 from ferlab.inference.batch import find_images
 from ferlab.inference.images import load_image
-from ferlab.inference.onnx_export import OnnxModel, export_onnx
-from ferlab.inference.preprocess import crop_tensor, model_input
+from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_runner import OnnxModel
+from ferlab.inference.runner import TorchModel
 from ferlab.models.artifact import default_model_file, load_model_file
 
 SHIPPED = default_model_file()
@@ -34,8 +34,9 @@ def test_default_runs_on_onnxruntime_and_agrees_with_its_weights() -> None:
     torch_default = Recognizer.load("default", backend="torch").classifier
     assert onnx_default.runtime == "onnxruntime" and torch_default.runtime == "torch"
     rng = np.random.default_rng(0)
-    crops = [crop_tensor(rng.integers(0, 256, (60, 60, 3), np.uint8), 48, "gray") for _ in range(8)]
-    batch = model_input(crops, torch_default.prep)
+    spec = torch_default.spec
+    crops = [spec.crop_tensor(rng.integers(0, 256, (60, 60, 3), np.uint8)) for _ in range(8)]
+    batch = spec.model_input(crops)
     assert np.abs(onnx_default(batch) - torch_default(batch)).max() < 1e-4
 
 
@@ -57,10 +58,10 @@ def test_demo_recognizes_the_bundled_photo(tmp_path: Path) -> None:
     assert face.label in done.stdout and face.detection_score > 0.9
 
 
-def _test_crops(fer2013: Path, classifier: TorchClassifier) -> np.ndarray:
+def _test_crops(fer2013: Path, classifier: TorchModel) -> np.ndarray:
     files, _ = find_images([str(fer2013 / "test")])
-    crops = [crop_tensor(load_image(f.path), classifier.image_size, "gray") for f in files]
-    return model_input(crops, classifier.prep)
+    crops = [classifier.spec.crop_tensor(load_image(f.path)) for f in files]
+    return classifier.spec.model_input(crops)
 
 
 @pytest.mark.slow
@@ -72,7 +73,7 @@ def test_privatetest_accuracy_meets_the_bar(fer2013_dir: Path, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_int8_agrees_with_fp32_on_fer2013_test(fer2013_dir: Path, tmp_path: Path) -> None:
-    torch_model = TorchClassifier(load_model_file(SHIPPED))
+    torch_model = TorchModel(load_model_file(SHIPPED))
     train_files, _ = find_images([str(fer2013_dir / "train")])
     calibration = [f.path for f in train_files[:: len(train_files) // 512][:512]]
     int8 = OnnxModel(export_onnx(SHIPPED, tmp_path / "int8.onnx", "int8", calibration=calibration))
@@ -89,7 +90,8 @@ def test_shipped_models_by_name() -> None:
 
     assert resolve_model_file("default") == resolve_model_file(DEFAULT_MODEL)
     fer2013 = load_model_file(resolve_model_file("fer2013"))
-    assert len(fer2013.meta["class_prior"]) == len(fer2013.classes) == 7
+    assert fer2013.spec.class_prior is not None
+    assert len(fer2013.spec.class_prior) == len(fer2013.classes) == 7
     assert Recognizer.load("fer2013").classifier.runtime == "onnxruntime"
     with pytest.raises(ModelError, match="no such run folder or model file"):
         resolve_model_file("fer2014")

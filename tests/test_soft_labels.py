@@ -170,9 +170,9 @@ def test_training_with_labels_learns_and_records_the_mode(tmp_path: Path, label_
     )
     assert result.best_val_acc is not None and result.best_val_acc > 0.5  # majority rate 1/3
     payload = torch.load(result.model_file, weights_only=True)
-    assert payload["meta"]["label_mode"] == label_mode
-    assert payload["meta"]["label_source"] == str(csv_path)
-    assert len(payload["meta"]["class_prior"]) == 3
+    assert payload["spec"]["label_mode"] == label_mode
+    assert payload["spec"]["label_source"] == str(csv_path)
+    assert len(payload["spec"]["class_prior"]) == 3
     assert "labels file" in str(result.data_note)
 
 
@@ -192,5 +192,5 @@ def test_distribution_training_works_with_balancing_smoothing_strategies_and_cla
     result = train(**quick_options(root, tmp_path / "runs", labels=str(csv_path), **options))
     payload = torch.load(result.model_file, weights_only=True)
     expected = ["happy", "sad"] if "keep" in options else ["happy", "sad", "surprise"]
-    assert payload["classes"] == expected
+    assert payload["spec"]["classes"] == expected
     assert result.best_val_acc is not None and result.best_val_acc > 1 / len(expected)

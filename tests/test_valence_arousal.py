@@ -24,6 +24,7 @@ from ferlab.errors import ConfigError, DataError
 from ferlab.evaluation.va_metrics import ccc, pearson, regression_metrics, sagr, va_metrics
 from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
+from ferlab.models.spec import ModelSpec
 from ferlab.preprocessing import Preprocessing
 from ferlab.training.losses import MultiTaskLoss, concordance, regression_loss
 
@@ -362,14 +363,17 @@ def test_multitask_model_outputs_and_model_file(tmp_path: Path) -> None:
     assert not create_model("baseline_cnn", 4).va
     bundle = ModelBundle(
         model,
-        "baseline_cnn",
-        ["a", "b", "c", "d"],
-        Preprocessing(48, 1, (0.5,), (0.5,)),
-        head="multitask",
+        ModelSpec(
+            "baseline_cnn",
+            ("a", "b", "c", "d"),
+            Preprocessing(48, 1, (0.5,), (0.5,)),
+            head="multitask",
+            va=True,
+        ),
     )
     save_model_file(tmp_path / "model.pt", bundle)
     loaded = load_model_file(tmp_path / "model.pt")
     assert loaded.va and loaded.head == "multitask"
     assert torch.equal(loaded.model.outputs(images), outputs)
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert payload["va"] is True
+    assert payload["spec"]["va"] is True

@@ -24,6 +24,9 @@ _EXPORTS = {
     "list_models": "ferlab.models.registry",
     "load_dataset": "ferlab.data.sources",
     "FerlabError": "ferlab.errors",
+    "load_model": "ferlab.inference.runtime",
+    "ModelRunner": "ferlab.inference.runner",
+    "ModelSpec": "ferlab.models.spec",
     "Recognizer": "ferlab.inference.recognizer",
     "FaceResult": "ferlab.inference.results",
 }

@@ -44,22 +44,20 @@ class ModelService:
     def load(
         cls, ref: str | Path = "default", *, backend: str = "auto", prior_tau: float | None = None
     ) -> ModelService:
-        """Load ``ref`` once, on ``backend`` as :func:`open_classifier` picks it; heatmaps run on
-        a second copy of the PyTorch model file (the one beside an ONNX export)."""
-        from ferlab.inference.backends import open_classifier
+        """Load ``ref`` once, on ``backend`` as :func:`ferlab.load_model` picks it; heatmaps run
+        on a second copy of the PyTorch model file (the one beside an ONNX export)."""
         from ferlab.inference.explain import load_explainable
         from ferlab.inference.recognizer import Recognizer
-        from ferlab.models.artifact import resolve_model_file
+        from ferlab.inference.runtime import load_model
 
-        classifier = open_classifier(ref, backend)
-        file = resolve_model_file(ref)
+        runner = load_model(ref, backend)
         name = "default" if str(ref) == "default" else Path(ref).name
         bundle, why = None, ""
         try:
             bundle = load_explainable(ref)
         except ModelError as exc:
-            why = str(exc).replace(str(file), file.name)
-        return cls(name, Recognizer(classifier, prior_tau=prior_tau), bundle, why)
+            why = str(exc).replace(str(runner.source), runner.source.name)
+        return cls(name, Recognizer(runner, prior_tau=prior_tau), bundle, why)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/models`` reports about the model."""
@@ -68,7 +66,7 @@ class ModelService:
             "ref": self.name,
             "name": classifier.name,
             "classes": list(classifier.classes),
-            "runtime": classifier.runtime,
+            "runtime": classifier.label,
             "input_size": classifier.prep.input_size,
             "explain": self.bundle is not None,
         }

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ferlab.commands.scored_models import scored_model
+from ferlab.commands.recognizer_options import add_backend_option
 from ferlab.commands.split_options import add_split_options
 from ferlab.commands.tta_option import add_tta_option
 from ferlab.outputs import check_writable
@@ -39,6 +39,7 @@ def add_parser(commands: Any) -> None:
         help="score against crowd votes laid over the data (as 'ferlab evaluate --labels')",
     )
     add_tta_option(parser)
+    add_backend_option(parser)
     parser.set_defaults(handler=_run_compare)
 
 
@@ -47,13 +48,14 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     check_writable(args.out)
     comparison = compare_models(
-        [scored_model(ref) for ref in args.models],
+        list(args.models),
         args.data,
         split=args.split,
         alpha=args.alpha,
         on_bad_file=args.on_bad_file,
         tta=args.tta,
         labels=args.labels,
+        backend=args.backend,
     )
     print(comparison.markdown())
     for path in comparison.write(args.out):

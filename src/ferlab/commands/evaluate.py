@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.commands.prior_option import add_prior_tau_option
-from ferlab.commands.scored_models import scored_model
+from ferlab.commands.recognizer_options import add_backend_option
 from ferlab.commands.split_options import add_split_options
 from ferlab.commands.train import FLAG_HELP, METAVARS
 from ferlab.commands.tta_option import add_tta_option
@@ -39,6 +39,7 @@ def add_parser(commands: Any) -> None:
         "--batch-size", type=int, default=256, metavar="N", help="images per batch (default: 256)"
     )
     add_tta_option(parser)
+    add_backend_option(parser)
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -48,7 +49,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from ferlab.evaluation.report import run_description
 
     result = evaluate(
-        scored_model(args.model),
+        args.model,
         args.data,
         split=args.split,
         out=args.out,
@@ -59,6 +60,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         on_bad_file=args.on_bad_file,
         tta=args.tta,
         labels=args.labels,
+        backend=args.backend,
         prior_tau=args.prior_tau,
     )
     how = run_description(result.metrics)

@@ -16,11 +16,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="run folder, model file or .onnx export (default: the model shipped with ferlab)",
     )
+    add_backend_option(parser)
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    """``--backend``: the runtime ``ferlab.load_model`` opens the model on."""
     parser.add_argument(
         "--backend",
         choices=["auto", "torch", "onnx"],
         default="auto",
-        help="auto: the shipped model and .onnx files on onnxruntime, other model files on "
+        help="auto: the shipped models and .onnx files on onnxruntime, other model files on "
         "PyTorch; onnx: a model file is exported once to the ferlab cache",
     )
 

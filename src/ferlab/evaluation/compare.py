@@ -19,20 +19,18 @@ import torch
 from scipy.stats import binomtest, chi2
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
-from ferlab.data.datamodule import load_labelled_split
 from ferlab.data.sources import DatasetSource
 from ferlab.errors import ConfigError
 from ferlab.evaluation.calibration import expected_calibration_error
 from ferlab.evaluation.evaluate import (
     SplitScorer,
     crowd_mapping,
-    decode_options,
     labelled_source,
     predict_probs,
+    trained_split,
 )
-from ferlab.evaluation.scoring import ExportedModel, ScoredModel, parameter_count, runtime_label
-from ferlab.models.artifact import load_model_file, resolve_model_file
-from ferlab.models.prior import default_prior_tau
+from ferlab.inference.runner import ModelRunner
+from ferlab.inference.runtime import load_model
 from ferlab.outputs import write_atomic
 from ferlab.tta_modes import tta_mode
 
@@ -202,10 +200,16 @@ def _train_seconds(model_file: Path) -> float | None:
     return float(summary["train_seconds"])
 
 
+def _parameter_count(runner: ModelRunner) -> int | None:
+    """Trainable and frozen parameters of a PyTorch model; None for an export."""
+    if runner.bundle is None:
+        return None
+    return sum(p.numel() for p in runner.bundle.model.parameters())
+
+
 def _score(
     ref: str,
-    bundle: ScoredModel,
-    model_file: Path,
+    runner: ModelRunner,
     source: DatasetSource,
     split: str,
     bad: str,
@@ -213,35 +217,34 @@ def _score(
     voted: bool,
 ) -> tuple[ModelScore, np.ndarray, np.ndarray]:
     """The model's row, its per-sample correctness and the source rows of the samples."""
-    mapping, _ = crowd_mapping(bundle, source, None, None, None, voted)
-    scorer = SplitScorer(bundle, mapping, default_prior_tau(bundle.meta, ref), model_file)
-    mode = tta_mode(bundle.meta.get("tta") if tta is None else tta)
-    data = load_labelled_split(source, split, mapping, **decode_options(bundle, bad))
-    predict_probs(bundle, data.images[:SPEED_BATCH], SPEED_BATCH, tta=mode)  # warm-up
+    mapping, _ = crowd_mapping(runner.spec, source, None, None, None, voted)
+    scorer = SplitScorer(runner, mapping, runner.spec.prior_tau)
+    mode = tta_mode(runner.spec.tta if tta is None else tta)
+    data = trained_split(runner.spec, source, split, mapping, bad)
+    predict_probs(runner, data.images[:SPEED_BATCH], SPEED_BATCH, tta=mode)  # warm-up
     start = time.perf_counter()
     labels, probs, _ = scorer.score(data, SPEED_BATCH, mode)
     elapsed = time.perf_counter() - start
     predicted = probs.argmax(axis=1)
-    runtime = runtime_label(bundle)
-    how = ", ".join([runtime] + ([f"{mode} TTA"] if mode != "none" else []))
+    how = ", ".join([runner.label] + ([f"{mode} TTA"] if mode != "none" else []))
     score = ModelScore(
         ref=ref,
-        model=f"{bundle.name} ({how})",
+        model=f"{runner.name} ({how})",
         samples=len(labels),
         accuracy=float(accuracy_score(labels, predicted)),
         macro_f1=float(f1_score(labels, predicted, average="macro", zero_division=0)),
         kappa=float(cohen_kappa_score(labels, predicted)),
         ece=expected_calibration_error(probs, labels, bins=15),
-        params=parameter_count(bundle),
-        file_bytes=model_file.stat().st_size,
-        train_seconds=_train_seconds(model_file),
+        params=_parameter_count(runner),
+        file_bytes=runner.path.stat().st_size,
+        train_seconds=_train_seconds(runner.source),
         faces_per_s=len(labels) / max(elapsed, 1e-9),
     )
     return score, predicted == labels, data.rows.numpy()
 
 
 def compare_models(
-    refs: list[str | Path | ExportedModel],
+    refs: list[str | Path | ModelRunner],
     data: str | Path,
     *,
     split: str = "test",
@@ -249,25 +252,23 @@ def compare_models(
     on_bad_file: str = "skip",
     tta: str | bool | None = None,
     labels: str | Path | None = None,
+    backend: str = "auto",
 ) -> Comparison:
-    """Score each run folder, model file or ``ExportedModel`` (an ONNX export) in ``refs`` on
-    ``split`` of ``data``; test each pair on the samples both scored. ``tta``: as in
-    ``evaluate`` (None: each model's own); ``labels``: crowd votes scored as ``evaluate`` does."""
-    names = [str(ref) if isinstance(ref, str | Path) else str(ref.path) for ref in refs]
+    """Score each model reference (opened on ``backend`` by :func:`ferlab.load_model`) or runner
+    in ``refs`` on ``split`` of ``data``; test each pair on the samples both scored. ``tta``: as
+    in ``evaluate`` (None: each model's own); ``labels``: crowd votes scored as ``evaluate``
+    does."""
+    names = [str(ref) if isinstance(ref, str | Path) else str(ref.source) for ref in refs]
     if not refs or len(set(names)) < len(names):
         raise ConfigError(f"compare needs distinct models, got {', '.join(names) or 'none'}")
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
-    files = [resolve_model_file(ref) if isinstance(ref, str | Path) else ref.path for ref in refs]
-    bundles: list[ScoredModel] = [
-        load_model_file(file) if isinstance(ref, str | Path) else ref
-        for ref, file in zip(refs, files, strict=True)
-    ]
-    source = labelled_source(bundles[0], data, on_bad_file, labels)
+    runners = [load_model(ref, backend) for ref in refs]
+    source = labelled_source(runners[0].spec, data, on_bad_file, labels)
     scores, correct, rows = [], {}, {}
-    for name, bundle, file in zip(names, bundles, files, strict=True):
+    for name, runner in zip(names, runners, strict=True):
         score, hits, sample_rows = _score(
-            name, bundle, file, source, split, on_bad_file, tta, labels is not None
+            name, runner, source, split, on_bad_file, tta, labels is not None
         )
         scores.append(score)
         correct[score.ref], rows[score.ref] = hits, sample_rows

@@ -32,13 +32,14 @@ from ferlab.evaluation.metrics import ECE_BINS, classification_metrics
 from ferlab.evaluation.plots import Plot, report_plots
 from ferlab.evaluation.predictions import image_ids, write_predictions
 from ferlab.evaluation.report import write_report
-from ferlab.evaluation.scoring import ExportedModel, ScoredModel, runtime_label
 from ferlab.evaluation.va_metrics import va_metrics
 from ferlab.evaluation.va_plots import va_plots
-from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
-from ferlab.models.prior import check_prior_tau, default_prior_tau, prior_adjusted, recorded_prior
+from ferlab.inference.runner import ModelRunner
+from ferlab.inference.runtime import load_model
+from ferlab.models.artifact import ModelBundle
+from ferlab.models.prior import check_prior_tau, prior_adjusted
+from ferlab.models.spec import ModelSpec
 from ferlab.outputs import check_writable, write_atomic
-from ferlab.preprocessing import eval_transform
 from ferlab.tta_modes import tta_mode
 
 
@@ -52,26 +53,32 @@ class EvaluationResult:
 
 
 def predict_probs(
-    bundle: ScoredModel, images: torch.Tensor, batch_size: int = 256, *, tta: str | bool = "none"
+    runner: ModelRunner | ModelBundle,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    *,
+    tta: str | bool = "none",
 ) -> np.ndarray:
     """Class probabilities for uint8 images (N, C, H, W), in batches, on the CPU; ``tta``: the
     mean over each image's views (``ferlab.data.tta``: none, flip, shift; True is flip)."""
-    return predict_outputs(bundle, images, batch_size, tta=tta)[0]
+    return predict_outputs(runner, images, batch_size, tta=tta)[0]
 
 
 def predict_outputs(
-    bundle: ScoredModel, images: torch.Tensor, batch_size: int = 256, *, tta: str | bool = "none"
+    model: ModelRunner | ModelBundle,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    *,
+    tta: str | bool = "none",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities, and for a valence/arousal model its (N, 2) predictions (else None),
     as :func:`predict_probs` computes them."""
-    transform = eval_transform(bundle.prep)
+    runner = load_model(model)
+    transform = runner.spec.eval_transform()
     mode = tta_mode(tta)
 
     def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if isinstance(bundle, ModelBundle):
-            logits, va = bundle.model.split(bundle.model.outputs(batch).float())
-            return torch.softmax(logits, dim=1), va
-        probs, va_out = bundle.outputs(batch.numpy())
+        probs, va_out = runner.outputs(batch.numpy())
         return torch.from_numpy(probs), None if va_out is None else torch.from_numpy(va_out)
 
     probs, va = [], []
@@ -84,28 +91,27 @@ def predict_outputs(
             if view_va:
                 va.append(torch.stack(view_va).mean(0))
     if not probs:
-        return np.zeros((0, len(bundle.classes))), np.zeros((0, 2)) if bundle.va else None
+        return np.zeros((0, len(runner.classes))), np.zeros((0, 2)) if runner.va else None
     return torch.cat(probs).numpy(), torch.cat(va).numpy() if va else None
 
 
 def map_classes_to_model(
-    bundle: ScoredModel,
+    spec: ModelSpec,
     data_classes: list[str],
     keep: str | None,
     rename: str | None,
     merge: str | None,
 ) -> ClassMapping:
     """Map the data's class names onto the model's, by default with its training options."""
-    trained = bundle.meta.get("config", {})
     if keep is None and rename is None and merge is None:
-        keep, rename, merge = trained.get("keep"), trained.get("rename"), trained.get("merge")
+        keep, rename, merge = spec.class_options()
     keep_list, rename_map, merge_map = parse_class_options(keep, rename, merge)
     mapping = ClassMapping.build(data_classes, keep=keep_list, rename=rename_map, merge=merge_map)
-    unknown = [name for name in mapping.names if name not in bundle.classes]
+    unknown = [name for name in mapping.names if name not in spec.classes]
     if unknown:
         raise DataError(
             f"the data has classes the model does not know ({', '.join(unknown)}); model classes: "
-            f"{', '.join(bundle.classes)}; map them with --rename/--merge or drop them with --keep"
+            f"{', '.join(spec.classes)}; map them with --rename/--merge or drop them with --keep"
         )
     return mapping
 
@@ -147,25 +153,18 @@ def _training_history(model_file: Path) -> tuple[list[dict[str, str]], str | Non
 
 
 def labelled_source(
-    bundle: ScoredModel, data: str | Path, on_bad_file: str, labels: str | Path | None = None
+    spec: ModelSpec, data: str | Path, on_bad_file: str, labels: str | Path | None = None
 ) -> DatasetSource:
     """``data`` split as the model's training split it (for data without fixed splits), with
     the crowd votes of ``labels`` laid over it when given."""
-    trained = bundle.meta.get("config", {})
-    source = load_dataset(
-        data,
-        val_fraction=float(trained.get("val_fraction", 0.1)),
-        test_fraction=float(trained.get("test_fraction", 0.1)),
-        seed=int(trained.get("seed", 0)),
-        on_bad_file=on_bad_file,
-    )
+    source = load_dataset(data, **spec.split_options(), on_bad_file=on_bad_file)
     if labels is not None:
         source, _ = attach_votes(source, read_vote_table(labels))
     return source
 
 
 def crowd_mapping(
-    bundle: ScoredModel,
+    spec: ModelSpec,
     source: DatasetSource,
     keep: str | None,
     rename: str | None,
@@ -176,29 +175,40 @@ def crowd_mapping(
     with ``voted`` data and no class options, those are dropped rather than refused."""
     unanswerable: list[str] = []
     if voted:
-        unanswerable = [name for name in source.classes if name not in bundle.classes]
+        unanswerable = [name for name in source.classes if name not in spec.classes]
         if unanswerable and keep is None and rename is None and merge is None:
-            keep = ",".join(name for name in source.classes if name in bundle.classes)
-    return map_classes_to_model(bundle, source.classes, keep, rename, merge), unanswerable
+            keep = ",".join(name for name in source.classes if name in spec.classes)
+    return map_classes_to_model(spec, source.classes, keep, rename, merge), unanswerable
 
 
-def decode_options(bundle: ScoredModel, on_bad_file: str) -> dict[str, Any]:
+def decode_options(spec: ModelSpec, on_bad_file: str) -> dict[str, Any]:
     """How the model's training decoded images, as ``load_labelled_split`` options."""
-    trained = bundle.meta.get("config", {})
     return {
-        "image_size": int(trained.get("image_size", bundle.prep.input_size)),
-        "color": str(trained.get("color", "gray")),
+        "image_size": spec.decode_size,
+        "color": spec.color,
         "on_bad_file": on_bad_file,
-        "cache_dir": Path(trained["cache_dir"]) if trained.get("cache_dir") else None,
+        "cache_dir": Path(spec.cache_dir) if spec.cache_dir else None,
     }
 
 
-def _prior_tau(bundle: ScoredModel, model_file: Path, prior_tau: float | None) -> float:
+def trained_split(
+    spec: ModelSpec,
+    source: DatasetSource,
+    split: str,
+    mapping: ClassMapping,
+    on_bad_file: str,
+) -> LabelledImages:
+    """``split`` of ``source`` as the model's training split and decoded it (see
+    :func:`labelled_source` for the source): the one place evaluate, compare and the scripts
+    load a model's labelled split."""
+    return load_labelled_split(source, split, mapping, **decode_options(spec, on_bad_file))
+
+
+def _prior_tau(runner: ModelRunner, prior_tau: float | None) -> float:
     """The τ to run with (the model file's unless given), checked against its recorded prior."""
-    where = str(model_file)
-    tau = default_prior_tau(bundle.meta, where) if prior_tau is None else check_prior_tau(prior_tau)
+    tau = runner.spec.prior_tau if prior_tau is None else check_prior_tau(prior_tau)
     if tau > 0:
-        recorded_prior(bundle.meta, bundle.classes, where)
+        runner.spec.prior(str(runner.source))
     return tau
 
 
@@ -207,22 +217,20 @@ class SplitScorer:
     classes that the data can label, in the model's order (probabilities renormalised over them),
     after the prior adjustment."""
 
-    def __init__(
-        self, bundle: ScoredModel, mapping: ClassMapping, tau: float, model_file: Path
-    ) -> None:
-        self.bundle = bundle
+    def __init__(self, runner: ModelRunner, mapping: ClassMapping, tau: float) -> None:
+        self.runner = runner
         self.mapping = mapping
         self.tau = tau
-        self.prior = recorded_prior(bundle.meta, bundle.classes, str(model_file)) if tau else None
-        self.columns = [k for k, name in enumerate(bundle.classes) if name in mapping.names]
-        self.classes = [bundle.classes[k] for k in self.columns]
+        self.prior = runner.spec.prior(str(runner.source)) if tau else None
+        self.columns = [k for k, name in enumerate(runner.classes) if name in mapping.names]
+        self.classes = [runner.classes[k] for k in self.columns]
 
     def predict(
-        self, source: DatasetSource, split: str, load: dict[str, Any], batch_size: int, tta: str
+        self, source: DatasetSource, split: str, on_bad_file: str, batch_size: int, tta: str
     ) -> tuple[LabelledImages, np.ndarray, np.ndarray, np.ndarray | None]:
         """The split's images, its labels as scored class ids, the probabilities over the scored
         classes and the valence/arousal predictions (None for a classification-only model)."""
-        data = load_labelled_split(source, split, self.mapping, **load)
+        data = trained_split(self.runner.spec, source, split, self.mapping, on_bad_file)
         return (data, *self.score(data, batch_size, tta))
 
     def score(
@@ -230,10 +238,10 @@ class SplitScorer:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Labels as scored class ids, probabilities over the scored classes and valence/arousal
         predictions of loaded ``data``."""
-        probs, va = predict_outputs(self.bundle, data.images, batch_size, tta=tta)
+        probs, va = predict_outputs(self.runner, data.images, batch_size, tta=tta)
         if self.prior is not None:
             probs = prior_adjusted(probs, self.prior, self.tau)
-        if len(self.columns) < len(self.bundle.classes):
+        if len(self.columns) < len(self.runner.classes):
             probs = probs[:, self.columns]
             probs = probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
         to_scored = torch.tensor([self.classes.index(name) for name in self.mapping.names])
@@ -274,7 +282,7 @@ def _default_out(model_file: Path, split: str) -> Path:
 
 
 def evaluate(
-    model: str | Path | ExportedModel,
+    model: str | Path | ModelRunner,
     data: str | Path,
     *,
     split: str = "test",
@@ -287,9 +295,11 @@ def evaluate(
     tta: str | bool | None = None,
     labels: str | Path | None = None,
     prior_tau: float | None = None,
+    backend: str = "auto",
 ) -> EvaluationResult:
-    """Evaluate a run folder, model file or ``"default"`` (or an ``ExportedModel``, such as an
-    ONNX export on onnxruntime) on ``split`` of ``data``.
+    """Evaluate a model reference (``"default"``, a shipped model's name, a run folder, a model
+    file, an ``.onnx`` export) opened on ``backend`` by :func:`ferlab.load_model`, or a runner,
+    on ``split`` of ``data``; the metrics name the runtime (``runtime``).
 
     Writes ``metrics.json``, ``predictions.csv``, ``report.md`` and ``report.html`` to ``out``
     (default: the ``eval-<split>`` folder beside the model in a run folder, else
@@ -307,26 +317,22 @@ def evaluate(
     the model's training class prior to this power (``ferlab.models.prior``; None: as the model
     file says, else 0).
     """
-    if isinstance(model, str | Path):
-        model_file = resolve_model_file(model)
-        bundle: ScoredModel = load_model_file(model_file)
-    else:
-        model_file, bundle = model.path, model
+    runner = load_model(model, backend)
+    spec, model_file = runner.spec, runner.source
     out_dir = Path(out) if out is not None else _default_out(model_file, split)
     check_writable(out_dir)
-    tta = tta_mode(bundle.meta.get("tta") if tta is None else tta)
-    source = labelled_source(bundle, data, on_bad_file, labels)
-    mapping, unanswerable = crowd_mapping(bundle, source, keep, rename, merge, labels is not None)
-    tau = _prior_tau(bundle, model_file, prior_tau)
-    load = decode_options(bundle, on_bad_file)
-    scoring = SplitScorer(bundle, mapping, tau, model_file)
-    split_data, true, probs, va_pred = scoring.predict(source, split, load, batch_size, tta)
+    tta = tta_mode(spec.tta if tta is None else tta)
+    source = labelled_source(spec, data, on_bad_file, labels)
+    mapping, unanswerable = crowd_mapping(spec, source, keep, rename, merge, labels is not None)
+    tau = _prior_tau(runner, prior_tau)
+    scoring = SplitScorer(runner, mapping, tau)
+    split_data, true, probs, va_pred = scoring.predict(source, split, on_bad_file, batch_size, tta)
     classes = scoring.classes
     metrics = classification_metrics(true, probs, classes)
     metrics.update(
         {
             "model": str(model_file),
-            "runtime": runtime_label(bundle),
+            "runtime": runner.label,
             "data": str(data),
             "split": split,
             "tta": tta,
@@ -341,21 +347,23 @@ def evaluate(
             metrics["crowd"] = crowd_metrics(probs, votes)
     if unanswerable:
         metrics["unanswerable_classes"] = unanswerable
-    if len(classes) < len(bundle.classes):
-        metrics["unscored_model_classes"] = [c for c in bundle.classes if c not in classes]
+    if len(classes) < len(runner.classes):
+        metrics["unscored_model_classes"] = [c for c in runner.classes if c not in classes]
     if source.loading_note():
         metrics["data_note"] = source.loading_note()
     val: tuple[np.ndarray, np.ndarray] | str = (probs, true)
     if split != "val":
         try:
-            _, val_labels, val_probs, _ = scoring.predict(source, "val", load, batch_size, tta)
+            _, val_labels, val_probs, _ = scoring.predict(
+                source, "val", on_bad_file, batch_size, tta
+            )
             val = (val_probs, val_labels)
         except DataError as exc:
             val = str(exc)
     scaled = _calibrate(metrics, probs, true, val)
     history, history_note = _training_history(model_file)
     figures = report_plots(
-        bundle, metrics, split_data.images, true, probs, scaled, history, ECE_BINS, classes
+        runner, metrics, split_data.images, true, probs, scaled, history, ECE_BINS, classes
     )
     if va_pred is not None:
         figures += _valence_arousal(metrics, split_data, va_pred, true, probs, classes)
@@ -364,9 +372,10 @@ def evaluate(
     ids = image_ids(source, split, split_data.rows.numpy())
     write_predictions(out_dir / "predictions.csv", ids, true, probs, classes)
     notes = [history_note] if history_note else []
-    if not isinstance(bundle, ModelBundle):
+    if runner.bundle is None:
         notes.append(
-            f"Grad-CAM: needs a PyTorch model file; {model_file.name} runs on {metrics['runtime']}"
+            f"Grad-CAM: needs a PyTorch model file; {model_file.name} runs on {runner.label} "
+            "(use the .pt model file or --backend torch)"
         )
     _, page = write_report(out_dir, metrics, figures, notes)
     return EvaluationResult(metrics, out_dir, probs, true, page)

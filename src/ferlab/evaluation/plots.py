@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from ferlab.evaluation.calibration import ReliabilityBins, reliability_bins
-from ferlab.evaluation.scoring import ScoredModel
+from ferlab.inference.runner import ModelRunner
 from ferlab.models.artifact import ModelBundle
 
 _RIGHT, _WRONG = "#1a7f37", "#cf222e"
@@ -260,7 +260,7 @@ def gradcam_plot(
 
 
 def report_plots(
-    bundle: ScoredModel,
+    runner: ModelRunner,
     metrics: dict[str, Any],
     images: torch.Tensor,
     labels: np.ndarray,
@@ -276,7 +276,7 @@ def report_plots(
     ``scaled`` holds the probabilities after temperature scaling (None without a fit);
     ``classes``: the classes ``labels`` and ``probs`` are over (default: the model's).
     """
-    classes = bundle.classes if classes is None else classes
+    classes = runner.classes if classes is None else classes
     after = reliability_bins(scaled, labels, bins) if scaled is not None else None
     figures = [
         Plot(
@@ -307,12 +307,12 @@ def report_plots(
             _labelled_grid(images, confident_mistakes(labels, probs), labels, probs, classes),
         )
     )
-    if isinstance(bundle, ModelBundle):
+    if runner.bundle is not None:
         figures.append(
             Plot(
                 "gradcam",
                 "Grad-CAM of the predicted class",
-                gradcam_plot(bundle, images, labels, probs, classes=classes),
+                gradcam_plot(runner.bundle, images, labels, probs, classes=classes),
             )
         )
     return figures

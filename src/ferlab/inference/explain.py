@@ -10,22 +10,21 @@ from pathlib import Path
 
 import torch
 
-from ferlab.errors import ConfigError, ModelError
-from ferlab.inference.backends import TorchClassifier
+from ferlab.errors import ConfigError
 from ferlab.inference.detect import DEFAULT_MARGIN, square_crop
 from ferlab.inference.images import ImageSource, load_image
-from ferlab.inference.preprocess import crop_tensor, decode_settings
 from ferlab.inference.recognizer import Recognizer
 from ferlab.inference.results import Explanation
-from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+from ferlab.inference.runner import ModelRunner, TorchModel
+from ferlab.inference.runtime import load_model
+from ferlab.models.artifact import ModelBundle
 
 
-def load_explainable(ref: str | Path = "default") -> ModelBundle:
-    """A PyTorch model to explain: "default", a run folder or a model file (not ONNX)."""
-    file = resolve_model_file(ref)
-    if file.suffix.lower() == ".onnx":
-        raise ModelError(f"{file}: heatmaps need the PyTorch model file, not an ONNX export")
-    return load_model_file(file)
+def load_explainable(ref: str | Path | ModelRunner = "default") -> ModelBundle:
+    """The PyTorch model to explain: a reference opened on torch (``load_model``), or a runner's
+    own; an ONNX export is refused with what can explain it."""
+    onnx = not isinstance(ref, ModelRunner) and Path(ref).suffix.lower() == ".onnx"
+    return load_model(ref, "auto" if onnx else "torch").explainable()
 
 
 def explain_image(
@@ -53,7 +52,7 @@ def explain_image(
         )
     image = load_image(source)
     recognizer = Recognizer(
-        TorchClassifier(bundle), detect=detect, min_face=min_face, margin=margin, tta=tta
+        TorchModel(bundle), detect=detect, min_face=min_face, margin=margin, tta=tta
     )
     faces = recognizer.predict(image, rgb=True)
     if not faces:
@@ -62,8 +61,7 @@ def explain_image(
     # grad-cam (with matplotlib and scikit-learn) loads with the first heatmap, not the model.
     from ferlab.inference.gradcam import gradcam_heatmaps, overlay_heatmap
 
-    image_size, color = decode_settings(bundle.meta, bundle.prep)
-    tensors = torch.stack([crop_tensor(crop, image_size, color) for crop in crops])
+    tensors = torch.stack([bundle.spec.crop_tensor(crop) for crop in crops])
     labels = [face.label if target_class is None else target_class for face in faces]
     targets = [bundle.classes.index(label) for label in labels]
     heatmaps = gradcam_heatmaps(bundle, tensors, targets, method, target_layer)

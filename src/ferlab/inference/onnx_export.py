@@ -1,9 +1,9 @@
-"""Export a ferlab model to a self-contained ONNX file, optionally int8, and run it on the CPU.
+"""Export a ferlab model to a self-contained ONNX file, optionally int8 (run by ``onnx_runner``).
 
 The graph maps normalised float32 (N, C, S, S) input, any N, to class probabilities (softmax
 included), output ``probs``; for a valence/arousal model the one output is ``probs_va``, the
-probabilities followed by valence and arousal (metadata ``va``: ``true``). The class names,
-preprocessing and the training options evaluation needs travel in the file's ``metadata_props``.
+probabilities followed by valence and arousal. The model's contract (``ModelSpec``) travels in
+the file's ``metadata_props`` as ``spec``, the int8 options as ``int8``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -26,34 +25,13 @@ import torch
 from ferlab.cache_dir import default_cache_dir
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.images import ImageSource, load_image
-from ferlab.inference.preprocess import crop_tensor, decode_settings, model_input
-from ferlab.models import bounds
-from ferlab.models.artifact import (
-    FLOAT_CONVS_KEY,
-    ModelBundle,
-    load_model_file,
-    resolve_model_file,
-)
+from ferlab.inference.onnx_runner import ONNX_FORMAT, ONNX_FORMAT_VERSION, output_name
+from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 from ferlab.models.registry import FERModel
-from ferlab.tta_modes import tta_mode
 
-ONNX_FORMAT = "ferlab-onnx"
-ONNX_FORMAT_VERSION = 1
 OPSET = 18
 QUANTIZE_MODES = ("int8",)
 _CALIBRATION_BATCH = 32
-PRIOR_KEYS = ("class_prior", "prior_tau")  # model file meta an export carries for --prior-tau
-# training options an export carries for evaluate / compare (class mapping, split, decoding)
-EVALUATION_CONFIG_KEYS = (
-    "keep",
-    "rename",
-    "merge",
-    "val_fraction",
-    "test_fraction",
-    "seed",
-    "image_size",
-    "color",
-)
 
 
 def export_onnx(
@@ -79,9 +57,12 @@ def export_onnx(
         raise ConfigError("float_convs: only for int8 exports (quantize='int8')")
     if float_convs is not None and float_convs < 0:
         raise ConfigError(f"float_convs: must be 0 or more, got {float_convs}")
-    bundle = load_model_file(resolve_model_file(model_ref))
+    file = resolve_model_file(model_ref)
+    if file.suffix.lower() == ".onnx":
+        raise ModelError(f"{file}: already an ONNX export; export its .pt model file instead")
+    bundle = load_model_file(file)
     if float_convs is None:
-        float_convs = int(bundle.meta.get(FLOAT_CONVS_KEY, 0))
+        float_convs = bundle.spec.int8_float_convs
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
@@ -110,10 +91,6 @@ class _ProbsAndVA(torch.nn.Module):
         return torch.cat([torch.softmax(outputs[:, :classes], dim=1), outputs[:, classes:]], dim=1)
 
 
-def _output_name(va: bool) -> str:
-    return "probs_va" if va else "probs"
-
-
 def _export_fp32(bundle: ModelBundle, out: Path) -> None:
     size, channels = bundle.prep.input_size, bundle.prep.in_channels
     network = (
@@ -127,7 +104,7 @@ def _export_fp32(bundle: ModelBundle, out: Path) -> None:
         (example,),
         out,
         input_names=["input"],
-        output_names=[_output_name(bundle.va)],
+        output_names=[output_name(bundle.va)],
         opset_version=OPSET,
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         external_data=False,
@@ -136,30 +113,15 @@ def _export_fp32(bundle: ModelBundle, out: Path) -> None:
 
 
 def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle, float_convs: int | None) -> None:
-    image_size, color = decode_settings(bundle.meta, bundle.prep)
     values = {
         "format": f"{ONNX_FORMAT}/{ONNX_FORMAT_VERSION}",
-        "model": bundle.name,
-        "classes": json.dumps(bundle.classes),
-        "preprocessing": json.dumps(bundle.prep.to_dict()),
-        "decode": json.dumps({"image_size": image_size, "color": color}),
-        "va": json.dumps(bundle.va),
-        "tta": json.dumps(tta_mode(bundle.meta.get("tta"))),
-        "config": json.dumps(_split_config(bundle.meta.get("config", {}))),
+        "spec": json.dumps(bundle.spec.for_export().to_dict()),
     }
-    for key in PRIOR_KEYS:
-        if key in bundle.meta:
-            values[key] = json.dumps(bundle.meta[key])
     if float_convs is not None:
         values["int8"] = json.dumps({"float_convs": float_convs})
     del model.metadata_props[:]
     for key, value in values.items():
         model.metadata_props.add(key=key, value=value)
-
-
-def _split_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The training options that evaluating the export needs: class mapping, split, decoding."""
-    return {key: config[key] for key in EVALUATION_CONFIG_KEYS if config.get(key) is not None}
 
 
 def _leading_nodes(nodes: Sequence[onnx.NodeProto], convs: int) -> list[str]:
@@ -242,11 +204,11 @@ def _quantize_int8(
 def _calibration_batches(
     bundle: ModelBundle, images: Sequence[ImageSource]
 ) -> Iterator[np.ndarray]:
-    image_size, color = decode_settings(bundle.meta, bundle.prep)
     for start in range(0, len(images), _CALIBRATION_BATCH):
         chunk = images[start : start + _CALIBRATION_BATCH]
-        crops = [crop_tensor(load_image(image, rgb=True), image_size, color) for image in chunk]
-        yield model_input(crops, bundle.prep)
+        yield bundle.spec.model_input(
+            [bundle.spec.crop_tensor(load_image(image, rgb=True)) for image in chunk]
+        )
 
 
 def cached_onnx(model_file: Path) -> Path:
@@ -255,131 +217,3 @@ def cached_onnx(model_file: Path) -> Path:
     digest.update(model_file.read_bytes())
     out = default_cache_dir() / "onnx" / f"{digest.hexdigest()[:24]}.onnx"
     return out if out.is_file() else export_onnx(model_file, out)
-
-
-class OnnxModel:
-    """An exported model on onnxruntime's CPU provider: normalised (N, C, S, S) → probabilities."""
-
-    runtime = "onnxruntime"
-
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        # Threads that spin after a run took the CPU from the face detector's threads, which ran
-        # at half speed between model calls (42 ms against 19 ms per 640x480 frame here).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable files
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
-        self._read_metadata(self.session.get_modelmeta().custom_metadata_map)
-        self._check_graph()
-        self._warned_logits = False
-
-    def _read_metadata(self, meta: dict[str, str]) -> None:
-        """Names, preprocessing and options from the metadata, each checked against its bounds."""
-        file = self.path
-        kind, _, version = meta.get("format", "").partition("/")
-        if kind != ONNX_FORMAT:
-            raise ModelError(f"{file}: not a ferlab ONNX export (made with 'ferlab export')")
-        if _number(file, version) > ONNX_FORMAT_VERSION:
-            raise ModelError(f"{file}: written by a newer ferlab (format {version})")
-        missing = sorted({"model", "classes", "preprocessing", "decode"} - set(meta))
-        if missing:
-            raise ModelError(f"{file}: metadata lacks {', '.join(missing)}")
-        decode = bounds.checked_mapping(file, "decode", _json(file, meta, "decode"))
-        self.name = bounds.checked_text(file, "model", meta["model"])
-        self.classes = bounds.checked_classes(file, _json(file, meta, "classes"))
-        self.prep = bounds.checked_preprocessing(file, _json(file, meta, "preprocessing"))
-        self.image_size, self.color = bounds.checked_decode(
-            file, decode.get("image_size"), decode.get("color"), "decode"
-        )
-        self.default_tta = tta_mode(bounds.checked_tta(file, _json(file, meta, "tta", "false")))
-        self.va = bounds.checked_bool(file, "va", _json(file, meta, "va", "false"))
-        self.meta: dict[str, Any] = {
-            "config": bounds.checked_config(file, _json(file, meta, "config", "{}")),
-            "tta": self.default_tta,
-        }
-        if "int8" in meta:
-            int8 = bounds.checked_mapping(file, "int8", _json(file, meta, "int8"))
-            bounds.checked_float_convs(file, int8.get("float_convs", 0))
-            self.meta["int8"] = int8
-        for key in PRIOR_KEYS:
-            if key in meta:
-                self.meta[key] = _json(file, meta, key)
-
-    def _check_graph(self) -> None:
-        """The graph's input and output shapes agree with the metadata."""
-        inputs = {graph_in.name: graph_in.shape for graph_in in self.session.get_inputs()}
-        expected = [None, self.prep.in_channels, self.prep.input_size, self.prep.input_size]
-        shape = inputs.get("input")
-        if shape is None or len(shape) != 4 or not _fits(shape, expected):
-            raise ModelError(
-                f"{self.path}: the graph's input is {shape}, the metadata says {expected[1:]}"
-            )
-        outputs = {output.name: output.shape for output in self.session.get_outputs()}
-        width = len(self.classes) + 2 * self.va
-        shape = outputs.get(_output_name(self.va))
-        if shape is None or len(shape) != 2 or not _fits(shape, [None, width]):
-            raise ModelError(
-                f"{self.path}: the graph has no output '{_output_name(self.va)}' of "
-                f"{width} values per image"
-            )
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.outputs(batch)[0]
-
-    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (N, K) and, for a ``va`` export, valence and arousal (N, 2)."""
-        feed = {"input": np.ascontiguousarray(batch, np.float32)}
-        output = self.session.run([_output_name(self.va)], feed)[0]
-        classes = len(self.classes)
-        probs = self._probabilities(output[:, :classes])
-        return probs, output[:, classes:] if self.va else None
-
-    def _probabilities(self, output: np.ndarray) -> np.ndarray:
-        """``output`` itself where it holds probabilities; logits get a softmax (and a warning)."""
-        if not np.isfinite(output).all():
-            raise ModelError(f"{self.path}: the model output NaN or infinite values")
-        if output.size == 0 or (
-            output.min() >= 0 and np.allclose(output.sum(axis=1), 1.0, atol=1e-3)
-        ):
-            return output
-        if not self._warned_logits:
-            warnings.warn(
-                f"{self.path}: outputs are not probabilities; applying softmax", stacklevel=3
-            )
-            self._warned_logits = True
-        shifted = np.exp(output - output.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _json(file: Path, meta: dict[str, str], key: str, default: str | None = None) -> Any:
-    """Metadata value ``key`` parsed as JSON, or a ModelError naming the file and key."""
-    text = meta.get(key, default)
-    try:
-        return json.loads(text) if text is not None else None
-    except (json.JSONDecodeError, RecursionError):
-        raise ModelError(f"{file}: metadata {key}: not valid JSON") from None
-
-
-def _fits(shape: Sequence[Any], expected: Sequence[int | None]) -> bool:
-    """Whether the fixed dimensions of a graph shape equal those expected (None: any)."""
-    return all(
-        want is None or not isinstance(dim, int) or dim == want
-        for dim, want in zip(shape, expected, strict=True)
-    )
-
-
-def _number(file: Path, text: str) -> int:
-    """The format version after ``ferlab-onnx/``."""
-    if not (text.isascii() and text.isdigit() and len(text) < 10):
-        raise ModelError(f"{file}: format: expected a version number, got {text[:40]!r}")
-    return int(text)

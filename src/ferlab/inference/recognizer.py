@@ -11,7 +11,6 @@ import torch
 
 from ferlab.data.tta import tta_views
 from ferlab.errors import ConfigError
-from ferlab.inference.backends import Classifier, open_classifier
 from ferlab.inference.detect import (
     DEFAULT_DETECT_SIDE,
     DEFAULT_MARGIN,
@@ -22,10 +21,11 @@ from ferlab.inference.detect import (
     square_crop,
 )
 from ferlab.inference.images import ImageSource, load_image
-from ferlab.inference.preprocess import crop_tensor, model_input
 from ferlab.inference.results import FaceResult
+from ferlab.inference.runner import ModelRunner
+from ferlab.inference.runtime import load_model
 from ferlab.inference.stream import FrameResult, stream_results
-from ferlab.models.prior import check_prior_tau, default_prior_tau, prior_adjusted, recorded_prior
+from ferlab.models.prior import check_prior_tau, prior_adjusted
 from ferlab.tta_modes import tta_mode
 
 
@@ -47,7 +47,7 @@ class Recognizer:
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: ModelRunner,
         *,
         detect: bool = True,
         min_face: int = 24,
@@ -71,16 +71,14 @@ class Recognizer:
         self.min_score = min_score
         self.detect_side = detect_side
         self.detector = detector
-        meta, where = classifier.meta, f"model {classifier.name}"
-        self.prior_tau = (
-            default_prior_tau(meta, where) if prior_tau is None else check_prior_tau(prior_tau)
-        )
-        self.prior = recorded_prior(meta, classifier.classes, where) if self.prior_tau else None
+        spec = classifier.spec
+        self.prior_tau = spec.prior_tau if prior_tau is None else check_prior_tau(prior_tau)
+        self.prior = spec.prior(f"model {spec.name}") if self.prior_tau else None
 
     @classmethod
     def load(
         cls,
-        ref: str | Path = "default",
+        ref: str | Path | ModelRunner = "default",
         *,
         backend: str = "auto",
         detect: bool = True,
@@ -92,9 +90,10 @@ class Recognizer:
         detector: FaceDetector = libfacedetection,
         prior_tau: float | None = None,
     ) -> Recognizer:
-        """``ref``: "default" (the model shipped with ferlab), a run folder, a model file or an
-        ``.onnx`` export; ``backend``: auto | torch | onnx."""
-        classifier = open_classifier(ref, backend)
+        """``ref``: "default" (the model shipped with ferlab), a shipped model's name, a run
+        folder, a model file, an ``.onnx`` export or a runner; ``backend``: auto | torch | onnx
+        (see :func:`ferlab.inference.runtime.load_model`)."""
+        classifier = load_model(ref, backend)
         return cls(
             classifier,
             detect=detect,
@@ -187,9 +186,9 @@ class Recognizer:
         )
 
     def _crops(self, image: np.ndarray) -> list[tuple[Face | None, torch.Tensor]]:
-        size, color = self.classifier.image_size, self.classifier.color
+        spec = self.classifier.spec
         if not self.detect:
-            return [(None, crop_tensor(image, size, color))]
+            return [(None, spec.crop_tensor(image))]
         faces = detect_faces(
             image,
             min_score=self.min_score,
@@ -198,15 +197,14 @@ class Recognizer:
             detector=self.detector,
         )
         return [
-            (face, crop_tensor(square_crop(image, face.box, self.margin), size, color))
-            for face in faces
+            (face, spec.crop_tensor(square_crop(image, face.box, self.margin))) for face in faces
         ]
 
     def _classify(
         self, pending: list[tuple[int, Face | None, torch.Tensor]], results: list[list[FaceResult]]
     ) -> None:
         views = tta_views(torch.stack([crop for _, _, crop in pending]), self.tta)
-        probs, va = self.classifier.outputs(model_input(torch.cat(views), self.classifier.prep))
+        probs, va = self.classifier.outputs(self.classifier.spec.model_input(torch.cat(views)))
         probs = probs.reshape(len(views), len(pending), -1).mean(axis=0)
         if self.prior is not None:
             probs = prior_adjusted(probs, self.prior, self.prior_tau)

@@ -1,4 +1,4 @@
-"""The self-contained model file: weights, class names and preprocessing, loaded weights-only."""
+"""The self-contained model file: weights and their contract (``ModelSpec``), read weights-only."""
 
 from __future__ import annotations
 
@@ -15,29 +15,22 @@ import torch
 from ferlab.errors import FerlabError, ModelError
 from ferlab.models import bounds
 from ferlab.models.registry import FERModel, create_model
+from ferlab.models.spec import ModelSpec, SpecView, legacy_spec
 from ferlab.outputs import write_atomic
 from ferlab.preprocessing import Preprocessing
 
 MODEL_FORMAT = "ferlab-model"
-MODEL_FORMAT_VERSION = 1
-FLOAT_CONVS_KEY = "int8_float_convs"  # convolutions an int8 export keeps float
+MODEL_FORMAT_VERSION = 2  # 2: the contract in payload["spec"]; 1: options spread over meta
 
 
 @dataclass
-class ModelBundle:
-    """A ready-to-run model with what is needed to feed it and to read its output."""
+class ModelBundle(SpecView):
+    """A ready-to-run model and its contract; ``meta``: provenance (data, strategy, the training
+    config), recorded and never read back."""
 
     model: FERModel
-    name: str
-    classes: list[str]
-    prep: Preprocessing
-    head: str = "linear"
+    spec: ModelSpec
     meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def va(self) -> bool:
-        """Whether the model also predicts valence and arousal (see ``FERModel.outputs``)."""
-        return self.model.va
 
 
 def save_model_file(path: Path, bundle: ModelBundle) -> None:
@@ -45,11 +38,7 @@ def save_model_file(path: Path, bundle: ModelBundle) -> None:
     payload = {
         "format": MODEL_FORMAT,
         "version": MODEL_FORMAT_VERSION,
-        "model": bundle.name,
-        "head": bundle.head,
-        "va": bundle.va,
-        "classes": list(bundle.classes),
-        "preprocessing": bundle.prep.to_dict(),
+        "spec": bundle.spec.to_dict(),
         "meta": bundle.meta,
         "state_dict": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},
     }
@@ -70,33 +59,44 @@ def load_model_file(path: str | Path) -> ModelBundle:
     version = bounds.checked_int(file, "version", payload.get("version", 0), 0, 2**31)
     if version > MODEL_FORMAT_VERSION:
         raise ModelError(f"{file}: written by a newer ferlab (format {version})")
-    missing = sorted({"model", "classes", "preprocessing", "state_dict"} - set(payload))
+    layout = {"spec"} if version >= 2 else {"model", "classes", "preprocessing"}
+    missing = sorted((layout | {"state_dict"}) - set(payload))
     if missing:
         raise ModelError(f"{file}: incomplete model file (no {', '.join(missing)})")
-    name = bounds.checked_text(file, "model", payload["model"])
-    head = bounds.checked_text(file, "head", payload.get("head", "linear"))
-    va = bounds.checked_bool(file, "va", payload.get("va", False))
-    classes = bounds.checked_classes(file, payload["classes"])
-    prep = bounds.checked_preprocessing(file, payload["preprocessing"])
-    meta = _checked_meta(file, payload.get("meta", {}))
+    meta = dict(bounds.checked_mapping(file, "meta", payload.get("meta", {})))
+    spec = ModelSpec.from_dict(file, payload["spec"]) if version >= 2 else _format1(file, payload)
     try:
-        model = create_model(name, len(classes), pretrained=False, head=head)
+        model = create_model(spec.name, len(spec.classes), pretrained=False, head=spec.head)
     except FerlabError as exc:
         raise ModelError(f"{file}: {exc}") from None
     _load_weights(file, model, payload["state_dict"])
-    if va != model.va:
+    if spec.va != model.va:
         raise ModelError(
-            f"{file}: the file says valence/arousal outputs {va}, but head '{head}' has {model.va}"
+            f"{file}: the file says valence/arousal outputs {spec.va}, but head '{spec.head}' "
+            f"has {model.va}"
         )
-    if prep.in_channels != model.info.in_channels:
+    if spec.prep.in_channels != model.info.in_channels:
         raise ModelError(
-            f"{file}: preprocessing.in_channels: {prep.in_channels}, but model '{name}' takes "
-            f"{model.info.in_channels}"
+            f"{file}: preprocessing.in_channels: {spec.prep.in_channels}, but model "
+            f"'{spec.name}' takes {model.info.in_channels}"
         )
     model.eval()
-    if prep.input_size != model.info.input_size:
-        _check_input_size(file, model, prep)
-    return ModelBundle(model=model, name=name, classes=classes, prep=prep, head=head, meta=meta)
+    if spec.prep.input_size != model.info.input_size:
+        _check_input_size(file, model, spec.prep)
+    return ModelBundle(model=model, spec=spec, meta=meta)
+
+
+def _format1(file: Path, payload: dict[str, Any]) -> ModelSpec:
+    """The contract of a format-1 file, read from its top-level keys and ``meta``."""
+    return legacy_spec(
+        file,
+        name=payload["model"],
+        classes=payload["classes"],
+        preprocessing=payload["preprocessing"],
+        head=payload.get("head", "linear"),
+        va=payload.get("va", False),
+        meta=bounds.checked_mapping(file, "meta", payload.get("meta", {})),
+    )
 
 
 def _read_payload(file: Path) -> dict[str, Any]:
@@ -114,17 +114,6 @@ def _read_payload(file: Path) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ModelError(f"{file}: not a ferlab model file (train one with 'ferlab train')")
     return payload
-
-
-def _checked_meta(file: Path, value: Any) -> dict[str, Any]:
-    meta = dict(bounds.checked_mapping(file, "meta", value))
-    if "config" in meta:
-        meta["config"] = bounds.checked_config(file, meta["config"])
-    if "tta" in meta:
-        meta["tta"] = bounds.checked_tta(file, meta["tta"])
-    if FLOAT_CONVS_KEY in meta:
-        meta[FLOAT_CONVS_KEY] = bounds.checked_float_convs(file, meta[FLOAT_CONVS_KEY])
-    return meta
 
 
 def _load_weights(file: Path, model: FERModel, state: Any) -> None:

@@ -2,8 +2,8 @@
 
 A model file is data from elsewhere: each value that sizes an allocation or picks a code path
 (input and decode sizes, channels, normalisation, classes, test-time augmentation, int8 options,
-the training options evaluation reuses) is checked here and refused with a ModelError that names
-the file, the key and the problem.
+the training options evaluation reuses: see ``ferlab.models.spec``) is checked here and refused
+with a ModelError that names the file, the key and the problem.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ MAX_CLASSES = 1000
 MAX_CLASS_NAME = 100
 MAX_FLOAT_CONVS = 10_000
 COLORS = ("gray", "rgb")
-_CONFIG_TEXT = ("keep", "rename", "merge", "cache_dir")
 
 
 def _fail(file: Path, key: str, problem: str) -> ModelError:
@@ -118,22 +117,12 @@ def checked_decode(file: Path, image_size: Any, color: Any, where: str) -> tuple
     return size, str(color)
 
 
-def checked_config(file: Path, value: Any) -> dict[str, Any]:
-    """The training options that evaluation and decoding reuse, each in range where present."""
-    config = checked_mapping(file, "config", value)
-    if "image_size" in config or "color" in config:
-        checked_decode(file, config.get("image_size", 48), config.get("color", "gray"), "config")
-    for key in ("val_fraction", "test_fraction"):
-        if config.get(key) is not None:
-            fraction = _checked_float(file, f"config.{key}", config[key])
-            if not 0 <= fraction < 1:
-                raise _fail(file, f"config.{key}", f"{fraction} is outside [0, 1)")
-    if config.get("seed") is not None:
-        checked_int(file, "config.seed", config["seed"], 0, 2**32 - 1)
-    for key in _CONFIG_TEXT:
-        if config.get(key) is not None and not isinstance(config[key], str):
-            raise _fail(file, f"config.{key}", f"expected text, got {_short(config[key])}")
-    return config
+def checked_fraction(file: Path, key: str, value: Any) -> float:
+    """A share of the data in [0, 1)."""
+    fraction = _checked_float(file, key, value)
+    if not 0 <= fraction < 1:
+        raise _fail(file, key, f"{fraction} is outside [0, 1)")
+    return fraction
 
 
 def checked_float_convs(file: Path, value: Any) -> int:

@@ -9,7 +9,7 @@ removes the prior fully.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,10 +27,9 @@ def check_prior_tau(tau: float) -> float:
     return value
 
 
-def recorded_prior(meta: Mapping[str, Any], classes: Sequence[str], where: str) -> np.ndarray:
-    """The training class prior a model file records (``meta["class_prior"]``), checked: one
-    positive finite share per class, normalised; ModelError naming ``where`` otherwise."""
-    values = meta.get("class_prior")
+def recorded_prior(values: Sequence[Any] | None, classes: Sequence[str], where: str) -> np.ndarray:
+    """A recorded training class prior, checked: one positive finite share per class,
+    normalised; ModelError naming ``where`` otherwise (None: the model records none)."""
     if values is None:
         raise ModelError(
             f"{where}: the model records no training class prior, so --prior-tau cannot apply "
@@ -45,14 +44,6 @@ def recorded_prior(meta: Mapping[str, Any], classes: Sequence[str], where: str) 
             f"{where}: class_prior must hold {len(classes)} positive shares, got {len(prior)}"
         )
     return prior / prior.sum()
-
-
-def default_prior_tau(meta: Mapping[str, Any], where: str) -> float:
-    """The τ a model file says to run with (``meta["prior_tau"]``; 0 when it says none)."""
-    try:
-        return check_prior_tau(meta.get("prior_tau", 0.0))
-    except (ConfigError, TypeError, ValueError):
-        raise ModelError(f"{where}: prior_tau in the model file is not in [0, 2]") from None
 
 
 def prior_adjusted(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:

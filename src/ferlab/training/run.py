@@ -33,6 +33,7 @@ from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.errors import ConfigError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, create_model, model_info
+from ferlab.models.spec import SPEC_TRAINING_OPTIONS, ModelSpec
 from ferlab.outputs import check_writable
 from ferlab.preprocessing import Preprocessing
 from ferlab.signals import Stopped
@@ -514,21 +515,23 @@ def _export(prepared: PreparedRun, run_dir: Path) -> None:
     prepared.model.load_state_dict(weights)
     train_split = prepared.datamodule.splits["train"]
     prior = train_split.class_prior(prepared.mapping.num_classes)
-    meta = {
-        "trained_on": str(prepared.config.data),
-        "strategy": prepared.config.strategy,
-        "checkpoint": source.name,
-        "config": prepared.config.to_dict(),
-        "label_source": prepared.config.labels,
-        "label_mode": prepared.config.label_mode if prepared.config.labels else "single",
-        "class_prior": [round(float(p), 6) for p in prior],
-    }
-    bundle = ModelBundle(
-        model=prepared.model,
-        name=prepared.config.model,
-        classes=prepared.mapping.names,
+    config = prepared.config
+    spec = ModelSpec(
+        name=config.model,
+        classes=tuple(prepared.mapping.names),
         prep=prepared.prep,
-        head=prepared.config.head,
-        meta=meta,
+        head=config.head,
+        va=prepared.model.va,
+        label_source=config.labels,
+        label_mode=config.label_mode if config.labels else "single",
+        class_prior=tuple(round(float(p), 6) for p in prior),
+        **{key: getattr(config, key) for key in SPEC_TRAINING_OPTIONS},
     )
+    meta = {
+        "trained_on": str(config.data),
+        "strategy": config.strategy,
+        "checkpoint": source.name,
+        "config": config.to_dict(),
+    }
+    bundle = ModelBundle(model=prepared.model, spec=spec, meta=meta)
     save_model_file(run_dir / MODEL_FILE, bundle)
