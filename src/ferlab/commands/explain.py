@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.errors import DataError, FerlabError
-from ferlab.outputs import check_writable, write_atomic
+from ferlab.outputs import check_new, check_not_input, check_writable, numbered, write_atomic
+from ferlab.progress import add_quiet_option, track
 
 METHOD_CHOICES = ("gradcam", "gradcam++", "eigencam", "scorecam")
 
@@ -20,7 +22,9 @@ def add_parser(commands: Any) -> None:
         help="heatmaps of the face regions behind each prediction",
         description="Write a class activation heatmap over each detected face as "
         "<stem>_face<k>_<class>.png and print one line per file; unreadable files are reported "
-        "on stderr (exit code 1 when some failed, 2 when nothing was written).",
+        "on stderr (exit code 1 when some failed, 2 when nothing was written). A heatmap of a "
+        "same-named input in another folder gets -2, -3, ...; one left by an earlier run is "
+        "kept unless --exist-ok.",
     )
     parser.add_argument(
         "sources", nargs="+", metavar="IMAGE", help="image files, folders (recursive) or globs"
@@ -48,6 +52,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("."), metavar="DIR", help="default: the current folder"
     )
+    add_exist_ok_option(parser, "heatmaps of the same names")
+    add_quiet_option(parser)
     parser.set_defaults(handler=_run_explain)
 
 
@@ -62,8 +68,10 @@ def _run_explain(args: argparse.Namespace) -> int:
         raise DataError("; ".join(problems))
     check_writable(args.out)
     bundle = load_explainable(args.model)
+    inputs = {file.path.resolve() for file in files}
+    this_run: set[Path] = set()
     errors, written = list(problems), 0
-    for file in files:
+    for file in track(files, "explain", unit="files"):
         try:
             explanations = explain_image(
                 bundle,
@@ -82,9 +90,14 @@ def _run_explain(args: argparse.Namespace) -> int:
         stem = file.name.with_suffix("")
         for item in explanations:
             out = args.out / stem.with_name(f"{stem.name}_face{item.face}_{item.label}.png")
+            if out in this_run:  # a same-named input in another folder
+                out = numbered(out, file=True)
+            this_run.add(out)
             png = io.BytesIO()
             Image.fromarray(item.overlay).save(png, format="PNG")
             try:
+                check_new([out], args.exist_ok)
+                check_not_input(out, inputs)
                 write_atomic(out, png.getvalue())
             except FerlabError as exc:
                 errors.append(str(exc))

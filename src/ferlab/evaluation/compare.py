@@ -25,6 +25,7 @@ from ferlab.errors import ConfigError
 from ferlab.evaluation.calibration import expected_calibration_error
 from ferlab.evaluation.evaluate import (
     SplitScorer,
+    check_split,
     crowd_mapping,
     decode_options,
     labelled_source,
@@ -264,6 +265,7 @@ def compare_models(
         for ref, file in zip(refs, files, strict=True)
     ]
     source = labelled_source(bundles[0], data, on_bad_file, labels)
+    check_split(source, split)
     scores, correct, rows = [], {}, {}
     for name, bundle, file in zip(names, bundles, files, strict=True):
         score, hits, sample_rows = _score(

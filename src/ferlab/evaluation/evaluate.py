@@ -36,9 +36,13 @@ from ferlab.evaluation.va_metrics import va_metrics
 from ferlab.evaluation.va_plots import va_plots
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 from ferlab.models.prior import check_prior_tau, default_prior_tau, prior_adjusted, recorded_prior
-from ferlab.outputs import check_writable, write_atomic
+from ferlab.outputs import check_new, check_writable, numbered, write_atomic
 from ferlab.preprocessing import eval_transform
+from ferlab.progress import bar
 from ferlab.tta_modes import tta_mode
+
+REPORT_FILES = ("metrics.json", "report.md", "report.html")
+"""What an evaluation writes besides its figures; one of them in ``out`` means an earlier report."""
 
 
 @dataclass
@@ -74,7 +78,7 @@ def predict_outputs(
         return torch.from_numpy(probs), None if va_out is None else torch.from_numpy(va_out)
 
     probs, va = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), bar("score", len(images), unit="images") as line:
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
             outputs = [run(transform(view)) for view in tta_views(batch, mode)]
@@ -82,6 +86,7 @@ def predict_outputs(
             view_va = [v for _, v in outputs if v is not None]
             if view_va:
                 va.append(torch.stack(view_va).mean(0))
+            line.advance(len(batch))
     if not probs:
         return np.zeros((0, len(bundle.classes))), np.zeros((0, 2)) if bundle.va else None
     return torch.cat(probs).numpy(), torch.cat(va).numpy() if va else None
@@ -264,6 +269,17 @@ def _valence_arousal(
     return va_plots(va_true, va_pred, labels, probs.argmax(axis=1), classes)
 
 
+def check_split(source: DatasetSource, split: str) -> None:
+    """Raise DataError, suggesting a split the data has, when it lacks ``split``."""
+    if split not in source.splits:
+        have = list(source.splits)
+        other = "val" if "val" in have else have[0]
+        raise DataError(
+            f"{source.root}: no '{split}' split (have {', '.join(have)}); score another with "
+            f"--split {other}"
+        )
+
+
 def _default_out(model_file: Path, split: str) -> Path:
     """``eval-<split>`` in the model's run folder; for a file outside a run (the shipped model
     in the installed package, a downloaded file), ``evaluations/<stem>-<split>`` here."""
@@ -286,15 +302,17 @@ def evaluate(
     tta: str | bool | None = None,
     labels: str | Path | None = None,
     prior_tau: float | None = None,
+    exist_ok: bool = False,
 ) -> EvaluationResult:
     """Evaluate a run folder, model file or ``"default"`` (or an ``ExportedModel``, such as an
     ONNX export on onnxruntime) on ``split`` of ``data``.
 
     Writes ``metrics.json``, ``report.md`` and ``report.html`` to ``out`` (default: the
     ``eval-<split>`` folder beside the model in a run folder, else ``evaluations/<model>-<split>``
-    in the working folder). A temperature for calibration is fitted on the data's val split,
-    never on the split that is scored. ``tta``: average over each image's views: "none", "flip"
-    (True), "shift" (see ``ferlab.data.tta``; None: as the model file says).
+    in the working folder, numbered ``-2``, ``-3``, ... when taken; an ``out`` that holds an
+    earlier report needs ``exist_ok``). A temperature for calibration is fitted on the data's
+    val split, never on the split that is scored. ``tta``: average over each image's views:
+    "none", "flip" (True), "shift" (see ``ferlab.data.tta``; None: as the model file says).
 
     ``labels``: a crowd-votes CSV laid over the data (``ferlab.data.soft_labels``): each image is
     scored against its majority (images whose majority names no class are left out) and the
@@ -310,10 +328,12 @@ def evaluate(
         bundle: ScoredModel = load_model_file(model_file)
     else:
         model_file, bundle = model.path, model
-    out_dir = Path(out) if out is not None else _default_out(model_file, split)
+    out_dir = Path(out) if out is not None else numbered(_default_out(model_file, split))
+    check_new([out_dir / name for name in REPORT_FILES], exist_ok)
     check_writable(out_dir)
     tta = tta_mode(bundle.meta.get("tta") if tta is None else tta)
     source = labelled_source(bundle, data, on_bad_file, labels)
+    check_split(source, split)
     mapping, unanswerable = crowd_mapping(bundle, source, keep, rename, merge, labels is not None)
     tau = _prior_tau(bundle, model_file, prior_tau)
     load = decode_options(bundle, on_bad_file)

@@ -35,6 +35,7 @@ from ferlab.models.artifact import (
     resolve_model_file,
 )
 from ferlab.models.registry import FERModel
+from ferlab.progress import bar
 from ferlab.tta_modes import tta_mode
 
 ONNX_FORMAT = "ferlab-onnx"
@@ -214,7 +215,7 @@ def _quantize_int8(
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = _calibration_batches(bundle, calibration)
+            self.batches = calibration_batches(bundle, calibration)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
@@ -239,14 +240,17 @@ def _quantize_int8(
         )
 
 
-def _calibration_batches(
-    bundle: ModelBundle, images: Sequence[ImageSource]
+def calibration_batches(
+    bundle: ModelBundle, images: Sequence[ImageSource], label: str = "calibrate"
 ) -> Iterator[np.ndarray]:
+    """Model inputs of ``images``' face crops, a batch at a time."""
     image_size, color = decode_settings(bundle.meta, bundle.prep)
-    for start in range(0, len(images), _CALIBRATION_BATCH):
-        chunk = images[start : start + _CALIBRATION_BATCH]
-        crops = [crop_tensor(load_image(image, rgb=True), image_size, color) for image in chunk]
-        yield model_input(crops, bundle.prep)
+    with bar(label, len(images), unit="images") as line:
+        for start in range(0, len(images), _CALIBRATION_BATCH):
+            chunk = images[start : start + _CALIBRATION_BATCH]
+            crops = [crop_tensor(load_image(image, rgb=True), image_size, color) for image in chunk]
+            yield model_input(crops, bundle.prep)
+            line.advance(len(chunk))
 
 
 def cached_onnx(model_file: Path) -> Path:
