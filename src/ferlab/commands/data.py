@@ -56,11 +56,12 @@ def add_parser(commands: Any) -> None:
 def _run_inspect(args: argparse.Namespace) -> int:
     from ferlab.data.inspect import format_summary, inspect_dataset, write_inspection
 
+    if args.out is not None:  # before the long work; a default folder is numbered instead
+        check_new([args.out / "inspect.json", args.out / "inspect.md"], args.exist_ok)
     check_writable(args.out or Path("."))
     inspection = inspect_dataset(args.path, near_threshold=args.near_threshold)
     name = Path(inspection.report["dataset"]).stem or "data"
     out = args.out or numbered(Path(f"inspect-{name}"))
-    check_new([out / "inspect.json", out / "inspect.md"], args.exist_ok)
     print(format_summary(inspection.report))
     write_inspection(inspection, out)
     print(f"\nwrote {out / 'inspect.json'}, {out / 'inspect.md'} and plots")
