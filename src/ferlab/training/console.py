@@ -60,7 +60,6 @@ class TrainingConsole(L.Callback):
 
     def __init__(self) -> None:
         self.started = 0.0
-        self.first_epoch = 0
         self.batches_done = 0
         self.epoch_started = 0.0
         self.bar: contextlib.ExitStack | None = None
@@ -68,7 +67,6 @@ class TrainingConsole(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.perf_counter()
-        self.first_epoch = trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
