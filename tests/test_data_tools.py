@@ -284,7 +284,7 @@ def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["data", "convert", str(tmp_path / "fer.csv"), str(tmp_path / "tree")]) == 0
     assert "train 21, val 7, test 14" in capsys.readouterr().out
     assert main(["data", "convert", str(tmp_path / "fer.csv"), str(tmp_path / "tree")]) == 2
-    assert "already exists (use --force" in capsys.readouterr().err
+    assert "already exists (give --exist-ok" in capsys.readouterr().err
     assert main(["data", "convert", str(tmp_path / "tree"), str(tmp_path / "x")]) == 2
     assert "needs a .csv destination" in capsys.readouterr().err
 

@@ -38,7 +38,8 @@ def test_metrics_match_scikit_learn() -> None:
 
 def test_evaluate_writes_metrics_json(pattern_run: Path, pattern_tree: Path) -> None:
     result = evaluate(pattern_run, pattern_tree, split="test")
-    written = json.loads((pattern_run / "eval-test" / "metrics.json").read_text())
+    assert result.out_dir.parent == pattern_run and result.out_dir.name.startswith("eval-test")
+    written = json.loads((result.out_dir / "metrics.json").read_text())
     assert written["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert written["samples"] == 24
     assert written["classes"] == ["happy", "sad", "surprise"]

@@ -183,7 +183,8 @@ class _Cells(HTMLParser):
 
 def test_report_numbers_equal_metrics_json(pattern_run: Path, pattern_tree: Path) -> None:
     result = evaluate(pattern_run, pattern_tree, split="test")
-    out = pattern_run / "eval-test"
+    out = result.out_dir  # eval-test in the run, numbered if another test wrote one first
+    assert out.parent == pattern_run and out.name.startswith("eval-test")
     written = json.loads((out / "metrics.json").read_text())
     assert result.report == out / "report.html"
     assert written["temperature"] > 0 and 0 <= written["ece_after_temperature"] <= 1

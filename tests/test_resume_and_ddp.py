@@ -159,7 +159,10 @@ def test_sigint_and_sigterm_stop_training_in_one_line(tmp_path: Path) -> None:
 
     expected = {
         interrupted: (130, f"interrupted; continue with: ferlab train --resume {runs}/int"),
-        terminated: (143, f"terminated; no epoch finished, nothing to resume in {runs}/term"),
+        terminated: (
+            143,
+            f"terminated; no epoch finished, so nothing can be resumed; {runs}/term can be removed",
+        ),
     }
     for process, (code, message) in expected.items():
         output = process.communicate(timeout=300)[0]

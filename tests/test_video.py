@@ -512,7 +512,7 @@ def test_cli_video_records_a_camera_without_a_window(
     video = reader(str(out))
     assert video.get(cv2.CAP_PROP_FRAME_COUNT) == recorded
     video.release()
-    assert main(["video", "--camera", "1", "--csv", str(table)]) == 2
+    assert main(["video", "--camera", "1", "--csv", str(tmp_path / "other.csv")]) == 2
     assert (
         capsys.readouterr().err
         == "ferlab: error: camera 1: cannot open it (no such device, or busy)\n"

@@ -6,7 +6,6 @@ The commands only parse arguments and call the Python API that users import.
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import signal
 import sys
@@ -17,7 +16,9 @@ from typing import Any
 
 from ferlab.commands.completion import add_completion_parser
 from ferlab.errors import FerlabError, os_error_line
+from ferlab.progress import shown
 from ferlab.signals import Stopped, raise_stopped
+from ferlab.suggest import did_you_mean
 
 COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers); in --help order,
     # then "completion", which prints a script made from the whole parser
@@ -48,7 +49,7 @@ class _OneLineParser(argparse.ArgumentParser):
         if action.choices is None or value in action.choices:
             return
         choices = [str(choice) for choice in action.choices]
-        message = f"invalid choice: '{value}'{_did_you_mean(str(value), choices)}"
+        message = f"invalid choice: '{value}'{did_you_mean(str(value), choices)}"
         raise argparse.ArgumentError(action, f"{message} (choose from {', '.join(choices)})")
 
     def parse_args(  # type: ignore[override]
@@ -58,14 +59,9 @@ class _OneLineParser(argparse.ArgumentParser):
         if extras:
             command = _command_parser(self, parsed)
             flags = [flag for flag in command._option_string_actions if flag.startswith("--")]
-            hint = _did_you_mean(extras[0].split("=")[0], flags) if extras[0][:2] == "--" else ""
+            hint = did_you_mean(extras[0].split("=")[0], flags) if extras[0][:2] == "--" else ""
             command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return parsed
-
-
-def _did_you_mean(value: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
@@ -100,12 +96,13 @@ def _one_line_warning(message: Any, category: Any, *args: Any, **kwargs: Any) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; user errors become one line on stderr and exit code 2,
-    SIGINT and SIGTERM one line and 130 or 143."""
+    SIGINT and SIGTERM one line and 130 or 143; progress bars on stderr unless ``--quiet``."""
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
     previous = signal.signal(signal.SIGTERM, raise_stopped)
     try:
-        return args.handler(args)
+        with shown(not getattr(args, "quiet", False)):
+            return args.handler(args)
     except FerlabError as exc:
         print(f"ferlab: error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from ferlab.errors import OutputError, os_error_line
@@ -42,3 +43,31 @@ def write_atomic(path: Path, data: bytes) -> None:
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise OutputError(os_error_line(exc, path)) from None
+
+
+def numbered(path: Path, *, file: bool = False) -> Path:
+    """``path`` when nothing is there, else the first free ``<path>-2``, ``<path>-3``, ...
+    (for a ``file``, the number goes before its suffix: ``model-2.onnx``)."""
+    stem, suffix = (path.stem, path.suffix) if file else (path.name, "")
+    candidate, number = path, 1
+    while candidate.exists() or candidate.is_symlink():
+        number += 1
+        candidate = path.with_name(f"{stem}-{number}{suffix}")
+    return candidate
+
+
+def check_new(paths: Iterable[Path], exist_ok: bool, flag: str = "--exist-ok") -> None:
+    """Raise OutputError naming the first of ``paths`` that exists, unless ``exist_ok``: no
+    command writes over an earlier output unless told to."""
+    if exist_ok:
+        return
+    for path in paths:
+        if path.exists() or path.is_symlink():
+            raise OutputError(f"{path}: already exists; give {flag} to write over it")
+
+
+def check_not_input(out: Path, inputs: Collection[Path]) -> None:
+    """Raise OutputError when ``out`` is one of ``inputs`` (resolved paths): not even
+    ``--exist-ok`` lets a command write over what it reads."""
+    if out.resolve() in inputs:
+        raise OutputError(f"{out}: this is one of the inputs; choose another output")

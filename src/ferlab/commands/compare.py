@@ -6,10 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.commands.recognizer_options import add_backend_option
 from ferlab.commands.split_options import add_split_options
 from ferlab.commands.tta_option import add_tta_option
-from ferlab.outputs import check_writable
+from ferlab.outputs import check_new, check_writable
+from ferlab.progress import add_quiet_option
+
+COMPARE_FILES = ("compare.md", "compare.html")
 
 
 def add_parser(commands: Any) -> None:
@@ -40,12 +44,15 @@ def add_parser(commands: Any) -> None:
     )
     add_tta_option(parser)
     add_backend_option(parser)
+    add_exist_ok_option(parser, "compare.md and compare.html")
+    add_quiet_option(parser)
     parser.set_defaults(handler=_run_compare)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from ferlab.evaluation.compare import compare_models
 
+    check_new([args.out / name for name in COMPARE_FILES], args.exist_ok)
     check_writable(args.out)
     comparison = compare_models(
         list(args.models),

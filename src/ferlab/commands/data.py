@@ -7,7 +7,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ferlab.outputs import check_writable
+from ferlab.commands.exist_ok_option import add_exist_ok_option
+from ferlab.outputs import check_new, check_writable, numbered
+from ferlab.progress import add_quiet_option
 
 
 def add_parser(commands: Any) -> None:
@@ -22,9 +24,12 @@ def add_parser(commands: Any) -> None:
         "--out",
         type=Path,
         metavar="DIR",
-        help="folder for inspect.json/.md and plots (default ./inspect-<name>)",
+        help="folder for inspect.json/.md and plots (default ./inspect-<name>, numbered -2, -3, "
+        "... when taken)",
     )
     _add_near_threshold(inspect)
+    add_exist_ok_option(inspect, "the inspect.json and inspect.md in an --out folder")
+    add_quiet_option(inspect)
     inspect.set_defaults(handler=_run_inspect)
 
     dedupe = actions.add_parser(
@@ -68,7 +73,14 @@ def add_parser(commands: Any) -> None:
     )
     convert.add_argument("src", help="FER2013 CSV, or class-folder tree / manifest")
     convert.add_argument("dst", help="folder (from a CSV) or .csv file (from folders)")
-    convert.add_argument("--force", action="store_true", help="replace an existing DST")
+    convert.add_argument(
+        "--exist-ok",
+        "--force",
+        dest="force",
+        action="store_true",
+        help="replace a DST that an earlier conversion wrote",
+    )
+    add_quiet_option(convert)
     convert.set_defaults(handler=_run_convert)
 
 
@@ -85,10 +97,12 @@ def _add_near_threshold(parser: argparse.ArgumentParser) -> None:
 def _run_inspect(args: argparse.Namespace) -> int:
     from ferlab.data.inspect import format_summary, inspect_dataset, write_inspection
 
+    if args.out is not None:  # before the long work; a default folder is numbered instead
+        check_new([args.out / "inspect.json", args.out / "inspect.md"], args.exist_ok)
     check_writable(args.out or Path("."))
     inspection = inspect_dataset(args.path, near_threshold=args.near_threshold)
     name = Path(inspection.report["dataset"]).stem or "data"
-    out = args.out or Path(f"inspect-{name}")
+    out = args.out or numbered(Path(f"inspect-{name}"))
     print(format_summary(inspection.report))
     write_inspection(inspection, out)
     print(f"\nwrote {out / 'inspect.json'}, {out / 'inspect.md'} and plots")

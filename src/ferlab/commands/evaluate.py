@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.commands.prior_option import add_prior_tau_option
 from ferlab.commands.recognizer_options import add_backend_option
 from ferlab.commands.split_options import add_split_options
 from ferlab.commands.train import FLAG_HELP, METAVARS
 from ferlab.commands.tta_option import add_tta_option
+from ferlab.progress import add_quiet_option
 
 
 def add_parser(commands: Any) -> None:
@@ -24,7 +26,8 @@ def add_parser(commands: Any) -> None:
         "--out",
         type=Path,
         metavar="DIR",
-        help="folder for metrics.json and the report (default: eval-SPLIT beside the model)",
+        help="folder for metrics.json and the report (default: eval-SPLIT beside the model, "
+        "else evaluations/MODEL-SPLIT here; numbered -2, -3, ... when taken)",
     )
     parser.add_argument(
         "--labels",
@@ -40,6 +43,8 @@ def add_parser(commands: Any) -> None:
     )
     add_tta_option(parser)
     add_backend_option(parser)
+    add_exist_ok_option(parser, "the report in an --out folder")
+    add_quiet_option(parser)
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -62,6 +67,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         labels=args.labels,
         backend=args.backend,
         prior_tau=args.prior_tau,
+        exist_ok=args.exist_ok,
     )
     how = run_description(result.metrics)
     print(f"{result.metrics['model']} ({how}) on {args.data} [{args.split}]")

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.commands.tta_option import add_tta_option
 from ferlab.errors import DataError, FerlabError
-from ferlab.outputs import check_writable, write_atomic
+from ferlab.outputs import check_new, check_not_input, check_writable, numbered, write_atomic
+from ferlab.progress import add_quiet_option, track
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,7 +31,8 @@ def add_parser(commands: Any) -> None:
         "heatmap over each face crop as <stem>_face<k>_<class>.png; print one line per file. "
         "Probabilities use the model's test-time augmentation as predict does; each heatmap is "
         "of one view. Unreadable files are reported on stderr (exit code 1 when some failed, 2 "
-        "when nothing was written).",
+        "when nothing was written). A picture of a same-named input in another folder gets -2, -3, "
+        "...; one left by an earlier run is kept unless --exist-ok.",
     )
     parser.add_argument(
         "sources", nargs="+", metavar="IMAGE", help="image files, folders (recursive) or globs"
@@ -58,6 +61,8 @@ def add_parser(commands: Any) -> None:
         "--out", type=Path, default=Path("."), metavar="DIR", help="default: the current folder"
     )
     add_tta_option(parser)
+    add_exist_ok_option(parser, "heatmaps of the same names")
+    add_quiet_option(parser)
     parser.set_defaults(handler=_run_explain)
 
 
@@ -103,8 +108,10 @@ def _run_explain(args: argparse.Namespace) -> int:
         raise DataError("; ".join(problems))
     check_writable(args.out)
     bundle = load_explainable(args.model)
+    inputs = {file.path.resolve() for file in files}
+    this_run: set[Path] = set()
     errors, written = list(problems), 0
-    for file in files:
+    for file in track(files, "explain", unit="files"):
         try:
             image = load_image(file.path)
             explanations = explain_image(
@@ -124,13 +131,19 @@ def _run_explain(args: argparse.Namespace) -> int:
             print(f"{file.path}  no face found")
             continue
         for name, data, line in _pictures(file.name, file.path, image, explanations, args.method):
+            out = args.out / name
+            if out in this_run:  # a same-named input in another folder
+                out = numbered(out, file=True)
+            this_run.add(out)
             try:
-                write_atomic(args.out / name, data)
+                check_new([out], args.exist_ok)
+                check_not_input(out, inputs)
+                write_atomic(out, data)
             except FerlabError as exc:
                 errors.append(str(exc))
                 continue
             written += 1
-            print(f"{args.out / name}  {line}")
+            print(f"{out}  {line}")
     for message in errors:
         print(f"ferlab: error: {message}", file=sys.stderr)
     return 2 if not written else 1 if errors else 0

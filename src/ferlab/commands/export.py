@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
+from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.errors import ConfigError, DataError
-from ferlab.outputs import check_writable
+from ferlab.outputs import check_new, check_not_input, check_writable, numbered
+from ferlab.progress import add_quiet_option
+
+AGREEMENT_FLOOR = 0.99
+"""Top-1 agreement of an int8 export with its float model below which export warns."""
 
 
 def add_parser(commands: Any) -> None:
@@ -36,8 +42,13 @@ def add_parser(commands: Any) -> None:
         "model, chosen on FER2013 PublicTest), else 0",
     )
     parser.add_argument(
-        "--out", type=Path, metavar="FILE", help="default: beside the model, as model[-int8].onnx"
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="default: MODEL[-int8].onnx in the current folder, numbered -2, -3, ... when taken",
     )
+    add_exist_ok_option(parser, "an existing --out file")
+    add_quiet_option(parser)
     parser.set_defaults(handler=_run_export)
 
 
@@ -48,7 +59,10 @@ def _run_export(args: argparse.Namespace) -> int:
 
     model_file = resolve_model_file(args.model)
     suffix = "-int8" if args.quantize else ""
-    out = args.out or model_file.with_name(f"{model_file.stem}{suffix}.onnx")
+    name = f"{_model_name(args.model, model_file)}{suffix}.onnx"
+    out = args.out or numbered(Path(name), file=True)
+    check_not_input(out, {model_file.resolve()})
+    check_new([out], args.exist_ok)
     check_writable(out.parent)
     calibration = None
     if args.calibration is not None:
@@ -65,4 +79,33 @@ def _run_export(args: argparse.Namespace) -> int:
         model_file, out, args.quantize, calibration=calibration, float_convs=args.float_convs
     )
     print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
+    if calibration is not None:
+        _report_agreement(model_file, written, calibration)
     return 0
+
+
+def _model_name(ref: str, model_file: Path) -> str:
+    """What the export is named after: a run folder's name, a model file's stem, or the name
+    given (``default``)."""
+    given = Path(ref)
+    if given.is_dir():
+        return given.resolve().name
+    return model_file.stem if given.is_file() else ref
+
+
+def _report_agreement(model_file: Path, int8: Path, calibration: list[Path]) -> None:
+    """Print the int8 export's top-1 agreement with the float model on the calibration crops;
+    warn on stderr below AGREEMENT_FLOOR."""
+    from ferlab.inference.quantization_check import top1_agreement
+
+    agreement = top1_agreement(model_file, int8, calibration)
+    print(
+        f"int8 top-1 agreement with the float model: {agreement:.2%} "
+        f"on {len(calibration)} calibration crops"
+    )
+    if agreement < AGREEMENT_FLOOR:
+        print(
+            f"ferlab: warning: the int8 export changes {1 - agreement:.1%} of the float model's "
+            f"answers (below {AGREEMENT_FLOOR:.0%} agreement); check it with 'ferlab compare'",
+            file=sys.stderr,
+        )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from ferlab.commands.recognizer_options import (
 )
 from ferlab.errors import ConfigError, FerlabError
 from ferlab.outputs import check_writable
+from ferlab.progress import Bar, add_quiet_option, bar
 
 if TYPE_CHECKING:
     from ferlab.inference.batch import FileOutcome, ImageFile
@@ -79,6 +79,7 @@ def add_parser(commands: Any) -> None:
         help="take the K-th of N shares of the sorted inputs (every Nth file from the K-th), so "
         "that N machines can split the work with the same command",
     )
+    add_quiet_option(parser)
     add_engine_options(parser)
     parser.add_argument(
         "--workers", type=int, metavar="N", help="with --engine ray: actors (default: its CPUs)"
@@ -110,18 +111,18 @@ def _run_predict(args: argparse.Namespace) -> int:
         sink, done = open_results(args.out, recognizer.classes, recognizer.va, resume=args.resume)
     problems: list[str] = []
     files = pending_images(args.sources, problems, list_file=args.list, shard=shard, done=done)
-    show_bar = any(Path(source).is_dir() for source in args.sources)
-    errors = inputs = unwritten = 0
+    errors = inputs = unwritten = faces = 0
     try:
-        with _progress(show_bar) as advance:
-            for outcome in _outcomes(args, recognizer, files):
-                advance()
+        with bar("predict", unit="files") as line:
+            for outcome in _outcomes(args, recognizer, _counted(files, line)):
                 inputs += 1
                 if outcome.faces is None:
                     errors += 1
                     print(f"ferlab: error: {outcome.error}", file=sys.stderr)
                     continue
                 sink.write(str(outcome.file.path), outcome.faces)
+                faces += len(outcome.faces)
+                line.note(f"{faces} faces in {inputs - errors} files")
                 if annotated is not None and outcome.image is not None:
                     try:
                         write_annotated(
@@ -208,16 +209,8 @@ def _report(errors: int, inputs: int, problems: list[str]) -> int:
     return 2 if failed == total and failed else 1 if failed else 0
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr where that is a terminal; yields the function that advances it."""
-    from rich.console import Console
-    from rich.progress import Progress
-
-    console = Console(stderr=True)
-    if not (enabled and console.is_terminal):
-        yield lambda: None
-        return
-    with Progress(console=console, redirect_stdout=sys.stdout.isatty()) as bar:
-        task = bar.add_task("predict", total=None)
-        yield lambda: bar.advance(task)
+def _counted(files: Iterable[ImageFile], line: Bar) -> Iterator[ImageFile]:
+    """``files``, advancing ``line`` as each is taken up (before its batch is run)."""
+    for file in files:
+        line.advance()
+        yield file

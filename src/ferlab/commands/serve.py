@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 from typing import Any
 
@@ -91,6 +93,29 @@ def _run_serve(args: argparse.Namespace) -> int:
             f"(use --api-key or set {API_KEY_ENV} to require one)",
             file=sys.stderr,
         )
+    check_port_free(args.host, args.port)
     app = create_app(args.model, settings, backend=args.backend, prior_tau=args.prior_tau)
     uvicorn.run(app, host=args.host, port=args.port, timeout_keep_alive=5)
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ConfigError when ``host:port`` cannot be bound (in use, or not this machine's
+    address), before the model is loaded."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: cannot resolve this address ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} is in use on {host}; stop what holds it or give --port N"
+                ) from None
+            problem = (exc.strerror or type(exc).__name__).lower()
+            where = f"--host {host} --port {port}"
+            raise ConfigError(f"{where}: cannot listen there ({problem})") from None

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.config import CHOICES, TRANSFER_STRATEGIES, TrainConfig, config_fields
+from ferlab.errors import ConfigError
+from ferlab.progress import add_quiet_option
 
 FLAG_HELP = {
     "data": "data set: a class-folder tree, the FER2013 CSV or a path,label manifest CSV",
@@ -116,12 +118,17 @@ def add_parser(commands: Any) -> None:
             metavar=None if name in CHOICES else METAVARS.get(name, _TYPE_METAVARS.get(base)),
             help=help_text,
         )
+    add_quiet_option(parser)
     parser.set_defaults(handler=_run_train)
 
 
 def _split_strategies(values: list[str] | None) -> dict[str, str]:
+    """``--strategy`` values as the transfer strategy and the Lightning (distributed) one; an
+    unknown name is a ConfigError with the closest known one suggested."""
     out: dict[str, str] = {}
     for value in values or []:
+        if value not in TRANSFER_STRATEGIES:
+            _check_lightning_strategy(value)
         out["strategy" if value in TRANSFER_STRATEGIES else "distributed"] = value
     return out
 
@@ -133,6 +140,20 @@ def _warn_if_photos(data: str) -> None:
     message = not_face_crops_warning(data)
     if message:
         warnings.warn(message, UserWarning, stacklevel=2)
+
+
+def _check_lightning_strategy(name: str) -> None:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    from ferlab.suggest import did_you_mean
+
+    lightning = ["auto", *StrategyRegistry.available_strategies()]
+    if name not in lightning:
+        hint = did_you_mean(name, [*TRANSFER_STRATEGIES, *lightning])
+        raise ConfigError(
+            f"--strategy: unknown strategy '{name}'{hint} (transfer: "
+            f"{', '.join(TRANSFER_STRATEGIES)}; or a Lightning strategy such as ddp)"
+        )
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ferlab.commands.engine_option import add_engine_options
+from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.commands.recognizer_options import (
     add_face_options,
     add_model_options,
@@ -19,7 +20,8 @@ from ferlab.commands.recognizer_options import (
     recognizer_options,
 )
 from ferlab.errors import ConfigError, FerlabError
-from ferlab.outputs import check_writable
+from ferlab.outputs import check_new, check_not_input, check_writable
+from ferlab.progress import add_quiet_option, bar
 
 if TYPE_CHECKING:
     from ferlab.apps.video import VideoSummary
@@ -32,7 +34,9 @@ def add_parser(commands: Any) -> None:
         description="Detect faces in every frame, keep an id per person, smooth each track's "
         "probabilities over time; write an annotated video, a CSV timeline (one row per frame "
         "and track, or one row for a frame without a face) and a plot per track next to the CSV. "
-        "With --camera it records from a camera, no window needed, until --seconds or Ctrl-C.",
+        "With --camera it records from a camera, no window needed, until --seconds or Ctrl-C. "
+        "It needs somewhere to write: --out, --csv or --out-dir; files there from an earlier "
+        "run are written over only with --exist-ok.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -79,6 +83,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
     )
+    add_exist_ok_option(parser, "the --out, --csv or --out-dir files")
+    add_quiet_option(parser)
     add_engine_options(parser)
     parser.set_defaults(handler=_run_video)
 
@@ -116,6 +122,7 @@ def _run_video(args: argparse.Namespace) -> int:
     if args.seconds is not None and not args.seconds > 0:
         raise ConfigError(f"--seconds must be > 0, got {args.seconds:g}")
     jobs = _jobs(args)
+    _check_outputs(jobs, args.exist_ok)
     if args.camera is None and (len(jobs) > 1 or args.engine == "ray"):
         if args.seconds is not None:
             raise ConfigError("--seconds is for one video or a camera")
@@ -131,7 +138,7 @@ def _run_video(args: argparse.Namespace) -> int:
     recognizer = load_recognizer(args)
     stops = contextlib.nullcontext() if args.camera is None else interrupt_stops(video)
     total = video.frame_count if limit is None else min(limit, video.frame_count or limit)
-    with _terminate_as_exit(), _progress(total) as advance, stops:
+    with _terminate_as_exit(), bar("video", total or None, unit="frames") as line, stops:
         summary = process_video(
             recognizer,
             video,
@@ -142,7 +149,7 @@ def _run_video(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             top_k=args.top_k,
             max_frames=limit,
-            on_frame=lambda _: advance(),
+            on_frame=lambda _: line.advance(),
         )
     _print_summary(args, video.name, summary)
     declared = video.frame_count if limit is None else min(limit, video.frame_count or limit)
@@ -181,6 +188,22 @@ def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
         }
         for path in args.videos
     ]
+
+
+def _check_outputs(jobs: list[dict[str, Any]], exist_ok: bool) -> None:
+    """Refuse a run that writes nothing, writes over its video, or over earlier outputs
+    without ``exist_ok``."""
+    if all(job["out"] is None and job["csv_path"] is None for job in jobs):
+        raise ConfigError(
+            "nothing would be written: give --out FILE.mp4 (annotated video) and/or --csv "
+            "FILE.csv (timeline), or --out-dir DIR for several videos"
+        )
+    for job in jobs:
+        targets = [path for path in (job["out"], job["csv_path"]) if path is not None]
+        for target in targets:
+            if job["path"] is not None:
+                check_not_input(target, {job["path"].resolve()})
+        check_new(targets, exist_ok)
 
 
 def _run_videos(args: argparse.Namespace, jobs: list[dict[str, Any]]) -> int:
@@ -261,40 +284,3 @@ def _terminate_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _progress(total: int) -> Iterator[Callable[[], None]]:
-    """A progress bar with frames/s on stderr where that is a terminal; yields its advance."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        Task,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class FramesPerSecond(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            return Text(f"{task.speed:.1f} frames/s" if task.speed else "- frames/s")
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield lambda: None
-        return
-    columns = (
-        TextColumn("video"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        FramesPerSecond(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, redirect_stdout=sys.stdout.isatty()) as bar:
-        task = bar.add_task("video", total=total or None)
-        yield lambda: bar.advance(task)

@@ -20,6 +20,7 @@ from PIL import Image
 from ferlab.cache_dir import default_cache_dir
 from ferlab.data.tables import SplitTable
 from ferlab.errors import DataError
+from ferlab.progress import track
 
 CACHE_FORMAT = 1
 MAX_IMAGE_PIXELS = 64_000_000
@@ -51,6 +52,14 @@ def cache_key(table: SplitTable, image_size: int, color: str) -> str:
         digest.update(np.ascontiguousarray(table.pixels[:: max(1, len(table) // 256)]).tobytes())
         digest.update(str(len(table)).encode())
     return digest.hexdigest()[:24]
+
+
+def cache_file(
+    table: SplitTable, image_size: int, color: str, cache_dir: Path | None = None
+) -> Path:
+    """Where ``table``'s decoded pixels are (or will be) cached."""
+    directory = cache_dir or default_cache_dir()
+    return directory / f"{table.name}-{cache_key(table, image_size, color)}.pt"
 
 
 def _decode_file(path: Path, image_size: int, mode: str) -> np.ndarray:
@@ -87,7 +96,7 @@ def _decode_table(table: SplitTable, image_size: int, color: str, on_bad_file: s
     images = np.empty((len(table), channels, image_size, image_size), dtype=np.uint8)
     rows: list[int] = []
     skipped: list[tuple[str, str]] = []
-    for index, path in enumerate(table.paths):
+    for index, path in enumerate(track(table.paths, f"decode {table.name}", unit="images")):
         try:
             images[len(rows)] = _decode_file(path, image_size, mode)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -111,8 +120,8 @@ def decode_split(
     cache_dir: Path | None = None,
 ) -> DecodedSplit:
     """Decoded pixels of ``table``; from the on-disk cache when this file list was seen before."""
-    directory = cache_dir or default_cache_dir()
-    file = directory / f"{table.name}-{cache_key(table, image_size, color)}.pt"
+    file = cache_file(table, image_size, color, cache_dir)
+    directory = file.parent
     if file.is_file() and zipfile.is_zipfile(file):
         try:
             stored = torch.load(file, map_location="cpu", weights_only=True)

@@ -18,6 +18,7 @@ from ferlab.data.classes import CANONICAL_CLASSES
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.errors import DataError, OutputError, os_error_line
 from ferlab.outputs import check_writable
+from ferlab.progress import track
 
 FER2013_SIDE = 48
 USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
@@ -72,10 +73,10 @@ def _check_replaceable(dst: Path, to_folders: bool) -> None:
     folder of split folders (for class folders) or a file (for a CSV)."""
     if not to_folders:
         if dst.is_dir() and not dst.is_symlink():
-            raise DataError(f"{dst}: is a folder; --force replaces only a CSV file here")
+            raise DataError(f"{dst}: is a folder; --exist-ok replaces only a CSV file here")
         return
     if not dst.is_dir() or dst.is_symlink():
-        raise DataError(f"{dst}: is not a folder; --force replaces only an earlier output folder")
+        raise DataError(f"{dst}: not a folder; --exist-ok replaces only an earlier output folder")
     foreign = sorted(
         entry.name for entry in dst.iterdir() if entry.name not in USAGE or not entry.is_dir()
     )
@@ -83,7 +84,7 @@ def _check_replaceable(dst: Path, to_folders: bool) -> None:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise DataError(
             f"{dst}: holds files 'ferlab data convert' does not write ({shown}); "
-            "--force replaces only an earlier output: move them or choose another destination"
+            "--exist-ok replaces only an earlier output: move them or choose another destination"
         )
 
 
@@ -95,7 +96,8 @@ def _write_folders(source: DatasetSource, out: Path) -> dict[str, int]:
         width = max(5, len(str(len(table))))
         for name in source.classes:
             (out / split / name).mkdir(parents=True, exist_ok=True)
-        for row, (label, pixels) in enumerate(zip(table.labels, table.pixels, strict=True)):
+        rows = zip(table.labels, table.pixels, strict=True)
+        for row, (label, pixels) in enumerate(track(rows, f"convert {split}", len(table))):
             Image.fromarray(pixels).save(
                 out / split / label / f"{USAGE[split]}_{row:0{width}d}.png"
             )
@@ -133,7 +135,7 @@ def _write_csv(source: DatasetSource, out: Path) -> tuple[dict[str, int], list[t
                 zip(table.paths, table.labels, strict=True), key=lambda r: (r[0].name, r[1])
             )
             counts[split] = 0
-            for path, label in rows:
+            for path, label in track(rows, f"convert {split}", unit="images"):
                 try:
                     pixels = _gray48(path)
                 except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -157,7 +159,7 @@ def convert_dataset(src: str | Path, dst: str | Path, *, force: bool = False) ->
     if dst.resolve() in src.resolve().parents:
         raise DataError(f"{dst}: holds the source {src}; choose a destination outside it")
     if dst.exists() and not force:
-        raise DataError(f"{dst}: already exists (use --force to replace it)")
+        raise DataError(f"{dst}: already exists (give --exist-ok to replace it)")
     if not dst.parent.is_dir():
         raise DataError(f"{dst.parent}: no such folder")
     check_writable(dst.parent)

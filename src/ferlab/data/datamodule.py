@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ferlab.data.cache import decode_split
+from ferlab.data.cache import cache_file, decode_split
 from ferlab.data.classes import ClassMapping
 from ferlab.data.soft_labels import mapped_votes
 from ferlab.data.sources import DatasetSource
@@ -321,6 +321,16 @@ class FERDataModule(L.LightningDataModule):
                 "multi-task model needs (AffectNet layout, or a manifest with valence,arousal)"
             )
         return data
+
+    def cached_splits(self) -> dict[str, bool]:
+        """Whether the train and val splits' decoded pixels are in the cache already."""
+        return {
+            split: cache_file(
+                self.source.splits[split], self.image_size, self.color, self.cache_dir
+            ).is_file()
+            for split in ("train", "val")
+            if split in self.source.splits
+        }
 
     def prepare_data(self) -> None:
         for split in ("train", "val"):

@@ -20,6 +20,7 @@ from ferlab.data.duplicates import MAX_THRESHOLD, duplicate_pairs, phash, pixel_
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.errors import ConfigError
 from ferlab.outputs import write_atomic
+from ferlab.progress import track
 
 SAMPLES_PER_CLASS = 16
 MAX_IMAGE_PIXELS = 64_000_000
@@ -101,12 +102,14 @@ def _scan(source: DatasetSource, seed: int) -> tuple[_Scan, dict[str, list[np.nd
             scan.sizes[f"{table.pixels.shape[2]}x{table.pixels.shape[1]}"] += len(table)
             scan.modes["L"] += len(table)
             scan.formats["csv"] += len(table)
-            for i, (label, pixels) in enumerate(zip(table.labels, table.pixels, strict=True)):
+            rows = zip(table.labels, table.pixels, strict=True)
+            for i, (label, pixels) in enumerate(track(rows, f"inspect {split}", len(table))):
                 keep(split, i, label, f"{split}#{i}", pixels)
                 scan.hashes.append(phash(Image.fromarray(pixels)))
             continue
         assert table.paths is not None
-        for i, (label, path) in enumerate(zip(table.labels, table.paths, strict=True)):
+        files = zip(table.labels, table.paths, strict=True)
+        for i, (label, path) in enumerate(track(files, f"inspect {split}", len(table))):
             item = shown_path(str(path), source)
             try:
                 with Image.open(path) as image:

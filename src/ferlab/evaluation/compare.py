@@ -24,6 +24,7 @@ from ferlab.errors import ConfigError
 from ferlab.evaluation.calibration import expected_calibration_error
 from ferlab.evaluation.evaluate import (
     SplitScorer,
+    check_split,
     crowd_mapping,
     labelled_source,
     predict_probs,
@@ -265,6 +266,7 @@ def compare_models(
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
     runners = [load_model(ref, backend) for ref in refs]
     source = labelled_source(runners[0].spec, data, on_bad_file, labels)
+    check_split(source, split)
     scores, correct, rows = [], {}, {}
     for name, runner in zip(names, runners, strict=True):
         score, hits, sample_rows = _score(

@@ -39,8 +39,12 @@ from ferlab.inference.runtime import load_model
 from ferlab.models.artifact import ModelBundle
 from ferlab.models.prior import check_prior_tau, prior_adjusted
 from ferlab.models.spec import ModelSpec
-from ferlab.outputs import check_writable, write_atomic
+from ferlab.outputs import check_new, check_writable, numbered, write_atomic
+from ferlab.progress import bar
 from ferlab.tta_modes import tta_mode
+
+REPORT_FILES = ("metrics.json", "report.md", "report.html")
+"""What an evaluation writes besides its figures; one of them in ``out`` means an earlier report."""
 
 
 @dataclass
@@ -82,7 +86,7 @@ def predict_outputs(
         return torch.from_numpy(probs), None if va_out is None else torch.from_numpy(va_out)
 
     probs, va = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), bar("score", len(images), unit="images") as line:
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
             outputs = [run(transform(view)) for view in tta_views(batch, mode)]
@@ -90,6 +94,7 @@ def predict_outputs(
             view_va = [v for _, v in outputs if v is not None]
             if view_va:
                 va.append(torch.stack(view_va).mean(0))
+            line.advance(len(batch))
     if not probs:
         return np.zeros((0, len(runner.classes))), np.zeros((0, 2)) if runner.va else None
     return torch.cat(probs).numpy(), torch.cat(va).numpy() if va else None
@@ -273,6 +278,17 @@ def _valence_arousal(
     return va_plots(va_true, va_pred, labels, probs.argmax(axis=1), classes)
 
 
+def check_split(source: DatasetSource, split: str) -> None:
+    """Raise DataError, suggesting a split the data has, when it lacks ``split``."""
+    if split not in source.splits:
+        have = list(source.splits)
+        other = "val" if "val" in have else have[0]
+        raise DataError(
+            f"{source.root}: no '{split}' split (have {', '.join(have)}); score another with "
+            f"--split {other}"
+        )
+
+
 def _default_out(model_file: Path, split: str) -> Path:
     """``eval-<split>`` in the model's run folder; for a file outside a run (the shipped model
     in the installed package, a downloaded file), ``evaluations/<stem>-<split>`` here."""
@@ -296,6 +312,7 @@ def evaluate(
     labels: str | Path | None = None,
     prior_tau: float | None = None,
     backend: str = "auto",
+    exist_ok: bool = False,
 ) -> EvaluationResult:
     """Evaluate a model reference (``"default"``, a shipped model's name, a run folder, a model
     file, an ``.onnx`` export) opened on ``backend`` by :func:`ferlab.load_model`, or a runner,
@@ -303,10 +320,11 @@ def evaluate(
 
     Writes ``metrics.json``, ``predictions.csv``, ``report.md`` and ``report.html`` to ``out``
     (default: the ``eval-<split>`` folder beside the model in a run folder, else
-    ``evaluations/<model>-<split>`` in the working folder). A temperature for calibration is
-    fitted on the data's val split, never on the split that is scored. ``tta``: average over each
-    image's views: "none", "flip" (True), "shift" (see ``ferlab.data.tta``; None: as the model
-    file says).
+    ``evaluations/<model>-<split>`` in the working folder, numbered ``-2``, ``-3``, ... when
+    taken; an ``out`` that holds an earlier report needs ``exist_ok``). A temperature for
+    calibration is fitted on the data's val split, never on the split that is scored. ``tta``:
+    average over each image's views: "none", "flip" (True), "shift" (see ``ferlab.data.tta``;
+    None: as the model file says).
 
     ``labels``: a crowd-votes CSV laid over the data (``ferlab.data.soft_labels``): each image is
     scored against its majority (images whose majority names no class are left out) and the
@@ -319,10 +337,12 @@ def evaluate(
     """
     runner = load_model(model, backend)
     spec, model_file = runner.spec, runner.source
-    out_dir = Path(out) if out is not None else _default_out(model_file, split)
+    out_dir = Path(out) if out is not None else numbered(_default_out(model_file, split))
+    check_new([out_dir / name for name in REPORT_FILES], exist_ok)
     check_writable(out_dir)
     tta = tta_mode(spec.tta if tta is None else tta)
     source = labelled_source(spec, data, on_bad_file, labels)
+    check_split(source, split)
     mapping, unanswerable = crowd_mapping(spec, source, keep, rename, merge, labels is not None)
     tau = _prior_tau(runner, prior_tau)
     scoring = SplitScorer(runner, mapping, tau)

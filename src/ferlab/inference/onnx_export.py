@@ -28,6 +28,7 @@ from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.onnx_runner import ONNX_FORMAT, ONNX_FORMAT_VERSION, output_name
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 from ferlab.models.registry import FERModel
+from ferlab.progress import bar
 
 OPSET = 18
 QUANTIZE_MODES = ("int8",)
@@ -176,7 +177,7 @@ def _quantize_int8(
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = _calibration_batches(bundle, calibration)
+            self.batches = calibration_batches(bundle, calibration)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
@@ -201,14 +202,17 @@ def _quantize_int8(
         )
 
 
-def _calibration_batches(
-    bundle: ModelBundle, images: Sequence[ImageSource]
+def calibration_batches(
+    bundle: ModelBundle, images: Sequence[ImageSource], label: str = "calibrate"
 ) -> Iterator[np.ndarray]:
-    for start in range(0, len(images), _CALIBRATION_BATCH):
-        chunk = images[start : start + _CALIBRATION_BATCH]
-        yield bundle.spec.model_input(
-            [bundle.spec.crop_tensor(load_image(image, rgb=True)) for image in chunk]
-        )
+    """Model inputs of ``images``' face crops, a batch at a time."""
+    with bar(label, len(images), unit="images") as line:
+        for start in range(0, len(images), _CALIBRATION_BATCH):
+            chunk = images[start : start + _CALIBRATION_BATCH]
+            yield bundle.spec.model_input(
+                [bundle.spec.crop_tensor(load_image(image, rgb=True)) for image in chunk]
+            )
+            line.advance(len(chunk))
 
 
 def cached_onnx(model_file: Path) -> Path:

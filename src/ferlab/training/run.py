@@ -34,7 +34,7 @@ from ferlab.errors import ConfigError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, create_model, model_info
 from ferlab.models.spec import SPEC_TRAINING_OPTIONS, ModelSpec
-from ferlab.outputs import check_writable
+from ferlab.outputs import check_writable, numbered
 from ferlab.preprocessing import Preprocessing
 from ferlab.signals import Stopped
 from ferlab.training.checkpoint import (
@@ -46,6 +46,7 @@ from ferlab.training.checkpoint import (
     checkpoint_file,
     read_checkpoint,
 )
+from ferlab.training.console import LIGHTNING_LINES, TrainingConsole, data_summary
 from ferlab.training.finetuning import StagedUnfreeze
 from ferlab.training.module import FERClassifier
 from ferlab.training.monitor import VA_COLUMNS, EpochRecorder
@@ -56,10 +57,12 @@ RUN_DIR_ENV = "FERLAB_RUN_DIR"
 
 
 class _DropAdvertising(logging.Filter):
-    """Lightning logs a tip about a cloud logger on every run; keep the console to the point."""
+    """Lightning logs a tip about a cloud logger and its hardware banner on every run; keep the
+    console to the point."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return "litlogger" not in message and not message.startswith(LIGHTNING_LINES)
 
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
@@ -94,6 +97,8 @@ class PreparedRun:
     prep: Preprocessing
     model: FERModel
     datamodule: FERDataModule
+    cached: dict[str, bool]
+    """Per split, whether its decoded pixels came from the cache."""
 
 
 def prepare(config: TrainConfig) -> PreparedRun:
@@ -153,18 +158,14 @@ def prepare(config: TrainConfig) -> PreparedRun:
         cache_dir=Path(config.cache_dir) if config.cache_dir else None,
         seed=config.seed,
     )
+    cached = datamodule.cached_splits()
     datamodule.setup()
-    return PreparedRun(config, source, mapping, prep, model, datamodule)
+    return PreparedRun(config, source, mapping, prep, model, datamodule, cached)
 
 
 def _new_run_dir(config: TrainConfig) -> Path:
     root = Path(config.runs_dir)
-    stem = config.name or f"{config.model}-{config.strategy}"
-    candidate, number = root / stem, 1
-    while candidate.exists():
-        number += 1
-        candidate = root / f"{stem}-{number}"
-    return candidate
+    return numbered(root / (config.name or f"{config.model}-{config.strategy}"))
 
 
 def _class_weights(datamodule: FERDataModule, num_classes: int) -> torch.Tensor:
@@ -321,6 +322,7 @@ def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -
         EpochRecorder(run_dir / "metrics.csv", VA_COLUMNS if prepared.model.va else ()),
         checkpoint,
         every_epoch,
+        TrainingConsole(),
     ]
     if config.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=config.patience))
@@ -345,6 +347,7 @@ def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -
         default_root_dir=run_dir,
         log_every_n_steps=max(1, min(10, train_batches)),
         enable_model_summary=False,
+        enable_progress_bar=False,  # TrainingConsole draws ferlab's own
         enable_autolog_hparams=False,  # it would write log files before a resume is restored
     )
     last_ckpt = None
@@ -352,6 +355,8 @@ def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -
         _check_resumable(module, resumed, run_dir)
         last_ckpt = checkpoint_file(run_dir, LAST)
         prepared.datamodule.first_epoch = int(resumed["epoch"]) + 1
+    if not _is_launched_child():
+        print(data_summary(prepared), flush=True)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     started = time.perf_counter()
     with stop:
@@ -373,7 +378,7 @@ def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -
 def _resume_hint(run_dir: Path) -> str:
     if checkpoint_file(run_dir, LAST).is_file():
         return f"continue with: ferlab train --resume {run_dir}"
-    return f"no epoch finished, nothing to resume in {run_dir}"
+    return f"no epoch finished, so nothing can be resumed; {run_dir} can be removed"
 
 
 class _SessionStart(L.Callback):
