@@ -72,6 +72,19 @@ def test_privatetest_accuracy_meets_the_bar(fer2013_dir: Path, tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_ferplus_model_on_the_crowd_majority(fer2013_dir: Path, tmp_path: Path) -> None:
+    """The FER+ protocol on PrivateTest: 3,535 faces, accuracy as its model card states."""
+    votes = fer2013_dir / "ferplus.csv"
+    if not votes.is_file():
+        pytest.skip(f"FER+ votes not found at {votes}")
+    result = evaluate("ferplus", fer2013_dir, split="test", labels=votes, out=tmp_path / "eval")
+    assert result.metrics["samples"] == 3535
+    assert result.metrics["classes"][-1] == "contempt"
+    assert result.metrics["accuracy"] == pytest.approx(0.8345, abs=5e-4)
+    assert result.metrics["crowd"]["predicted_class_voted"] > 0.97
+
+
+@pytest.mark.slow
 def test_int8_agrees_with_fp32_on_fer2013_test(fer2013_dir: Path, tmp_path: Path) -> None:
     torch_model = TorchModel(load_model_file(SHIPPED))
     train_files, _ = find_images([str(fer2013_dir / "train")])
