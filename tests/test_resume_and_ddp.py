@@ -149,9 +149,11 @@ def test_sigint_and_sigterm_stop_training_in_one_line(tmp_path: Path) -> None:
     """Ctrl+C (SIGINT to the process group, data loader workers included) after an epoch, and
     SIGTERM to the main process in the first epoch; both runs side by side to share start-up."""
     data = make_pattern_tree(tmp_path / "data", {"train": 16, "val": 8})
+    # 150 batches an epoch: SIGTERM lands in the first epoch even on a quiet, fast machine
+    long_epochs = make_pattern_tree(tmp_path / "long", {"train": 400, "val": 8})
     runs = tmp_path / "runs"
     interrupted = ferlab(*train_args(data, runs, "int"), start_new_session=True)
-    terminated = ferlab(*train_args(data, runs, "term"))
+    terminated = ferlab(*train_args(long_epochs, runs, "term"))
     wait_for(runs / "int" / "checkpoints" / "last.ckpt", interrupted)
     os.killpg(interrupted.pid, signal.SIGINT)
     wait_for(runs / "term" / "config.yaml", terminated)

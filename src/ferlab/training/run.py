@@ -424,6 +424,7 @@ def _finish(
         history = _finish_session(
             run_dir, history, epochs_completed, best_val_acc, time.perf_counter() - started
         )
+    _end_process_group(trainer)
     return TrainResult(
         run_dir,
         model_file,
@@ -433,6 +434,15 @@ def _finish(
         best_epoch=best_epoch,
         data_note=prepared.source.loading_note(),
     )
+
+
+def _end_process_group(trainer: L.Trainer) -> None:
+    """Wait for every process of a distributed run, then end its process group: a process that
+    exits with the group alive can abort in the communication library's teardown."""
+    if trainer.world_size > 1:
+        trainer.strategy.barrier("ferlab-finish")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def _best_epoch(
