@@ -99,18 +99,25 @@ def _format1(file: Path, payload: dict[str, Any]) -> ModelSpec:
     )
 
 
-def _read_payload(file: Path) -> dict[str, Any]:
-    if not zipfile.is_zipfile(file):
-        raise ModelError(f"{file}: not a readable model file (not a torch zip archive)")
+def load_weights_only(path: Path, kind: str) -> Any:
+    """``torch.load`` of ``path`` with weights-only unpickling; a file that is not a torch zip
+    archive, one that holds Python objects beyond weights, or a damaged one is a ModelError in
+    one line naming the file as a ``kind`` ("model file", "checkpoint")."""
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a readable {kind} (not a torch zip archive)")
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise ModelError(
-            f"{file}: refused: the file holds Python objects beyond weights (weights-only load)"
+            f"{path}: refused: the file holds Python objects beyond weights (weights-only load)"
         ) from None
     except Exception as exc:  # torch raises many types for a damaged archive; all mean the same
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise ModelError(f"{file}: not a readable model file ({first})") from None
+        raise ModelError(f"{path}: not a readable {kind} ({first})") from None
+
+
+def _read_payload(file: Path) -> dict[str, Any]:
+    payload = load_weights_only(file, "model file")
     if not isinstance(payload, dict):
         raise ModelError(f"{file}: not a ferlab model file (train one with 'ferlab train')")
     return payload

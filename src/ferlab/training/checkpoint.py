@@ -13,9 +13,7 @@ bfloat16 rounding.
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ferlab.errors import ModelError
+from ferlab.models.artifact import load_weights_only
 
 RUN_FILES = ("config.yaml", "classes.json", "metrics.csv", "run.json")
 CHECKPOINT_DIR = "checkpoints"
@@ -38,17 +37,7 @@ def checkpoint_file(run_dir: Path, name: str) -> Path:
 
 def read_checkpoint(path: Path, keys: Iterable[str] = ("epoch", "state_dict")) -> dict[str, Any]:
     """A checkpoint read weights-only, with ``keys`` present; ModelError (one line) otherwise."""
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise ModelError(f"{path}: not a readable checkpoint (not a torch file)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelError(
-            f"{path}: refused: the file holds Python objects beyond weights (weights-only load)"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"{path}: not a readable checkpoint ({first})") from None
+    state = load_weights_only(path, "checkpoint")
     if not isinstance(state, dict):
         raise ModelError(f"{path}: not a Lightning checkpoint (no dictionary of states)")
     missing = [key for key in keys if key not in state]
