@@ -109,7 +109,7 @@ def test_heatmap_peaks_in_the_quadrant_that_decides(
 def test_overlays_and_options(random_model: Path) -> None:
     bundle = load_model_file(random_model)
     images = torch.randint(0, 256, (3, 1, 40, 36), dtype=torch.uint8)
-    overlays = gradcam_overlays(bundle, images, [0, 1, 0], method="eigencam")
+    overlays = gradcam_overlays(images, gradcam_heatmaps(bundle, images, [0, 1, 0], "eigencam"))
     assert overlays.shape == (3, 40, 36, 3) and overlays.dtype == np.uint8
     assert gradcam_heatmaps(bundle, images, method="scorecam", target_layer="block2").shape == (
         3,

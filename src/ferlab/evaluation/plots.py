@@ -233,12 +233,13 @@ def gradcam_plot(
 ) -> bytes:
     """Grad-CAM overlays (for the model's predicted class) of the first ``per_class`` faces of
     each true class; one row per class (``classes``: those of ``labels``, default the model's)."""
-    from ferlab.inference.gradcam import gradcam_overlays
+    from ferlab.inference.gradcam import gradcam_heatmaps, gradcam_overlays
 
     classes = bundle.classes if classes is None else classes
     picks = [np.flatnonzero(labels == k)[:per_class] for k in range(len(classes))]
     chosen = np.concatenate(picks).astype(int)
-    overlays = gradcam_overlays(bundle, images[torch.from_numpy(chosen)])
+    faces = images[torch.from_numpy(chosen)]
+    overlays = gradcam_overlays(faces, gradcam_heatmaps(bundle, faces))
     figure = _figure(2.2 * per_class, 2.4 * len(classes))
     axes = np.atleast_2d(figure.subplots(len(classes), per_class))
     for ax in axes.ravel():

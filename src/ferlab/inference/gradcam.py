@@ -147,15 +147,9 @@ def overlay_heatmap(image_rgb: np.ndarray, heatmap: np.ndarray, weight: float = 
     )
 
 
-def gradcam_overlays(
-    bundle: ModelBundle,
-    images: torch.Tensor,
-    targets: list[int] | None = None,
-    method: str = "gradcam",
-    target_layer: str | None = None,
-) -> np.ndarray:
-    """:func:`gradcam_heatmaps` blended onto the images: RGB uint8 (N, H, W, 3)."""
-    heatmaps = gradcam_heatmaps(bundle, images, targets, method, target_layer)
+def gradcam_overlays(images: torch.Tensor, heatmaps: np.ndarray) -> np.ndarray:
+    """``heatmaps`` (N, H, W) from :func:`gradcam_heatmaps` blended onto their uint8 images
+    (N, C, H, W): RGB uint8 (N, H, W, 3)."""
     rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images[:, :3]
     pictures = rgb.permute(0, 2, 3, 1).numpy()
     if len(pictures) == 0:
