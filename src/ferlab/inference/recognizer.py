@@ -20,11 +20,12 @@ from ferlab.inference.detect import (
     libfacedetection,
     square_crop,
 )
+from ferlab.inference.image_results import FrameResult
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.results import FaceResult
 from ferlab.inference.runner import ModelRunner
 from ferlab.inference.runtime import load_model
-from ferlab.inference.stream import FrameResult, stream_results
+from ferlab.inference.stream import stream_results
 from ferlab.models.prior import check_prior_tau, prior_adjusted
 from ferlab.tta_modes import tta_mode
 
