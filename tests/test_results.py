@@ -1,5 +1,5 @@
-"""Results per photo and per video frame: JSON record, text lines, CSV rows of one schema for
-`predict` and `video`, drawing."""
+"""Results per photo and per video frame (JSON record, text lines, CSV rows of one schema for
+`predict` and `video`, drawing) and the face options, with the flags made from them."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
-from ferlab.cli import main
+from ferlab.apps.service import ModelService
+from ferlab.cli import build_parser, main
+from ferlab.commands.recognizer_options import face_options
+from ferlab.errors import ConfigError, DataError
 from ferlab.inference import Recognizer
+from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.image_results import CSV_COLUMNS, ImageResult, csv_header
 from ferlab.inference.images import load_image
 
@@ -130,3 +134,40 @@ def test_predict_and_video_csv_have_one_schema(
         "neutral",
         "",
     )
+
+
+def test_face_options_from_an_object_keywords_and_flags(
+    shipped: Recognizer, image: np.ndarray
+) -> None:
+    strict = Recognizer(shipped.classifier, FaceOptions(min_score=0.95), margin=0.1)
+    assert strict.options == FaceOptions(min_score=0.95, margin=0.1)
+    assert strict.predict(image, rgb=True) == []
+    assert Recognizer(shipped.classifier, tta=True).options.tta == "flip"
+    assert Recognizer(shipped.classifier).tta == "flip"  # None: as the model file says
+    with pytest.raises(ConfigError, match=r"unknown face option\(s\) min_scor"):
+        Recognizer(shipped.classifier, min_scor=0.5)
+    with pytest.raises(ConfigError, match="min_face >= 1"):
+        FaceOptions(min_face=0)
+    with pytest.raises(ConfigError, match="unknown mode 'mirror'"):
+        FaceOptions(tta="mirror")
+
+    flags = ["--min-face", "30", "--min-score", "0.7", "--margin", "0.1", "--detect-side", "640"]
+    flags += ["--tta", "shift"]
+    given = FaceOptions(min_face=30, min_score=0.7, margin=0.1, detect_side=640, tta="shift")
+    parser = build_parser()
+    for command in (["predict", "x.png"], ["explain", "x.png"]):
+        args = parser.parse_args([*command, *flags, "--no-detect"])
+        assert face_options(args) == given.replace(detect=False)
+        assert face_options(parser.parse_args(command)) == FaceOptions()
+    for command in (["video", "x.mp4"], ["webcam"], ["serve"]):
+        assert face_options(parser.parse_args([*command, *flags])) == given
+    with pytest.raises(SystemExit):
+        parser.parse_args(["video", "x.mp4", "--no-detect"])  # video always detects
+
+
+def test_the_service_finds_faces_and_heatmaps_with_its_options(image: np.ndarray) -> None:
+    service = ModelService.load("default", FaceOptions(min_score=0.95))
+    assert service.predict(image, timeout=60) == []
+    with pytest.raises(DataError, match="no face found"):
+        service.explain(image, timeout=60)
+    assert len(ModelService.load("default").predict(image, timeout=60)) == 1

@@ -45,6 +45,7 @@ from ferlab.apps.limits import Busy, JobQueue, MemoryBudget, release_free_memory
 from ferlab.apps.service import ModelService
 from ferlab.apps.uploads import IMAGE_TYPES, BodyLimit, sniff_image_type
 from ferlab.errors import ConfigError, DataError, ModelError
+from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.image_results import ImageResult
 from ferlab.inference.images import MAX_PIXELS, decode_cost, load_image, source_name
 from ferlab.inference.results import Explanation, FaceResult
@@ -130,15 +131,16 @@ def create_app(
     model: ModelService | str | Path = "default",
     settings: ServerSettings | None = None,
     *,
+    options: FaceOptions | None = None,
     backend: str = "auto",
     prior_tau: float | None = None,
 ) -> FastAPI:
     """The application; ``model``: a loaded service, or a model reference to load now (on
-    ``backend``, with ``prior_tau``: see ``Recognizer``)."""
+    ``backend``, with ``options`` and ``prior_tau``: see ``Recognizer``)."""
     service = (
         model
         if isinstance(model, ModelService)
-        else ModelService.load(model, backend=backend, prior_tau=prior_tau)
+        else ModelService.load(model, options, backend=backend, prior_tau=prior_tau)
     )
     settings = settings or ServerSettings()
     explainer = JobQueue(settings.explain_queue, "heatmap")

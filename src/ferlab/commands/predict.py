@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferlab.commands.engine_option import add_engine_options
 from ferlab.commands.recognizer_options import (
-    add_face_options,
-    add_model_options,
+    add_recognizer_options,
     load_recognizer,
     recognizer_options,
 )
@@ -46,7 +45,7 @@ def add_parser(commands: Any) -> None:
         metavar="FILE",
         help="also the image paths in FILE, one a line, read as they are needed (-: stdin)",
     )
-    add_model_options(parser)
+    add_recognizer_options(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON list, one item per image")
     output.add_argument("--csv", action="store_true", help="print CSV, one row per face")
@@ -56,8 +55,6 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="classes shown per face (default: 3)"
     )
-    parser.add_argument("--no-detect", action="store_true", help="take each image as one face crop")
-    add_face_options(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
     )
@@ -102,7 +99,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         from ferlab.inference.ray_engine import connect
 
         connect(args.ray_address)  # before any output is opened
-    recognizer = load_recognizer(args, detect=not args.no_detect)
+    recognizer = load_recognizer(args)
     sink: ResultsFile = _Printer(args, recognizer)
     done: set[str] = set()
     if args.out is not None:
@@ -163,7 +160,7 @@ def _outcomes(
 
     return ray_outcomes(
         files,
-        recognizer_options(args, detect=not args.no_detect),
+        recognizer_options(args),
         batch_size=args.batch_size,
         workers=args.workers,
         address=args.ray_address,
