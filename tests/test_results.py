@@ -16,9 +16,8 @@ from ferlab.apps.service import ModelService
 from ferlab.cli import build_parser, main
 from ferlab.commands.recognizer_options import face_options
 from ferlab.errors import ConfigError, DataError
-from ferlab.inference import Recognizer
-from ferlab.inference.face_options import FaceOptions
-from ferlab.inference.image_results import CSV_COLUMNS, ImageResult, csv_header
+from ferlab.inference import FaceOptions, ImageResult, Recognizer
+from ferlab.inference.image_results import CSV_COLUMNS, csv_header
 from ferlab.inference.images import load_image
 
 HOPPER_BOX = (174, 112, 356, 336)  # the shipped model's detector, as the README shows it
