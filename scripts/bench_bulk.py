@@ -35,9 +35,9 @@ def row(engine: str, workers: str, outcomes: Iterator[FileOutcome]) -> str:
     start = time.perf_counter()
     first = next(outcomes)
     after_first = time.perf_counter()
-    count, faces = 1, len(first.faces or [])
+    count, faces = 1, len(first.result.faces if first.result else [])
     for outcome in outcomes:
-        count, faces = count + 1, faces + len(outcome.faces or [])
+        count, faces = count + 1, faces + len(outcome.result.faces if outcome.result else [])
     end = time.perf_counter()
     steady = (count - 1) / (end - after_first)
     return (

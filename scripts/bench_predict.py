@@ -102,8 +102,9 @@ def bench_frames(name: str, recognizer: Recognizer, frames: list[np.ndarray]) ->
     found = [len(recognizer.predict(f, rgb=True)) for f in frames]
     cycle = itertools.cycle(frames)
     ms = timed(lambda: recognizer.predict(next(cycle), rgb=True), len(frames))
+    side = recognizer.options.detect_side
     return (
-        f"| {name} | {recognizer.detect_side} px | {1000 / ms.mean():.1f} | {np.median(ms):.1f} "
+        f"| {name} | {side} px | {1000 / ms.mean():.1f} | {np.median(ms):.1f} "
         f"| {np.percentile(ms, 95):.1f} | {sum(found)}/{len(frames)} |"
     )
 

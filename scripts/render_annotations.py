@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ferlab.apps.capture import draw
 from ferlab.inference import Recognizer
 from ferlab.inference.annotate import annotate
 from ferlab.inference.detect import detect_faces, square_crop
@@ -96,7 +95,7 @@ def main() -> None:
     faces = recognizer.predict(group, rgb=True)
     write_small_png(args.out / "group-annotation.png", annotate(group, faces))
     *_, last = recognizer.stream(video_frames(args.photos), fps=10.0)
-    write_small_png(args.out / "video-annotation.png", draw(last))
+    write_small_png(args.out / "video-annotation.png", last.annotate())
     for name in ("group-annotation.png", "video-annotation.png"):
         path = args.out / name
         print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")

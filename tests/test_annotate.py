@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferlab.apps.capture import draw
 from ferlab.inference import Recognizer
 from ferlab.inference.annotate import (
     PALETTE,
@@ -146,7 +145,7 @@ def test_video_frame_has_track_ids_in_the_label_rows(
     assert [tracked.track for tracked in last.faces] == [1, 2]
     faces = [tracked.face for tracked in last.faces]
     frame = last.frame.copy()
-    drawn, untagged = draw(last), annotate(last.frame[:, :, ::-1], faces)
+    drawn, untagged = last.annotate(), annotate(last.frame[:, :, ::-1], faces)
     assert np.array_equal(last.frame, frame)  # drawn on a copy
     panels = panel_rects(last.frame.shape, faces, tags=["#1", "#2"])
     assert _clashes([face.box for face in faces], panels) == []

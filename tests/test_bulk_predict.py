@@ -19,6 +19,7 @@ from ferlab.cli import main
 from ferlab.errors import ConfigError
 from ferlab.inference import results_file
 from ferlab.inference.bulk import parse_shard, take_shard
+from ferlab.inference.image_results import CSV_COLUMNS
 from ferlab.models.spec import ModelSpec
 from ferlab.preprocessing import Preprocessing
 
@@ -88,7 +89,7 @@ def test_csv_and_parquet_hold_the_same_rows(
     assert predict(pattern_model, str(photos_dir / "a"), "--out", str(table)) == 0
     with table.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 7 and list(rows[0])[:3] == ["path", "face", "x1"]
+    assert len(rows) == 7 and list(rows[0])[: len(CSV_COLUMNS)] == list(CSV_COLUMNS)
     monkeypatch.setattr(results_file, "PARQUET_ROWS", 3)
     folder = tmp_path / "out.parquet"
     assert predict(pattern_model, str(photos_dir / "a"), "--out", str(folder)) == 0
@@ -102,6 +103,7 @@ def test_csv_and_parquet_hold_the_same_rows(
     for name in ("score", *PATTERN_CLASSES):
         assert np.allclose(frame[name], [float(row[name]) for row in rows], atol=6e-5), name
     assert frame["x1"].isna().all() and frame["label"].tolist() == [r["label"] for r in rows]
+    assert frame[["frame", "time_s", "track", "raw_label"]].isna().all(axis=None)  # photos
 
     faceless = tmp_path / "faceless.csv"  # 48x48 patterns: the detector finds no face
     argv = ["predict", str(photos_dir / "a" / "00.png"), "--model", str(pattern_model)]

@@ -20,7 +20,7 @@ from ferlab.apps.server import ServerSettings, create_app
 from ferlab.apps.service import ModelService
 from ferlab.apps.video import process_video
 from ferlab.cli import main
-from ferlab.inference.annotate import write_annotated
+from ferlab.inference.annotate import annotate, write_annotated
 from ferlab.inference.images import load_image
 
 FERPLUS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt")
@@ -42,7 +42,7 @@ def test_predict_json_csv_and_annotation_carry_eight_classes(
     header = next(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert all(name in " ".join(header) for name in FERPLUS)
     faces = Recognizer.load(model).predict(photo)
-    out = write_annotated(tmp_path / "a.png", load_image(photo, rgb=True), faces, top_k=8)
+    out = write_annotated(tmp_path / "a.png", annotate(load_image(photo, rgb=True), faces, top_k=8))
     assert Image.open(out).size == Image.open(photo).size
 
 

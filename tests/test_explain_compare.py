@@ -19,6 +19,7 @@ from ferlab.evaluation.compare import compare_models, mcnemar
 from ferlab.inference import Recognizer
 from ferlab.inference.detect import detect_faces, square_crop
 from ferlab.inference.explain import explain_image, load_explainable
+from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.gradcam import (
     METHODS,
     default_target_layer,
@@ -233,13 +234,45 @@ def test_explain_reports_the_probability_predict_gives(astronaut: Path, quadrant
     bundle = load_explainable(quadrant_run)
     recognizer = Recognizer(TorchModel(bundle), tta="flip")
     (face,) = recognizer.predict(astronaut)
-    (explained,) = explain_image(bundle, astronaut, tta="flip")
+    (explained,) = explain_image(bundle, astronaut, options=FaceOptions(tta="flip"))
     assert (explained.label, explained.box, explained.tta) == (face.label, face.box, "flip")
     assert explained.score == pytest.approx(face.probs[face.label], abs=1e-6)
-    (one_view,) = explain_image(bundle, astronaut, tta="none", target_class=face.label)
+    one_view_only = FaceOptions(tta="none")
+    (one_view,) = explain_image(bundle, astronaut, options=one_view_only, target_class=face.label)
     assert one_view.score != pytest.approx(explained.score, abs=1e-6)
     assert explained.heatmap is not None and explained.heatmap.shape == (48, 48)
     assert np.array_equal(one_view.heatmap, explained.heatmap)  # the heatmap is of one view
+
+
+def test_explain_takes_the_face_options_predict_takes(
+    photos: Path, quadrant_run: Path, tmp_path: Path, capsys
+) -> None:
+    photo = photos / "grace_hopper.jpg"
+    image = load_image(photo)
+
+    def explain(*flags: str) -> tuple[str, tuple[int, int] | None]:
+        """What `ferlab explain` prints with ``flags``, and the size of its face-crop picture."""
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        main(["explain", str(photo), "--model", str(quadrant_run), "--out", str(out), *flags])
+        crops = list(out.glob("grace_hopper_face1_*.png"))
+        if not crops:
+            return capsys.readouterr().out, None
+        with Image.open(crops[0]) as overlay:
+            return capsys.readouterr().out, overlay.size
+
+    def square(box: tuple[int, int, int, int], margin: float = 0.0) -> tuple[int, int]:
+        crop = square_crop(image, box, margin)
+        return crop.shape[1], crop.shape[0]
+
+    (face,) = detect_faces(image)
+    (coarse,) = detect_faces(image, max_side=64)
+    assert explain()[1] == square(face.box)
+    assert explain("--margin", "0.25")[1] == square(face.box, 0.25) != square(face.box)
+    assert explain("--detect-side", "64")[1] == square(coarse.box) != square(face.box)
+    assert explain("--min-score", "0.95") == (f"{photo}  no face found\n", None)
+    assert explain("--min-face", "300")[1] is None
+    assert "probabilities with shift TTA" in explain("--tta", "shift")[0]
+    assert "probabilities with none TTA" in explain("--no-tta")[0]
 
 
 def test_explain_whole_images_and_failures(

@@ -125,7 +125,7 @@ def test_the_service_module_imports_no_heavy_package():
 
 
 def test_predicting_and_serving_a_model_need_only_torch_of_the_heavy_packages():
-    modules = ("apps.service", "inference.batch", "inference.annotate", "inference.report")
+    modules = ("apps.service", "inference.batch", "inference.annotate", "inference.image_results")
     modules += ("inference.recognizer", "inference.onnx_export", "inference.explain")
     code = "\n".join(f"import ferlab.{name}" for name in modules)
     assert _loaded_after(code, (*HEAVY, "pytorch_grad_cam")) == ["torch"]

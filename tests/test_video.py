@@ -27,13 +27,13 @@ import pytest
 
 from conftest import pattern_image
 from ferlab.apps.capture import open_camera, open_video
-from ferlab.apps.timeline import csv_header, csv_rows
 from ferlab.apps.video import process_video
 from ferlab.apps.webcam import run_webcam
 from ferlab.cli import main
 from ferlab.errors import ConfigError, DataError
 from ferlab.inference import FaceResult, Recognizer
-from ferlab.inference.stream import FrameResult, stream_results
+from ferlab.inference.image_results import CSV_COLUMNS, FrameResult, csv_header
+from ferlab.inference.stream import stream_results
 from ferlab.inference.tracking import FaceTracker, ProbabilitySmoother, iou, smoothing_weight
 
 FPS = 10.0
@@ -231,11 +231,11 @@ def test_stream_smooths_valence_and_arousal_and_the_csv_has_them() -> None:
     assert smoothed[0] == 1.0 and all(0 < v < 1 for v in smoothed[1:])
     assert results[1].faces[0].face.arousal == pytest.approx(-smoothed[1])
     header = csv_header(recognizer.classes, va=True)
-    [row] = csv_rows(results[1], recognizer.classes, va=True)
+    [row] = results[1].csv_rows(recognizer.classes, va=True)
     assert header[-2:] == ["valence", "arousal"] and len(row) == len(header)
     assert float(row[-2]) == pytest.approx(smoothed[1], abs=1e-4)
-    assert csv_rows(FrameResult(4, 0.4, [], frames[0]), ["happy", "sad"], va=True) == [
-        [4, "0.400", *[""] * (len(header) - 2)]
+    assert FrameResult(4, 0.4, [], frames[0]).csv_rows(["happy", "sad"], True, "clip.mp4") == [
+        ["clip.mp4", 4, "0.400", 0, *[""] * (len(header) - 4)]
     ]
 
 
@@ -314,7 +314,8 @@ def test_cli_video_every_n_repeats_faces_at_predicted_boxes(
     assert sorted({int(r["frame"]) for r in rows}) == list(range(50))
 
     def faces(frame: int) -> list[list[str]]:
-        return [[r["track"], *list(r.values())[7:]] for r in rows if int(r["frame"]) == frame]
+        start = CSV_COLUMNS.index("label")
+        return [[r["track"], *list(r.values())[start:]] for r in rows if int(r["frame"]) == frame]
 
     assert all(faces(i + 1) == faces(i) for i in range(0, 50, 2))  # ids, labels, probabilities
     assert faces(30) != faces(32)

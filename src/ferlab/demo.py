@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="annotated image to write")
     args = parser.parse_args(argv)
     from ferlab.inference.annotate import write_annotated
+    from ferlab.inference.image_results import ImageResult
     from ferlab.inference.images import load_image
     from ferlab.inference.recognizer import Recognizer
-    from ferlab.inference.report import text_lines
 
     image_path = args.image or bundled_photo()
     out = args.out or Path("demo-output") / f"{image_path.stem}-annotated.jpg"
@@ -40,16 +40,16 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         recognizer = Recognizer.load("default")
         image = load_image(image_path, rgb=True)
-        faces = recognizer.predict(image, rgb=True)
+        result = ImageResult.of(str(image_path), image, recognizer.predict(image, rgb=True))
         elapsed = time.perf_counter() - started
-        written = write_annotated(out, image, faces)
+        written = write_annotated(out, result.annotate(image))
     except FerlabError as exc:
         print(f"ferlab demo: error: {exc}", file=sys.stderr)
         return 2
     classifier = recognizer.classifier
     print(f"model: {classifier.name} on {classifier.runtime}, {elapsed:.2f} s in all")
-    print(f"{image_path}: {len(faces)} face(s)")
-    for line in text_lines(str(image_path), faces):
+    print(f"{image_path}: {len(result.faces)} face(s)")
+    for line in result.lines():
         print(line)
     print(f"wrote {written}")
     print(f"same from the command line: ferlab predict {image_path} --annotate {out.parent}")

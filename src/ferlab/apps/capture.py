@@ -1,4 +1,4 @@
-"""Video files and cameras opened with OpenCV, and stream results drawn onto their frames.
+"""Video files and cameras opened with OpenCV.
 
 OpenCV's and FFmpeg's own messages on stderr are silenced while a source is opened (FFmpeg's for
 the whole process, through ``OPENCV_FFMPEG_LOGLEVEL``): a source that cannot be opened is reported
@@ -22,8 +22,6 @@ import cv2
 import numpy as np
 
 from ferlab.errors import DataError
-from ferlab.inference.annotate import annotate
-from ferlab.inference.stream import FrameResult
 
 DEFAULT_FPS = 30.0
 
@@ -114,10 +112,3 @@ def _quiet() -> Iterator[None]:
         yield
     finally:
         cv2.utils.logging.setLogLevel(level)
-
-
-def draw(result: FrameResult, *, top_k: int = 3) -> np.ndarray:
-    """A BGR copy of the frame with each face's box, and its track id, smoothed label and bars."""
-    faces = [tracked.face for tracked in result.faces]
-    tags = [f"#{tracked.track}" for tracked in result.faces]
-    return annotate(result.frame[:, :, ::-1], faces, top_k=top_k, tags=tags)

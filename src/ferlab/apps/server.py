@@ -45,6 +45,8 @@ from ferlab.apps.limits import Busy, JobQueue, MemoryBudget, release_free_memory
 from ferlab.apps.service import ModelService
 from ferlab.apps.uploads import IMAGE_TYPES, BodyLimit, sniff_image_type
 from ferlab.errors import ConfigError, DataError, ModelError
+from ferlab.inference.face_options import FaceOptions
+from ferlab.inference.image_results import ImageResult
 from ferlab.inference.images import MAX_PIXELS, decode_cost, load_image, source_name
 from ferlab.inference.results import Explanation, FaceResult
 
@@ -129,15 +131,16 @@ def create_app(
     model: ModelService | str | Path = "default",
     settings: ServerSettings | None = None,
     *,
+    options: FaceOptions | None = None,
     backend: str = "auto",
     prior_tau: float | None = None,
 ) -> FastAPI:
     """The application; ``model``: a loaded service, or a model reference to load now (on
-    ``backend``, with ``prior_tau``: see ``Recognizer``)."""
+    ``backend``, with ``options`` and ``prior_tau``: see ``Recognizer``)."""
     service = (
         model
         if isinstance(model, ModelService)
-        else ModelService.load(model, backend=backend, prior_tau=prior_tau)
+        else ModelService.load(model, options, backend=backend, prior_tau=prior_tau)
     )
     settings = settings or ServerSettings()
     explainer = JobQueue(settings.explain_queue, "heatmap")
@@ -195,16 +198,11 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
         model has them, valence and arousal; ``faces`` is empty when none is found."""
         data = await _image_bytes(file)
         started = time.perf_counter()
-        (width, height), faces = await _in_thread(
+        result = await _in_thread(
             settings.timeout_s, None, _predict_job, service, _Upload(data, settings, budget)
         )
-        return {
-            "model": service.name,
-            "width": width,
-            "height": height,
-            "faces": [face.to_dict() for face in faces],
-            "time_ms": round(1000 * (time.perf_counter() - started), 1),
-        }
+        time_ms = round(1000 * (time.perf_counter() - started), 1)
+        return {"model": service.name, **result.to_dict(), "time_ms": time_ms}
 
     @api.post(
         "/explain",
@@ -355,15 +353,14 @@ def _as_upload() -> Iterator[None]:
         raise DataError(f"upload: {str(exc).removeprefix(source_name(b'') + ': ')}") from None
 
 
-def _predict_job(
-    service: ModelService, upload: _Upload, *, deadline: float
-) -> tuple[tuple[int, int], list[FaceResult]]:
+def _predict_job(service: ModelService, upload: _Upload, *, deadline: float) -> ImageResult:
+    """The upload's faces, boxes and size in its own pixels (also where it was decoded reduced)."""
     with upload.decoded(deadline) as (image, scale):
         faces = service.predict(image, timeout=deadline - time.monotonic())
     height, width = (round(side * scale) for side in image.shape[:2])
     if scale != 1:
         faces = [_rescaled(face, scale, width, height) for face in faces]
-    return (width, height), faces
+    return ImageResult(None, width, height, faces)
 
 
 def _rescaled(face: FaceResult, scale: float, width: int, height: int) -> FaceResult:

@@ -22,6 +22,7 @@ from ferlab.errors import DataError, ModelError
 from ferlab.inference.results import Explanation, FaceResult
 
 if TYPE_CHECKING:
+    from ferlab.inference.face_options import FaceOptions
     from ferlab.inference.recognizer import Recognizer
     from ferlab.models.artifact import ModelBundle
 
@@ -42,10 +43,16 @@ class ModelService:
 
     @classmethod
     def load(
-        cls, ref: str | Path = "default", *, backend: str = "auto", prior_tau: float | None = None
+        cls,
+        ref: str | Path = "default",
+        options: FaceOptions | None = None,
+        *,
+        backend: str = "auto",
+        prior_tau: float | None = None,
     ) -> ModelService:
-        """Load ``ref`` once, on ``backend`` as :func:`ferlab.load_model` picks it; heatmaps run
-        on a second copy of the PyTorch model file (the one beside an ONNX export)."""
+        """Load ``ref`` once, on ``backend`` as :func:`ferlab.load_model` picks it, to find faces
+        as ``options`` say (see ``Recognizer``); heatmaps run on a second copy of the PyTorch model
+        file (the one beside an ONNX export), on the same faces and probabilities."""
         from ferlab.inference.explain import load_explainable
         from ferlab.inference.recognizer import Recognizer
         from ferlab.inference.runtime import load_model
@@ -57,7 +64,7 @@ class ModelService:
             bundle = load_explainable(ref)
         except ModelError as exc:
             why = str(exc).replace(str(runner.source), runner.source.name)
-        return cls(name, Recognizer(runner, prior_tau=prior_tau), bundle, why)
+        return cls(name, Recognizer(runner, options, prior_tau=prior_tau), bundle, why)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/models`` reports about the model."""
@@ -92,7 +99,12 @@ class ModelService:
 
         with _taken(self.explain_lock, timeout):
             found = explain_image(
-                self.bundle, Image.fromarray(image_rgb), method=method, target_class=target_class
+                self.bundle,
+                Image.fromarray(image_rgb),
+                method=method,
+                target_class=target_class,
+                options=self.recognizer.options,
+                prior_tau=self.recognizer.prior_tau,
             )
         if not found:
             raise DataError("no face found in the image")

@@ -1,57 +1,16 @@
-"""Per-frame, per-track timelines: CSV rows and one emotion-over-time plot per track."""
+"""Per-track timelines of a video: frame counts, labels and one emotion-over-time plot per track."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ferlab.inference.stream import FrameResult
-
-
-def csv_header(classes: list[str], va: bool = False) -> list[str]:
-    """Column names; ``va``: valence and arousal columns at the end (multi-task models)."""
-    return [
-        "frame",
-        "time_s",
-        "track",
-        "x1",
-        "y1",
-        "x2",
-        "y2",
-        "label",
-        "score",
-        "raw_label",
-        *classes,
-        *(["valence", "arousal"] if va else []),
-    ]
-
-
-def csv_rows(result: FrameResult, classes: list[str], va: bool = False) -> list[list[Any]]:
-    """One row per tracked face (smoothed label, score, probabilities, valence and arousal; the
-    model's own label as ``raw_label``), or one row of only frame and time for a faceless frame."""
-    time = f"{result.time:.3f}"
-    if not result.faces:
-        return [[result.index, time, *[""] * (len(csv_header(classes, va)) - 2)]]
-    rows = []
-    for tracked in result.faces:
-        face = tracked.face
-        box = list(face.box) if face.box is not None else ["", "", "", ""]
-        probs = [f"{face.probs[name]:.4f}" for name in classes]
-        label, score, raw = face.label, f"{face.score:.4f}", tracked.raw.label
-        if va:
-            probs += [_number(face.valence), _number(face.arousal)]
-        rows.append([result.index, time, tracked.track, *box, label, score, raw, *probs])
-    return rows
-
-
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
+from ferlab.inference.image_results import FrameResult
 
 
 @dataclass

@@ -18,11 +18,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ferlab.apps.capture import Capture, draw, open_video
-from ferlab.apps.timeline import TrackTimeline, add_frame, csv_header, csv_rows, plot_timeline
+from ferlab.apps.capture import Capture, open_video
+from ferlab.apps.timeline import TrackTimeline, add_frame, plot_timeline
 from ferlab.errors import DataError
+from ferlab.inference.image_results import FrameResult, csv_header
 from ferlab.inference.recognizer import Recognizer
-from ferlab.inference.stream import FrameResult
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
@@ -134,9 +134,9 @@ def _run(
                 if writer is None:
                     writer = _video_writer(out, video_partial, video.fps, result)
                     stack.callback(writer.release)
-                writer.write(draw(result, top_k=top_k))
+                writer.write(result.annotate(top_k=top_k))
             if table is not None:
-                table.writerows(csv_rows(result, classes, recognizer.va))
+                table.writerows(result.csv_rows(classes, recognizer.va, video.name))
             add_frame(summary.tracks, result, classes)
             summary.frames += 1
             summary.no_face_frames += not result.faces

@@ -7,7 +7,7 @@ import sys
 
 import cv2
 
-from ferlab.apps.capture import Capture, draw
+from ferlab.apps.capture import Capture
 from ferlab.errors import ConfigError
 from ferlab.inference.recognizer import Recognizer
 
@@ -51,7 +51,7 @@ def run_webcam(
     )
     try:
         for result in results:
-            cv2.imshow(WINDOW, draw(result, top_k=top_k))
+            cv2.imshow(WINDOW, result.annotate(top_k=top_k))
             shown += 1
             key = cv2.waitKey(1) & 0xFF
             if key in (ord("q"), 27) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:

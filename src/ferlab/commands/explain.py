@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ferlab.commands.exist_ok_option import add_exist_ok_option
-from ferlab.commands.tta_option import add_tta_option
+from ferlab.commands.recognizer_options import add_face_options, face_options
 from ferlab.errors import DataError, FerlabError
 from ferlab.outputs import check_new, check_not_input, check_writable, numbered, write_atomic
 from ferlab.progress import add_quiet_option, track
@@ -53,23 +53,25 @@ def add_parser(commands: Any) -> None:
         metavar="LAYER",
         help="dotted module path below the backbone (default: its last convolutional stage)",
     )
-    parser.add_argument("--no-detect", action="store_true", help="take each image as one face crop")
-    parser.add_argument(
-        "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
-    )
+    add_face_options(parser)
     parser.add_argument(
         "--out", type=Path, default=Path("."), metavar="DIR", help="default: the current folder"
     )
-    add_tta_option(parser)
     add_exist_ok_option(parser, "heatmaps of the same names")
     add_quiet_option(parser)
     parser.set_defaults(handler=_run_explain)
 
 
 def _pictures(
-    name: Path, path: Path, image: np.ndarray, explanations: list[Explanation], method: str
+    name: Path,
+    path: Path,
+    image: np.ndarray,
+    explanations: list[Explanation],
+    method: str,
+    margin: float,
 ) -> list[tuple[Path, bytes, str]]:
-    """(file name, PNG, printed line): the whole photo, then each face's crop."""
+    """(file name, PNG, printed line): the whole photo (crop squares of ``margin``), then each
+    face's crop."""
     from PIL import Image
 
     from ferlab.inference.explain_figure import explanation_figure
@@ -79,7 +81,7 @@ def _pictures(
     pictures = [
         (
             stem.with_name(f"{stem.name}_explained.png"),
-            explanation_figure(image, explanations, method, title=str(path)),
+            explanation_figure(image, explanations, method, margin=margin, title=str(path)),
             f"{count}, probabilities with {explanations[0].tta} TTA  ({method}, {path})",
         )
     ]
@@ -108,6 +110,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         raise DataError("; ".join(problems))
     check_writable(args.out)
     bundle = load_explainable(args.model)
+    options = face_options(args)
     inputs = {file.path.resolve() for file in files}
     this_run: set[Path] = set()
     errors, written = list(problems), 0
@@ -120,9 +123,8 @@ def _run_explain(args: argparse.Namespace) -> int:
                 method=args.method,
                 target_class=args.target_class,
                 target_layer=args.target_layer,
-                detect=not args.no_detect,
-                min_face=args.min_face,
-                tta=args.tta,
+                options=options,
+                prior_tau=args.prior_tau,
             )
         except DataError as exc:
             errors.append(str(exc))
@@ -130,7 +132,8 @@ def _run_explain(args: argparse.Namespace) -> int:
         if not explanations:
             print(f"{file.path}  no face found")
             continue
-        for name, data, line in _pictures(file.name, file.path, image, explanations, args.method):
+        pictures = _pictures(file.name, file.path, image, explanations, args.method, options.margin)
+        for name, data, line in pictures:
             out = args.out / name
             if out in this_run:  # a same-named input in another folder
                 out = numbered(out, file=True)

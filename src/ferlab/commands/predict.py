@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferlab.commands.engine_option import add_engine_options
 from ferlab.commands.recognizer_options import (
-    add_face_options,
-    add_model_options,
+    add_recognizer_options,
     load_recognizer,
     recognizer_options,
 )
@@ -23,8 +22,8 @@ from ferlab.progress import Bar, add_quiet_option, bar
 
 if TYPE_CHECKING:
     from ferlab.inference.batch import FileOutcome, ImageFile
+    from ferlab.inference.image_results import ImageResult
     from ferlab.inference.recognizer import Recognizer
-    from ferlab.inference.results import FaceResult
     from ferlab.inference.results_file import ResultsFile
 
 
@@ -46,7 +45,7 @@ def add_parser(commands: Any) -> None:
         metavar="FILE",
         help="also the image paths in FILE, one a line, read as they are needed (-: stdin)",
     )
-    add_model_options(parser)
+    add_recognizer_options(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON list, one item per image")
     output.add_argument("--csv", action="store_true", help="print CSV, one row per face")
@@ -56,8 +55,6 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="classes shown per face (default: 3)"
     )
-    parser.add_argument("--no-detect", action="store_true", help="take each image as one face crop")
-    add_face_options(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
     )
@@ -102,7 +99,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         from ferlab.inference.ray_engine import connect
 
         connect(args.ray_address)  # before any output is opened
-    recognizer = load_recognizer(args, detect=not args.no_detect)
+    recognizer = load_recognizer(args)
     sink: ResultsFile = _Printer(args, recognizer)
     done: set[str] = set()
     if args.out is not None:
@@ -116,18 +113,18 @@ def _run_predict(args: argparse.Namespace) -> int:
         with bar("predict", unit="files") as line:
             for outcome in _outcomes(args, recognizer, _counted(files, line)):
                 inputs += 1
-                if outcome.faces is None:
+                result = outcome.result
+                if result is None:
                     errors += 1
                     print(f"ferlab: error: {outcome.error}", file=sys.stderr)
                     continue
-                sink.write(str(outcome.file.path), outcome.faces)
-                faces += len(outcome.faces)
+                sink.write(result)
+                faces += len(result.faces)
                 line.note(f"{faces} faces in {inputs - errors} files")
                 if annotated is not None and outcome.image is not None:
                     try:
-                        write_annotated(
-                            annotated(outcome.file), outcome.image, outcome.faces, top_k=args.top_k
-                        )
+                        drawn = result.annotate(outcome.image, top_k=args.top_k)
+                        write_annotated(annotated(outcome.file), drawn)
                     except FerlabError as exc:
                         unwritten += 1
                         print(f"ferlab: error: {exc}", file=sys.stderr)
@@ -163,7 +160,7 @@ def _outcomes(
 
     return ray_outcomes(
         files,
-        recognizer_options(args, detect=not args.no_detect),
+        recognizer_options(args),
         batch_size=args.batch_size,
         workers=args.workers,
         address=args.ray_address,
@@ -175,24 +172,23 @@ class _Printer:
     at the end."""
 
     def __init__(self, args: argparse.Namespace, recognizer: Recognizer) -> None:
-        from ferlab.inference.report import csv_header
+        from ferlab.inference.image_results import csv_header
 
         self.args = args
         self.classes = recognizer.classes
+        self.va = recognizer.va
         self.records: list[dict[str, Any]] = []
         self.table = csv.writer(sys.stdout) if args.csv else None
         if self.table is not None:
-            self.table.writerow(csv_header(recognizer.classes, recognizer.va))
+            self.table.writerow(csv_header(self.classes, self.va))
 
-    def write(self, path: str, faces: list[FaceResult]) -> None:
-        from ferlab.inference.report import csv_rows, json_record, text_lines
-
+    def write(self, result: ImageResult) -> None:
         if self.args.json:
-            self.records.append(json_record(path, faces))
+            self.records.append(result.to_dict())
         elif self.table is not None:
-            self.table.writerows(csv_rows(path, faces, self.classes))
+            self.table.writerows(result.csv_rows(self.classes, self.va))
         else:
-            print("\n".join(text_lines(path, faces, self.args.top_k)))
+            print("\n".join(result.lines(self.args.top_k)))
 
     def close(self) -> None:
         if self.args.json:

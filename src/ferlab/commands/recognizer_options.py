@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
 from typing import Any
 
 from ferlab.commands.prior_option import add_prior_tau_option
 from ferlab.commands.tta_option import add_tta_option
+from ferlab.inference.face_options import FaceOptions
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model`` and ``--backend``."""
+def add_recognizer_options(parser: argparse.ArgumentParser, *, detect: bool = True) -> None:
+    """``--model``, ``--backend`` and the face options (``--no-detect`` only with ``detect``)."""
     parser.add_argument(
         "--model",
         default="default",
         help="run folder, model file or .onnx export (default: the model shipped with ferlab)",
     )
     add_backend_option(parser)
+    add_face_options(parser, detect=detect)
 
 
 def add_backend_option(parser: argparse.ArgumentParser) -> None:
@@ -30,54 +34,48 @@ def add_backend_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_face_options(parser: argparse.ArgumentParser) -> None:
-    """Detection, cropping and test-time augmentation options."""
-    add_tta_option(parser)
+def add_face_options(parser: argparse.ArgumentParser, *, detect: bool = True) -> None:
+    """A flag per ``FaceOptions`` field (``--no-detect`` only with ``detect``), and
+    ``--prior-tau``."""
+    types = typing.get_type_hints(FaceOptions)
+    for item in dataclasses.fields(FaceOptions):
+        flag = item.name.replace("_", "-")
+        if item.name == "tta":
+            add_tta_option(parser)
+        elif types[item.name] is bool:
+            if detect:
+                parser.add_argument(
+                    f"--no-{flag}", dest=item.name, action="store_false", help=item.metadata["help"]
+                )
+        else:
+            parser.add_argument(
+                f"--{flag}",
+                type=types[item.name],
+                default=item.default,
+                metavar=item.metadata["metavar"],
+                help=f"{item.metadata['help']} (default: {item.default:g})",
+            )
     add_prior_tau_option(parser)
-    parser.add_argument(
-        "--min-face", type=int, default=24, metavar="PX", help="smallest face side (default: 24)"
-    )
-    parser.add_argument(
-        "--min-score",
-        type=float,
-        default=0.6,
-        metavar="P",
-        help="smallest detector confidence kept, 0-1 (default: 0.6)",
-    )
-    parser.add_argument(
-        "--margin",
-        type=float,
-        default=0.0,
-        metavar="F",
-        help="extra crop border per side, as a fraction of the face box (default: 0)",
-    )
-    parser.add_argument(
-        "--detect-side",
-        type=int,
-        default=480,
-        metavar="PX",
-        help="larger images are shrunk to this longer side for detection only; raise it for "
-        "small faces in big photos (default: 480)",
-    )
 
 
-def load_recognizer(args: argparse.Namespace, *, detect: bool = True) -> Any:
+def face_options(args: argparse.Namespace) -> FaceOptions:
+    """The ``FaceOptions`` that ``add_face_options``' flags give."""
+    names = [item.name for item in dataclasses.fields(FaceOptions)]
+    return FaceOptions(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
+
+def load_recognizer(args: argparse.Namespace) -> Any:
     """The Recognizer that the model and face options describe."""
     from ferlab.inference.recognizer import Recognizer
 
-    return Recognizer.load(**recognizer_options(args, detect=detect))
+    return Recognizer.load(**recognizer_options(args))
 
 
-def recognizer_options(args: argparse.Namespace, *, detect: bool = True) -> dict[str, Any]:
+def recognizer_options(args: argparse.Namespace) -> dict[str, Any]:
     """``Recognizer.load``'s arguments from the model and face options (for Ray workers too)."""
     return {
         "ref": args.model,
         "backend": args.backend,
-        "detect": detect,
-        "min_face": args.min_face,
-        "margin": args.margin,
-        "tta": args.tta,
-        "min_score": args.min_score,
-        "detect_side": args.detect_side,
+        "options": face_options(args),
         "prior_tau": args.prior_tau,
     }

@@ -8,8 +8,7 @@ import socket
 import sys
 from typing import Any
 
-from ferlab.commands.prior_option import add_prior_tau_option
-from ferlab.commands.recognizer_options import add_model_options
+from ferlab.commands.recognizer_options import add_recognizer_options, face_options
 from ferlab.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -45,8 +44,7 @@ def add_parser(commands: Any) -> None:
         help="a web origin, http(s)://HOST[:PORT], whose pages may call the API (its host is "
         "then also accepted in the Host header); repeatable",
     )
-    add_model_options(parser)
-    add_prior_tau_option(parser)
+    add_recognizer_options(parser, detect=False)
     parser.add_argument(
         "--max-upload-mb",
         type=float,
@@ -94,7 +92,10 @@ def _run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     check_port_free(args.host, args.port)
-    app = create_app(args.model, settings, backend=args.backend, prior_tau=args.prior_tau)
+    options = face_options(args)
+    app = create_app(
+        args.model, settings, options=options, backend=args.backend, prior_tau=args.prior_tau
+    )
     uvicorn.run(app, host=args.host, port=args.port, timeout_keep_alive=5)
     return 0
 

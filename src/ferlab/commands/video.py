@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ferlab.commands.engine_option import add_engine_options
 from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.commands.recognizer_options import (
-    add_face_options,
-    add_model_options,
+    add_recognizer_options,
     load_recognizer,
     recognizer_options,
 )
@@ -91,7 +90,7 @@ def add_parser(commands: Any) -> None:
 
 def add_stream_options(parser: argparse.ArgumentParser) -> None:
     """The model, face and frame-loop options that ``video`` and ``webcam`` share."""
-    add_model_options(parser)
+    add_recognizer_options(parser, detect=False)
     parser.add_argument(
         "--every",
         type=int,
@@ -107,7 +106,6 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="time constant of the exponential smoothing per track; 0: off (default: 0.5)",
     )
-    add_face_options(parser)
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="classes drawn per face (default: 3)"
     )

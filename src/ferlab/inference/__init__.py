@@ -13,7 +13,10 @@ _EXPORTS = {
     "FaceDetector": "ferlab.inference.detect",
     "detect_faces": "ferlab.inference.detect",
     "libfacedetection": "ferlab.inference.detect",
+    "FaceOptions": "ferlab.inference.face_options",
     "FaceResult": "ferlab.inference.results",
+    "FrameResult": "ferlab.inference.image_results",
+    "ImageResult": "ferlab.inference.image_results",
     "Recognizer": "ferlab.inference.recognizer",
 }
 

@@ -193,14 +193,12 @@ def _draw(canvas: np.ndarray, panel: _Panel, rect: Rect, classes: list[str], sty
         )
 
 
-def write_annotated(
-    out: Path, image_rgb: np.ndarray, faces: list[FaceResult], *, top_k: int = 3
-) -> Path:
-    """Write the annotated image to ``out`` (with ``.png`` added where OpenCV cannot write its
-    format), whole or not at all; returns the path written."""
+def write_annotated(out: Path, drawn_bgr: np.ndarray) -> Path:
+    """Write an annotated image (``annotate``'s BGR array) to ``out`` (with ``.png`` added where
+    OpenCV cannot write its format), whole or not at all; returns the path written."""
     if not cv2.haveImageWriter(str(out)):
         out = out.with_name(out.name + ".png")
-    ok, encoded = cv2.imencode(out.suffix, annotate(image_rgb, faces, top_k=top_k))
+    ok, encoded = cv2.imencode(out.suffix, drawn_bgr)
     if not ok:
         raise DataError(f"{out}: could not encode the annotated image")
     write_atomic(out, encoded.tobytes())

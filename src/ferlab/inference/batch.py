@@ -12,9 +12,9 @@ import numpy as np
 
 from ferlab.data.tables import IMAGE_EXTENSIONS
 from ferlab.errors import DataError
+from ferlab.inference.image_results import ImageResult
 from ferlab.inference.images import load_image
 from ferlab.inference.recognizer import Recognizer
-from ferlab.inference.results import FaceResult
 
 _CHUNK_PIXELS = 64_000_000  # decoded images held at once, at most (plus one)
 
@@ -29,10 +29,10 @@ class ImageFile:
 
 @dataclass
 class FileOutcome:
-    """The faces found in a file and its decoded RGB pixels, or why it could not be read."""
+    """The result of a file and its decoded RGB pixels, or why it could not be read."""
 
     file: ImageFile
-    faces: list[FaceResult] | None = None
+    result: ImageResult | None = None
     image: np.ndarray | None = None
     error: str | None = None
 
@@ -129,5 +129,5 @@ def _predict_chunk(
     for outcome, faces in zip(
         readable, recognizer.predict_many(images, batch_size=batch_size, rgb=True), strict=True
     ):
-        outcome.faces = faces
+        outcome.result = ImageResult.of(str(outcome.file.path), outcome.image, faces)
     return chunk

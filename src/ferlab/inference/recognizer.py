@@ -4,27 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import torch
 
 from ferlab.data.tta import tta_views
 from ferlab.errors import ConfigError
-from ferlab.inference.detect import (
-    DEFAULT_DETECT_SIDE,
-    DEFAULT_MARGIN,
-    Face,
-    FaceDetector,
-    detect_faces,
-    libfacedetection,
-    square_crop,
-)
+from ferlab.inference.detect import Face, FaceDetector, detect_faces, libfacedetection, square_crop
+from ferlab.inference.face_options import FaceOptions
+from ferlab.inference.image_results import FrameResult
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.results import FaceResult
 from ferlab.inference.runner import ModelRunner
 from ferlab.inference.runtime import load_model
-from ferlab.inference.stream import FrameResult, stream_results
+from ferlab.inference.stream import stream_results
 from ferlab.models.prior import check_prior_tau, prior_adjusted
 from ferlab.tta_modes import tta_mode
 
@@ -32,44 +26,29 @@ from ferlab.tta_modes import tta_mode
 class Recognizer:
     """Finds faces and tells their expressions; ``load`` builds one from a model reference.
 
-    ``detect=False`` takes each image as one face crop. ``min_face``: smallest face side in
-    pixels; ``margin``: extra crop border per side as a fraction of the face box; ``tta``: average
-    the probabilities over views of each crop: "none", "flip" (True: it and its mirror image),
-    "shift" (10 views; see ``ferlab.data.tta``); None: as the model file says (flip for the
-    shipped model); ``detect_side``: images with a longer
-    side are shrunk to it for detection only (detection time grows with the pixel count; faces
-    are still cropped from the full image); ``detector``: the face detector, libfacedetection
-    unless another function of the ``FaceDetector`` shape is given (``min_score``, ``min_face``
-    and ``detect_side`` apply to it too); ``prior_tau``: divide the probabilities by the model's
-    training class prior to this power and renormalise (``ferlab.models.prior``; None: as the
-    model file says, 0 where it says nothing).
+    ``options`` (see :class:`FaceOptions`), with any of its fields given as keywords on top
+    (``detect``, ``min_face``, ``min_score``, ``margin``, ``detect_side``, ``tta``): how faces
+    are found, cropped and viewed; ``tta`` is the mode in use, the model file's where the options
+    leave it None. ``detector``: the face detector, libfacedetection unless another function of
+    the ``FaceDetector`` shape is given (``min_score``, ``min_face`` and ``detect_side`` apply to
+    it too); ``prior_tau``: divide the probabilities by the model's training class prior to this
+    power and renormalise (``ferlab.models.prior``; None: as the model file says, 0 where it says
+    nothing).
     """
 
     def __init__(
         self,
         classifier: ModelRunner,
+        options: FaceOptions | None = None,
         *,
-        detect: bool = True,
-        min_face: int = 24,
-        margin: float = DEFAULT_MARGIN,
-        tta: str | bool | None = None,
-        min_score: float = 0.6,
-        detect_side: int = DEFAULT_DETECT_SIDE,
         detector: FaceDetector = libfacedetection,
         prior_tau: float | None = None,
+        **face: Any,
     ) -> None:
-        if min_face < 1 or margin < 0 or not 0 <= min_score <= 1 or detect_side < 32:
-            raise ConfigError(
-                f"need min_face >= 1, margin >= 0, min_score in [0, 1] and detect_side >= 32, "
-                f"got {min_face}, {margin}, {min_score}, {detect_side}"
-            )
         self.classifier = classifier
-        self.detect = detect
-        self.min_face = min_face
-        self.margin = margin
+        self.options = (options or FaceOptions()).replace(**face)
+        tta = self.options.tta
         self.tta = tta_mode(classifier.default_tta if tta is None else tta)
-        self.min_score = min_score
-        self.detect_side = detect_side
         self.detector = detector
         spec = classifier.spec
         self.prior_tau = spec.prior_tau if prior_tau is None else check_prior_tau(prior_tau)
@@ -79,32 +58,18 @@ class Recognizer:
     def load(
         cls,
         ref: str | Path | ModelRunner = "default",
+        options: FaceOptions | None = None,
         *,
         backend: str = "auto",
-        detect: bool = True,
-        min_face: int = 24,
-        margin: float = DEFAULT_MARGIN,
-        tta: str | bool | None = None,
-        min_score: float = 0.6,
-        detect_side: int = DEFAULT_DETECT_SIDE,
         detector: FaceDetector = libfacedetection,
         prior_tau: float | None = None,
+        **face: Any,
     ) -> Recognizer:
         """``ref``: "default" (the model shipped with ferlab), a shipped model's name, a run
         folder, a model file, an ``.onnx`` export or a runner; ``backend``: auto | torch | onnx
-        (see :func:`ferlab.inference.runtime.load_model`)."""
+        (see :func:`ferlab.inference.runtime.load_model`); the rest as for the constructor."""
         classifier = load_model(ref, backend)
-        return cls(
-            classifier,
-            detect=detect,
-            min_face=min_face,
-            margin=margin,
-            tta=tta,
-            min_score=min_score,
-            detect_side=detect_side,
-            detector=detector,
-            prior_tau=prior_tau,
-        )
+        return cls(classifier, options, detector=detector, prior_tau=prior_tau, **face)
 
     @property
     def classes(self) -> list[str]:
@@ -186,19 +151,18 @@ class Recognizer:
         )
 
     def _crops(self, image: np.ndarray) -> list[tuple[Face | None, torch.Tensor]]:
-        spec = self.classifier.spec
-        if not self.detect:
+        spec, options = self.classifier.spec, self.options
+        if not options.detect:
             return [(None, spec.crop_tensor(image))]
         faces = detect_faces(
             image,
-            min_score=self.min_score,
-            min_size=self.min_face,
-            max_side=self.detect_side,
+            min_score=options.min_score,
+            min_size=options.min_face,
+            max_side=options.detect_side,
             detector=self.detector,
         )
-        return [
-            (face, spec.crop_tensor(square_crop(image, face.box, self.margin))) for face in faces
-        ]
+        margin = options.margin
+        return [(face, spec.crop_tensor(square_crop(image, face.box, margin))) for face in faces]
 
     def _classify(
         self, pending: list[tuple[int, Face | None, torch.Tensor]], results: list[list[FaceResult]]

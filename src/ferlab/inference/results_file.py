@@ -1,8 +1,10 @@
 """Prediction results written as they come, to JSON Lines, CSV or Parquet, and read back to resume.
 
-- ``.jsonl``: one ``{"path": ..., "faces": [...]}`` object per image, as ``ferlab predict --json``;
-- ``.csv``: ``ferlab predict --csv``'s rows, one per face, and one row with face 0 and empty
-  cells for an image without a face, so that every image done has a row;
+- ``.jsonl``: one ``{"path": ..., "width": ..., "height": ..., "faces": [...]}`` object per image,
+  as ``ferlab predict --json``;
+- ``.csv``: ``ferlab predict --csv``'s rows (``ferlab.inference.image_results.csv_header``), one per
+  face, and one with face 0 and empty cells for an image without a face, so that every image
+  done has a row;
 - ``.parquet``: a folder of part files with the CSV's columns, typed (null where the CSV is
   empty); each part is written whole (renamed into place) every ``PARQUET_ROWS`` rows and at the
   end. pandas, pyarrow or DuckDB read the folder as one table. Needs pyarrow (``ferlab[parquet]``).
@@ -20,17 +22,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ferlab.errors import ConfigError, DataError
-from ferlab.inference.report import csv_header, csv_rows, face_values, json_record
-from ferlab.inference.results import FaceResult
+from ferlab.inference.image_results import ImageResult, csv_header
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 PARQUET_ROWS = 10_000
+_INTEGERS = ("frame", "face", "track", "x1", "y1", "x2", "y2")
+_TEXTS = ("path", "label", "raw_label")
 
 
 class ResultsFile(Protocol):
     """Where ``ferlab predict --out`` writes: one call per image, in the order they are done."""
 
-    def write(self, path: str, faces: list[FaceResult]) -> None: ...
+    def write(self, result: ImageResult) -> None: ...
 
     def close(self) -> None: ...
 
@@ -58,8 +61,8 @@ class _JsonlResults:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    def write(self, path: str, faces: list[FaceResult]) -> None:
-        self.handle.write(json.dumps(json_record(path, faces)) + "\n")
+    def write(self, result: ImageResult) -> None:
+        self.handle.write(json.dumps(result.to_dict()) + "\n")
         self.handle.flush()
 
     def close(self) -> None:
@@ -70,26 +73,17 @@ class _CsvResults:
     def __init__(self, handle: Any, classes: list[str], va: bool) -> None:
         self.handle = handle
         self.classes = classes
+        self.va = va
         self.table = csv.writer(handle)
-        self.width = len(csv_header(classes, va))
         if handle.tell() == 0:
             self.table.writerow(csv_header(classes, va))
 
-    def write(self, path: str, faces: list[FaceResult]) -> None:
-        self.table.writerows(face_rows(path, faces, self.classes, self.width))
+    def write(self, result: ImageResult) -> None:
+        self.table.writerows(result.csv_rows(self.classes, self.va))
         self.handle.flush()
 
     def close(self) -> None:
         self.handle.close()
-
-
-def face_rows(
-    path: str, faces: list[FaceResult], classes: list[str], width: int
-) -> list[list[Any]]:
-    """The CSV rows of an image: one per face, or one of ``width`` cells with face 0."""
-    if not faces:
-        return [[path, 0, *[""] * (width - 2)]]
-    return csv_rows(path, faces, classes)
 
 
 class _ParquetResults:
@@ -97,21 +91,17 @@ class _ParquetResults:
         pa = _pyarrow(out)
         self.out = out
         self.classes = classes
+        self.va = va
+        types = {name: pa.int32() for name in _INTEGERS} | {name: pa.string() for name in _TEXTS}
         header = csv_header(classes, va)
-        text, number = pa.string(), pa.float64()
-        types = {"path": text, "label": text, "face": pa.int32()}
-        types.update({name: pa.int32() for name in ("x1", "y1", "x2", "y2")})
-        self.schema = pa.schema([(name, types.get(name, number)) for name in header])
+        self.schema = pa.schema([(name, types.get(name, pa.float64())) for name in header])
         self.rows: list[list[Any]] = []
         out.mkdir(exist_ok=True)
         numbers = (int(part.stem.removeprefix("part-")) for part in out.glob("part-*.parquet"))
         self.part = 1 + max(numbers, default=-1)
 
-    def write(self, path: str, faces: list[FaceResult]) -> None:
-        width = len(self.schema)
-        self.rows.extend(
-            face_values(path, faces, self.classes) or [[path, 0, *[None] * (width - 2)]]
-        )
+    def write(self, result: ImageResult) -> None:
+        self.rows.extend(result.rows(self.classes, self.va))
         if len(self.rows) >= PARQUET_ROWS:
             self._write_part()
 
@@ -148,7 +138,10 @@ def _line_file_done(out: Path, suffix: str, header: list[str]) -> set[str]:
         rows = csv.reader(handle)
         found = next(rows, None)
         if found is not None and found != header:
-            raise DataError(f"{out}: written with other columns (another model?); cannot resume it")
+            raise DataError(
+                f"{out}: written with other columns (another model or ferlab version?); "
+                "cannot resume it"
+            )
         return {row[0] for row in rows if row}
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Generator, Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from ferlab.errors import ConfigError
+from ferlab.inference.image_results import FrameResult, TrackedFace
 from ferlab.inference.results import FaceResult
 from ferlab.inference.tracking import FaceTracker, ProbabilitySmoother
 
@@ -31,27 +31,6 @@ class FacePredictor(Protocol):
     def predict_many(
         self, sources: Iterable[np.ndarray], *, batch_size: int = 64, rgb: bool = False
     ) -> list[list[FaceResult]]: ...
-
-
-@dataclass
-class TrackedFace:
-    """A face on a track: ``face`` carries the smoothed probabilities, label, score, valence and
-    arousal (the rest, box included, as the model gave it); ``raw`` is the model's own result."""
-
-    track: int
-    face: FaceResult
-    raw: FaceResult
-
-
-@dataclass
-class FrameResult:
-    """One frame: its index, time in seconds, tracked faces (left to right) and the frame itself
-    as it was given (not copied), for drawing."""
-
-    index: int
-    time: float
-    faces: list[TrackedFace]
-    frame: np.ndarray
 
 
 def stream_results(

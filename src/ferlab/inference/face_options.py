@@ -1,0 +1,76 @@
+"""How faces are found, cropped and viewed before the model sees them: one set of options for the
+Recognizer, heatmaps and the web service, whose fields also describe the command-line flags.
+
+Free of PyTorch and OpenCV, so that building the command-line parser stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ferlab.errors import ConfigError
+from ferlab.tta_modes import tta_mode
+
+# A FER2013 crop is about as tall as libfacedetection's box around the same face (median frame
+# side / box height 0.985 on 588 FER2013 test faces) and centred on it, hence no margin.
+DEFAULT_MARGIN = 0.0
+
+# Longer side images are shrunk to for detection. On this project's 2-core CPU, libfacedetection
+# took 35 ms on a 640x480 frame and 17 ms at 480 px; at 480 px it still found every pasted face
+# of 28 px or more (24 px: 19 of 20), its floor being about 20 px at the working size.
+DEFAULT_DETECT_SIDE = 480
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """``detect=False`` takes each image as one face crop. ``min_face``: smallest face side in
+    pixels; ``min_score``: smallest detector confidence kept; ``margin``: extra crop border per
+    side as a fraction of the face box; ``detect_side``: images with a longer side are shrunk to it
+    for detection only (detection time grows with the pixel count; faces are still cropped from
+    the full image); ``tta``: average the probabilities over views of each crop: "none", "flip"
+    (True: it and its mirror image), "shift" (10 views; see ``ferlab.data.tta``); None: as the
+    model file says (flip for the shipped model).
+
+    Each field's ``metadata`` holds its flag's help text and metavar.
+    """
+
+    detect: bool = field(default=True, metadata={"help": "take each image as one face crop"})
+    min_face: int = field(default=24, metadata={"help": "smallest face side", "metavar": "PX"})
+    min_score: float = field(
+        default=0.6,
+        metadata={"help": "smallest detector confidence kept, 0-1", "metavar": "P"},
+    )
+    margin: float = field(
+        default=DEFAULT_MARGIN,
+        metadata={
+            "help": "extra crop border per side, as a fraction of the face box",
+            "metavar": "F",
+        },
+    )
+    detect_side: int = field(
+        default=DEFAULT_DETECT_SIDE,
+        metadata={
+            "help": "larger images are shrunk to this longer side for detection only; raise it "
+            "for small faces in big photos",
+            "metavar": "PX",
+        },
+    )
+    tta: str | bool | None = None
+
+    def __post_init__(self) -> None:
+        face, margin, score, side = self.min_face, self.margin, self.min_score, self.detect_side
+        if face < 1 or not margin >= 0 or not 0 <= score <= 1 or side < 32:
+            raise ConfigError(
+                f"need min_face >= 1, margin >= 0, min_score in [0, 1] and detect_side >= 32, "
+                f"got {face}, {margin}, {score}, {side}"
+            )
+        if self.tta is not None:
+            object.__setattr__(self, "tta", tta_mode(self.tta))
+
+    def replace(self, **changes: object) -> FaceOptions:
+        """A copy with ``changes`` (field names and values); an unknown name is a ConfigError."""
+        unknown = sorted(set(changes) - {item.name for item in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown face option(s) {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

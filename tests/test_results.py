@@ -1,0 +1,172 @@
+"""Results per photo and per video frame (JSON record, text lines, CSV rows of one schema for
+`predict` and `video`, drawing) and the face options, with the flags made from them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ferlab.apps.service import ModelService
+from ferlab.cli import build_parser, main
+from ferlab.commands.recognizer_options import face_options
+from ferlab.errors import ConfigError, DataError
+from ferlab.inference import FaceOptions, ImageResult, Recognizer
+from ferlab.inference.image_results import CSV_COLUMNS, csv_header
+from ferlab.inference.images import load_image
+
+HOPPER_BOX = (174, 112, 356, 336)  # the shipped model's detector, as the README shows it
+HOPPER_LINE = "face 1 (174,112,356,336)  neutral 0.74  [sad 0.12, angry 0.08]"
+FRAME_ONLY = ("path", "frame", "time_s", "track", "raw_label")
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Recognizer:
+    return Recognizer.load()
+
+
+@pytest.fixture(scope="module")
+def hopper(photos: Path) -> Path:
+    return photos / "grace_hopper.jpg"
+
+
+@pytest.fixture(scope="module")
+def image(hopper: Path) -> np.ndarray:
+    return load_image(hopper)
+
+
+def test_a_photo_result_gives_its_record_lines_rows_and_drawing(
+    shipped: Recognizer, hopper: Path, image: np.ndarray
+) -> None:
+    result = ImageResult.of(str(hopper), image, shipped.predict(image, rgb=True))
+    (face,) = result.faces
+    assert (face.box, face.label) == (HOPPER_BOX, "neutral")
+    record = result.to_dict()
+    assert list(record) == ["path", "width", "height", "faces"]
+    assert (record["path"], record["width"], record["height"]) == (str(hopper), 512, 600)
+    assert record["faces"] == [face.to_dict()]
+    assert ImageResult.from_dict(json.loads(json.dumps(record))) == result
+    assert "path" not in ImageResult(None, 512, 600, result.faces).to_dict()  # an upload
+    assert result.lines() == [f"{hopper}  {HOPPER_LINE}"]
+
+    header = csv_header(shipped.classes)
+    (row,) = result.csv_rows(shipped.classes)
+    cells = dict(zip(header, row, strict=True))
+    assert (cells["path"], cells["face"]) == (str(hopper), 1)
+    assert [cells[name] for name in FRAME_ONLY[1:]] == [""] * 4  # a photo has no frame
+    assert (cells["x1"], cells["y1"], cells["x2"], cells["y2"]) == HOPPER_BOX
+    assert (cells["detection_score"], cells["label"]) == ("0.920", "neutral")
+    assert cells["score"] == cells["neutral"] == f"{face.score:.4f}"
+    (values,) = result.rows(shipped.classes)
+    assert values[len(CSV_COLUMNS) :] == [face.probs[name] for name in shipped.classes]
+
+    nothing = ImageResult("blank.png", 64, 48, [])
+    assert nothing.lines() == ["blank.png  no face found"]
+    assert nothing.csv_rows(shipped.classes, va=True) == [
+        ["blank.png", "", "", 0, *[""] * (len(header) + 2 - 4)]
+    ]
+    drawn = result.annotate(image)
+    assert drawn.shape == image.shape and not np.array_equal(drawn, image[:, :, ::-1])
+
+
+def test_a_frame_result_gives_the_photo_row_with_frame_time_and_track(
+    shipped: Recognizer, hopper: Path, image: np.ndarray
+) -> None:
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    first, second, empty = shipped.stream([bgr, bgr, np.zeros_like(bgr)], fps=10.0, smooth=0)
+    (tracked,) = second.faces
+    assert second.to_dict() == {
+        "frame": 1,
+        "time_s": pytest.approx(0.1),
+        "faces": [{"track": 1, **tracked.face.to_dict(), "raw_label": "neutral"}],
+    }
+    assert first.lines() == [f"frame 0 (0.00 s)  {HOPPER_LINE.replace('1 (', '1 #1 (')}"]
+    assert empty.lines() == ["frame 2 (0.20 s)  no face found"]
+
+    header = csv_header(shipped.classes)
+    (photo_row,) = ImageResult.of(str(hopper), image, shipped.predict(image, rgb=True)).csv_rows(
+        shipped.classes
+    )
+    (frame_row,) = second.csv_rows(shipped.classes, path="clip.mp4")
+    photo, frame = (dict(zip(header, row, strict=True)) for row in (photo_row, frame_row))
+    assert [frame[name] for name in FRAME_ONLY] == ["clip.mp4", 1, "0.100", 1, "neutral"]
+    assert {k: v for k, v in frame.items() if k not in FRAME_ONLY} == {
+        k: v for k, v in photo.items() if k not in FRAME_ONLY
+    }
+    assert empty.csv_rows(shipped.classes, path="clip.mp4") == [
+        ["clip.mp4", 2, "0.200", 0, *[""] * (len(header) - 4)]
+    ]
+    drawn = second.annotate()
+    assert drawn.shape == bgr.shape and not np.array_equal(drawn, bgr)
+
+
+def test_predict_and_video_csv_have_one_schema(
+    hopper: Path, image: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = tmp_path / "hopper.avi"
+    height, width = image.shape[:2]
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (width, height))
+    for _ in range(3):
+        writer.write(np.ascontiguousarray(image[:, :, ::-1]))
+    writer.release()
+    assert main(["predict", str(hopper), "--csv"]) == 0
+    photo_rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    timeline = tmp_path / "timeline.csv"
+    assert main(["video", str(clip), "--csv", str(timeline), "--smooth", "0"]) == 0
+    with timeline.open(newline="") as handle:
+        frame_rows = list(csv.reader(handle))
+    assert photo_rows[0] == frame_rows[0] == csv_header(Recognizer.load().classes)
+    (photo,) = (dict(zip(photo_rows[0], row, strict=True)) for row in photo_rows[1:])
+    frames = [dict(zip(frame_rows[0], row, strict=True)) for row in frame_rows[1:]]
+    assert [row["frame"] for row in frames] == ["0", "1", "2"]
+    assert {(row["path"], row["face"], row["track"], row["label"]) for row in frames} == {
+        (str(clip), "1", "1", "neutral")
+    }
+    assert (photo["path"], photo["face"], photo["label"], photo["track"]) == (
+        str(hopper),
+        "1",
+        "neutral",
+        "",
+    )
+
+
+def test_face_options_from_an_object_keywords_and_flags(
+    shipped: Recognizer, image: np.ndarray
+) -> None:
+    strict = Recognizer(shipped.classifier, FaceOptions(min_score=0.95), margin=0.1)
+    assert strict.options == FaceOptions(min_score=0.95, margin=0.1)
+    assert strict.predict(image, rgb=True) == []
+    assert Recognizer(shipped.classifier, tta=True).options.tta == "flip"
+    assert Recognizer(shipped.classifier).tta == "flip"  # None: as the model file says
+    with pytest.raises(ConfigError, match=r"unknown face option\(s\) min_scor"):
+        Recognizer(shipped.classifier, min_scor=0.5)
+    with pytest.raises(ConfigError, match="min_face >= 1"):
+        FaceOptions(min_face=0)
+    with pytest.raises(ConfigError, match="unknown mode 'mirror'"):
+        FaceOptions(tta="mirror")
+
+    flags = ["--min-face", "30", "--min-score", "0.7", "--margin", "0.1", "--detect-side", "640"]
+    flags += ["--tta", "shift"]
+    given = FaceOptions(min_face=30, min_score=0.7, margin=0.1, detect_side=640, tta="shift")
+    parser = build_parser()
+    for command in (["predict", "x.png"], ["explain", "x.png"]):
+        args = parser.parse_args([*command, *flags, "--no-detect"])
+        assert face_options(args) == given.replace(detect=False)
+        assert face_options(parser.parse_args(command)) == FaceOptions()
+    for command in (["video", "x.mp4"], ["webcam"], ["serve"]):
+        assert face_options(parser.parse_args([*command, *flags])) == given
+    with pytest.raises(SystemExit):
+        parser.parse_args(["video", "x.mp4", "--no-detect"])  # video always detects
+
+
+def test_the_service_finds_faces_and_heatmaps_with_its_options(image: np.ndarray) -> None:
+    service = ModelService.load("default", FaceOptions(min_score=0.95))
+    assert service.predict(image, timeout=60) == []
+    with pytest.raises(DataError, match="no face found"):
+        service.explain(image, timeout=60)
+    assert len(ModelService.load("default").predict(image, timeout=60)) == 1
