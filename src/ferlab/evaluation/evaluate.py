@@ -184,27 +184,31 @@ def crowd_mapping(
     return map_classes_to_model(spec, source.classes, keep, rename, merge), unanswerable
 
 
-def decode_options(spec: ModelSpec, on_bad_file: str) -> dict[str, Any]:
-    """How the model's training decoded images, as ``load_labelled_split`` options."""
-    return {
-        "image_size": spec.decode_size,
-        "color": spec.color,
-        "on_bad_file": on_bad_file,
-        "cache_dir": Path(spec.cache_dir) if spec.cache_dir else None,
-    }
-
-
 def trained_split(
     spec: ModelSpec,
     source: DatasetSource,
     split: str,
     mapping: ClassMapping,
     on_bad_file: str,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
 ) -> LabelledImages:
     """``split`` of ``source`` as the model's training split and decoded it (see
-    :func:`labelled_source` for the source): the one place evaluate, compare and the scripts
-    load a model's labelled split."""
-    return load_labelled_split(source, split, mapping, **decode_options(spec, on_bad_file))
+    :func:`labelled_source` for the source), ``limit``: a stratified sample of that many drawn
+    with ``seed``; the one place evaluate, compare and the scripts load a model's labelled
+    split."""
+    return load_labelled_split(
+        source,
+        split,
+        mapping,
+        image_size=spec.decode_size,
+        color=spec.color,
+        on_bad_file=on_bad_file,
+        cache_dir=Path(spec.cache_dir) if spec.cache_dir else None,
+        limit=limit,
+        seed=seed,
+    )
 
 
 def _prior_tau(runner: ModelRunner, prior_tau: float | None) -> float:
