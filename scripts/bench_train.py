@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ferlab import train
-from ferlab.training.run import read_epoch_metrics
+from ferlab.run_folder import RunFolder
 
 CASES = [
     {"model": "baseline_cnn", "input_size": 48, "pretrained": False},
@@ -37,7 +37,7 @@ def bench(data: Path, case: dict, steps: int, batch_size: int, runs: Path) -> di
         runs_dir=str(runs),
         **case,
     )
-    second = read_epoch_metrics(result.run_dir)[-1]
+    second = RunFolder(result.run_dir).metrics_rows()[-1]
     images_per_s = float(second["images_per_s"])
     return {
         **case,

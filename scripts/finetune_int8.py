@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ferlab.data.datamodule import TensorImageDataset, default_num_workers, load_labelled_split
+from ferlab.data.datamodule import TensorImageDataset, default_num_workers
 from ferlab.data.transforms import train_transform
-from ferlab.evaluation.evaluate import decode_options, labelled_source, map_classes_to_model
+from ferlab.evaluation.evaluate import labelled_source, map_classes_to_model, trained_split
 from ferlab.models.artifact import load_model_file, resolve_model_file, save_model_file
 from ferlab.training.quantization import FinetuneStats, quantization_finetune
 
@@ -67,8 +67,9 @@ def main() -> None:
     bundle = load_model_file(source_file)
     source = labelled_source(bundle.spec, args.data, "skip")
     mapping = map_classes_to_model(bundle.spec, source.classes, None, None, None)
-    load = decode_options(bundle.spec, "skip")
-    data = load_labelled_split(source, "train", mapping, **load, limit=args.limit, seed=args.seed)
+    data = trained_split(
+        bundle.spec, source, "train", mapping, "skip", limit=args.limit, seed=args.seed
+    )
     to_model = torch.tensor([bundle.classes.index(name) for name in mapping.names])
     dataset = TensorImageDataset(
         data.images, to_model[data.labels], train_transform(args.augment, bundle.prep)

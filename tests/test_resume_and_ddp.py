@@ -18,7 +18,7 @@ import torch
 
 from conftest import make_pattern_tree
 from ferlab.cli import main
-from ferlab.training.run import read_epoch_metrics
+from ferlab.run_folder import RunFolder
 
 pytestmark = pytest.mark.slow
 
@@ -231,7 +231,7 @@ def test_two_nodes_on_localhost_give_one_run_and_the_single_process_result(
     assert json.loads((nodes_dir / "run.json").read_text())["epochs_completed"] == 3
     assert (nodes_dir / "model.pt").is_file()
     for got, want in zip(
-        read_epoch_metrics(nodes_dir), read_epoch_metrics(single_dir), strict=True
+        RunFolder(nodes_dir).metrics_rows(), RunFolder(single_dir).metrics_rows(), strict=True
     ):
         for column in ("train_loss", "train_acc", "val_loss", "val_acc"):
             assert float(got[column]) == pytest.approx(float(want[column]), abs=1e-4), column

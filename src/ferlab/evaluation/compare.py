@@ -8,7 +8,6 @@ scored (all of them unless class options differ); no correction for multiple pai
 from __future__ import annotations
 
 import html
-import json
 import time
 from dataclasses import dataclass
 from itertools import combinations
@@ -33,6 +32,7 @@ from ferlab.evaluation.evaluate import (
 from ferlab.inference.runner import ModelRunner
 from ferlab.inference.runtime import load_model
 from ferlab.outputs import write_atomic
+from ferlab.run_folder import RunFolder
 from ferlab.tta_modes import tta_mode
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
@@ -188,19 +188,6 @@ class Comparison:
         return md, page
 
 
-def _train_seconds(model_file: Path) -> float | None:
-    run_json = model_file.parent / "run.json"
-    if not run_json.is_file():
-        return None
-    try:
-        summary = json.loads(run_json.read_text())
-    except (OSError, ValueError):
-        return None
-    if summary.get("model_file") != model_file.name or "train_seconds" not in summary:
-        return None
-    return float(summary["train_seconds"])
-
-
 def _parameter_count(runner: ModelRunner) -> int | None:
     """Trainable and frozen parameters of a PyTorch model; None for an export."""
     if runner.bundle is None:
@@ -238,7 +225,7 @@ def _score(
         ece=expected_calibration_error(probs, labels, bins=15),
         params=_parameter_count(runner),
         file_bytes=runner.path.stat().st_size,
-        train_seconds=_train_seconds(runner.source),
+        train_seconds=RunFolder(runner.source.parent).train_seconds(runner.source),
         faces_per_s=len(labels) / max(elapsed, 1e-9),
     )
     return score, predicted == labels, data.rows.numpy()

@@ -6,7 +6,6 @@ The output folder gets ``metrics.json``, ``predictions.csv`` (one row per image)
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from ferlab.models.prior import check_prior_tau, prior_adjusted
 from ferlab.models.spec import ModelSpec
 from ferlab.outputs import check_new, check_writable, numbered, write_atomic
 from ferlab.progress import bar
+from ferlab.run_folder import RunFolder
 from ferlab.tta_modes import tta_mode
 
 REPORT_FILES = ("metrics.json", "report.md", "report.html")
@@ -146,15 +146,13 @@ def _calibrate(
 
 def _training_history(model_file: Path) -> tuple[list[dict[str, str]], str | None]:
     """The rows of the run's metrics.csv, or none and the reason why."""
-    run_dir = model_file.parent
-    if not (run_dir / "config.yaml").is_file():
+    run = RunFolder.of_model(model_file)
+    if run is None:
         return [], "training curves: the model is not in a run folder"
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return [], "training curves: no metrics.csv in the run"
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return rows, None if rows else "training curves: metrics.csv has no epochs"
+    if not run.metrics.is_file():
+        return [], f"training curves: no {run.metrics.name} in the run"
+    rows = run.metrics_rows()
+    return rows, None if rows else f"training curves: {run.metrics.name} has no epochs"
 
 
 def labelled_source(
@@ -186,27 +184,31 @@ def crowd_mapping(
     return map_classes_to_model(spec, source.classes, keep, rename, merge), unanswerable
 
 
-def decode_options(spec: ModelSpec, on_bad_file: str) -> dict[str, Any]:
-    """How the model's training decoded images, as ``load_labelled_split`` options."""
-    return {
-        "image_size": spec.decode_size,
-        "color": spec.color,
-        "on_bad_file": on_bad_file,
-        "cache_dir": Path(spec.cache_dir) if spec.cache_dir else None,
-    }
-
-
 def trained_split(
     spec: ModelSpec,
     source: DatasetSource,
     split: str,
     mapping: ClassMapping,
     on_bad_file: str,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
 ) -> LabelledImages:
     """``split`` of ``source`` as the model's training split and decoded it (see
-    :func:`labelled_source` for the source): the one place evaluate, compare and the scripts
-    load a model's labelled split."""
-    return load_labelled_split(source, split, mapping, **decode_options(spec, on_bad_file))
+    :func:`labelled_source` for the source), ``limit``: a stratified sample of that many drawn
+    with ``seed``; the one place evaluate, compare and the scripts load a model's labelled
+    split."""
+    return load_labelled_split(
+        source,
+        split,
+        mapping,
+        image_size=spec.decode_size,
+        color=spec.color,
+        on_bad_file=on_bad_file,
+        cache_dir=Path(spec.cache_dir) if spec.cache_dir else None,
+        limit=limit,
+        seed=seed,
+    )
 
 
 def _prior_tau(runner: ModelRunner, prior_tau: float | None) -> float:
@@ -290,10 +292,12 @@ def check_split(source: DatasetSource, split: str) -> None:
 
 
 def _default_out(model_file: Path, split: str) -> Path:
-    """``eval-<split>`` in the model's run folder; for a file outside a run (the shipped model
-    in the installed package, a downloaded file), ``evaluations/<stem>-<split>`` here."""
-    if (model_file.parent / "config.yaml").is_file():
-        return model_file.parent / f"eval-{split}"
+    """The run's evaluation folder for ``split`` when the model is in a run folder; for a file
+    outside a run (the shipped model in the installed package, a downloaded file),
+    ``evaluations/<stem>-<split>`` here."""
+    run = RunFolder.of_model(model_file)
+    if run is not None:
+        return run.eval_dir(split)
     return Path("evaluations") / f"{model_file.stem}-{split}"
 
 

@@ -18,6 +18,7 @@ from ferlab.models.registry import FERModel, create_model
 from ferlab.models.spec import ModelSpec, SpecView, legacy_spec
 from ferlab.outputs import write_atomic
 from ferlab.preprocessing import Preprocessing
+from ferlab.run_folder import RunFolder
 
 MODEL_FORMAT = "ferlab-model"
 MODEL_FORMAT_VERSION = 2  # 2: the contract in payload["spec"]; 1: options spread over meta
@@ -196,9 +197,11 @@ def resolve_model_file(ref: str | Path) -> Path:
         return shipped_model_file(name)
     path = Path(ref)
     if path.is_dir():
-        candidate = path / "model.pt"
+        candidate = RunFolder(path).model_file
         if not candidate.is_file():
-            raise ModelError(f"{path}: run folder has no model.pt (did its training finish?)")
+            raise ModelError(
+                f"{path}: run folder has no {candidate.name} (did its training finish?)"
+            )
         return candidate
     if not path.exists():
         raise ModelError(f"{path}: no such run folder or model file")

@@ -23,16 +23,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ferlab.errors import ModelError
 from ferlab.models.artifact import load_weights_only
+from ferlab.run_folder import BEST, LAST, RunFolder
 
-RUN_FILES = ("config.yaml", "classes.json", "metrics.csv", "run.json")
-CHECKPOINT_DIR = "checkpoints"
-BEST, LAST = "best", "last"
 RESUME_KEYS = ("epoch", "global_step", "state_dict", "optimizer_states", "loops")
-
-
-def checkpoint_file(run_dir: Path, name: str) -> Path:
-    """The run folder's own checkpoint ``name`` (``BEST`` or ``LAST``)."""
-    return run_dir / CHECKPOINT_DIR / f"{name}{ModelCheckpoint.FILE_EXTENSION}"
 
 
 def read_checkpoint(path: Path, keys: Iterable[str] = ("epoch", "state_dict")) -> dict[str, Any]:
@@ -49,23 +42,24 @@ def read_checkpoint(path: Path, keys: Iterable[str] = ("epoch", "state_dict")) -
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """Keeps one file, ``dirpath/name.ckpt``, and saves its scores but no path in checkpoints.
+    """Keeps one file, ``file``, and saves its scores but no path in checkpoints.
 
     Lightning's own state holds absolute paths, which after a move or copy of the run folder point
     into the old one (and name the file it deletes when a better one is saved); here the paths on
     resume are always this folder's own.
     """
 
-    def __init__(self, dirpath: Path, name: str, monitor: str | None = None) -> None:
+    def __init__(self, file: Path, monitor: str | None = None) -> None:
         super().__init__(
-            dirpath=dirpath,
-            filename=name,
+            dirpath=file.parent,
+            filename=file.stem,
             monitor=monitor,
             mode="max" if monitor else "min",
             save_top_k=1,
             save_on_train_epoch_end=True,
             enable_version_counter=False,
         )
+        self.FILE_EXTENSION = file.suffix
 
     def _generate_state_key(self, **kwargs: Any) -> str:
         # Lightning's class name in the key: checkpoints written before this class still restore.
@@ -122,19 +116,18 @@ def snapshot_run(run_dir: Path, target: Path) -> list[Path]:
     Both checkpoints are read (weights-only) before anything is written; of ``best.ckpt`` only
     the weights and epoch are kept, which is what exporting the model file needs.
     """
-    last = read_checkpoint(checkpoint_file(run_dir, LAST), RESUME_KEYS)
-    best_file = checkpoint_file(run_dir, BEST)
-    best = read_checkpoint(best_file) if best_file.is_file() else None
+    run, copy = RunFolder(run_dir), RunFolder(target)
+    last = read_checkpoint(run.checkpoint(LAST), RESUME_KEYS)
+    best = read_checkpoint(run.checkpoint(BEST)) if run.checkpoint(BEST).is_file() else None
     written = []
     target.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, target / name)
-            written.append(target / name)
-    _save(compacted(last), checkpoint_file(target, LAST))
-    written.append(checkpoint_file(target, LAST))
+    for record, record_copy in zip(run.records, copy.records, strict=True):
+        if record.is_file():
+            shutil.copy2(record, record_copy)
+            written.append(record_copy)
+    _save(compacted(last), copy.checkpoint(LAST))
+    written.append(copy.checkpoint(LAST))
     if best is not None:
-        weights = {"state_dict": best["state_dict"], "epoch": best["epoch"]}
-        _save(weights, checkpoint_file(target, BEST))
-        written.append(checkpoint_file(target, BEST))
+        _save({"state_dict": best["state_dict"], "epoch": best["epoch"]}, copy.checkpoint(BEST))
+        written.append(copy.checkpoint(BEST))
     return written

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
+
+from ferlab.run_folder import RunFolder
 
 EPOCH_COLUMNS = [
     "epoch",
@@ -25,15 +26,17 @@ VA_COLUMNS = ["val_ccc_valence", "val_ccc_arousal", "val_score"]  # multi-task r
 
 
 class EpochRecorder(L.Callback):
-    """Appends one row per finished epoch to ``metrics.csv``; a resumed run drops later rows first.
+    """Appends one row per finished epoch to the run's metrics.csv; a resumed run drops later rows
+    first.
 
     Throughput counts the training step only; ``data_wait_frac`` is the share of the epoch spent
     between the end of one step and the start of the next, i.e. waiting for the loader.
     ``extra``: further logged metrics to record, as columns after the standard ones.
     """
 
-    def __init__(self, path: Path, extra: tuple[str, ...] | list[str] = ()) -> None:
-        self.path = path
+    def __init__(self, run: RunFolder, extra: tuple[str, ...] | list[str] = ()) -> None:
+        self.run = run
+        self.path = run.metrics
         self.columns = [*EPOCH_COLUMNS, *extra]
         self._reset()
 
@@ -52,8 +55,7 @@ class EpochRecorder(L.Callback):
     def _truncate(self, first_epoch: int) -> None:
         if not self.path.is_file():
             return
-        with self.path.open(newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < first_epoch]
+        rows = [r for r in self.run.metrics_rows() if int(r["epoch"]) < first_epoch]
         self._write(rows, mode="w")
 
     def _write(self, rows: list[dict[str, Any]], mode: str) -> None:

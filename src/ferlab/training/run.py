@@ -1,22 +1,14 @@
-"""``ferlab.train``: one call from a TrainConfig to a finished run folder.
-
-A run folder holds ``config.yaml`` (the resolved config), ``classes.json`` (the class mapping),
-``metrics.csv`` (a row per epoch), ``run.json`` (summary and the lineage of sessions),
-``checkpoints/{best,last}.ckpt``, Lightning's CSV and TensorBoard logs, and ``model.pt``: the
-self-contained model file for evaluation and inference.
-"""
+"""``ferlab.train``: one call from a TrainConfig to a finished run folder
+(:mod:`ferlab.run_folder` tells what it holds)."""
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +26,11 @@ from ferlab.errors import ConfigError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, create_model, model_info
 from ferlab.models.spec import SPEC_TRAINING_OPTIONS, ModelSpec
-from ferlab.outputs import check_writable, numbered
+from ferlab.outputs import check_writable
 from ferlab.preprocessing import Preprocessing
+from ferlab.run_folder import BEST, CSV_LOGS, LAST, TENSORBOARD_LOGS, RunFolder
 from ferlab.signals import Stopped
-from ferlab.training.checkpoint import (
-    BEST,
-    CHECKPOINT_DIR,
-    LAST,
-    RESUME_KEYS,
-    RunCheckpoint,
-    checkpoint_file,
-    read_checkpoint,
-)
+from ferlab.training.checkpoint import RESUME_KEYS, RunCheckpoint, read_checkpoint
 from ferlab.training.console import LIGHTNING_LINES, TrainingConsole, data_summary
 from ferlab.training.finetuning import StagedUnfreeze
 from ferlab.training.module import FERClassifier
@@ -71,7 +56,6 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # A resumed run's checkpoint folder holds its checkpoints, as it should.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-MODEL_FILE = "model.pt"
 
 
 @dataclass
@@ -163,11 +147,6 @@ def prepare(config: TrainConfig) -> PreparedRun:
     return PreparedRun(config, source, mapping, prep, model, datamodule, cached)
 
 
-def _new_run_dir(config: TrainConfig) -> Path:
-    root = Path(config.runs_dir)
-    return numbered(root / (config.name or f"{config.model}-{config.strategy}"))
-
-
 def _class_weights(datamodule: FERDataModule, num_classes: int) -> torch.Tensor:
     counts = datamodule.class_counts().clamp(min=1).float()
     return counts.sum() / (num_classes * counts)
@@ -193,16 +172,6 @@ def _devices(value: str) -> int | str | list[int]:
         ) from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
-
-
 def _is_launched_child() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 and RUN_DIR_ENV in os.environ
 
@@ -219,47 +188,53 @@ def train(
     """
     resumed: dict[str, Any] | None = None
     if resume is not None:
-        run_dir = Path(resume)
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"{run_dir}: not a ferlab run folder (no config.yaml)")
-        config = load_config(saved, **overrides)
-        if config.scheduler == "onecycle" and config.epochs != load_config(saved).epochs:
+        run = RunFolder(Path(resume))
+        if not run.is_run():
+            raise ConfigError(f"{run.path}: not a ferlab run folder (no {run.config.name})")
+        config = load_config(run.config, **overrides)
+        if config.scheduler == "onecycle" and config.epochs != load_config(run.config).epochs:
             raise ConfigError(
-                f"{run_dir}: the one-cycle schedule was laid out for its epochs; "
+                f"{run.path}: the one-cycle schedule was laid out for its epochs; "
                 "resume with the same --epochs (or train a new run)"
             )
-        resumed = _read_resume_state(run_dir)
+        resumed = _read_resume_state(run)
     elif config is None:
         config = load_config(**overrides)
     elif overrides:
         config = load_config(None, **{**config.to_dict(), **overrides})
 
     config.validate()
-    check_writable(run_dir if resume is not None else config.runs_dir)
+    check_writable(run.path if resume is not None else config.runs_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     prepared = prepare(config)
     if resume is None:
-        run_dir = Path(os.environ[RUN_DIR_ENV]) if _is_launched_child() else _new_run_dir(config)
-    return _fit(prepared, run_dir, resumed)
+        run = _new_run(config)
+    return _fit(prepared, run, resumed)
 
 
-def _read_resume_state(run_dir: Path) -> dict[str, Any]:
+def _new_run(config: TrainConfig) -> RunFolder:
+    """A new run's folder; a process launched for a distributed run takes its launcher's."""
+    if _is_launched_child():
+        return RunFolder(Path(os.environ[RUN_DIR_ENV]))
+    return RunFolder.new(config.runs_dir, config.name or f"{config.model}-{config.strategy}")
+
+
+def _read_resume_state(run: RunFolder) -> dict[str, Any]:
     """The run's last checkpoint, read weights-only; its best one is checked the same way now,
     before any work, rather than when the model file is exported at the end."""
-    last = checkpoint_file(run_dir, LAST)
+    last = run.checkpoint(LAST)
     if not last.is_file():
-        raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+        raise ConfigError(f"{run.path}: nothing to resume (no {run.relative(last)})")
     state = read_checkpoint(last, RESUME_KEYS)
-    if checkpoint_file(run_dir, BEST).is_file():
-        read_checkpoint(checkpoint_file(run_dir, BEST))
+    if run.checkpoint(BEST).is_file():
+        read_checkpoint(run.checkpoint(BEST))
     return state
 
 
-def _check_resumable(module: FERClassifier, state: dict[str, Any], run_dir: Path) -> None:
+def _check_resumable(module: FERClassifier, state: dict[str, Any], run: RunFolder) -> None:
     """Refuse, before anything is written, a checkpoint the configured model or optimizer do not
     fit (a resume given a different --model, --head, --strategy or class options)."""
-    where = checkpoint_file(run_dir, LAST)
+    where = run.checkpoint(LAST)
     if not all(isinstance(value, torch.Tensor) for value in state["state_dict"].values()):
         raise ModelError(f"{where}: malformed state_dict in the checkpoint (not all tensors)")
     have = {key: tuple(value.shape) for key, value in module.state_dict().items()}
@@ -282,13 +257,13 @@ def _check_resumable(module: FERClassifier, state: dict[str, Any], run_dir: Path
         )
 
 
-def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -> TrainResult:
+def _module(prepared: PreparedRun) -> FERClassifier:
     config = prepared.config
     num_classes = prepared.mapping.num_classes
     class_weights = (
         _class_weights(prepared.datamodule, num_classes) if config.balance == "loss" else None
     )
-    module = FERClassifier(
+    return FERClassifier(
         prepared.model,
         num_classes,
         lr=config.lr,
@@ -304,32 +279,44 @@ def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -
         valence_weight=config.valence_weight,
         arousal_weight=config.arousal_weight,
     )
-    monitor = "val_score" if prepared.model.va else "val_acc"
+
+
+def _callbacks(
+    prepared: PreparedRun,
+    run: RunFolder,
+    first: list[L.Callback],
+    best: RunCheckpoint,
+) -> list[L.Callback]:
+    """``first``, then what trains, records and checkpoints each epoch, in the order Lightning
+    calls them."""
+    config = prepared.config
     stages_top_first = list(reversed(prepared.model.info.stages))
-    checkpoint = RunCheckpoint(run_dir / CHECKPOINT_DIR, BEST, monitor)
-    # Lightning writes save_last only in epochs that improved the best; resuming needs every epoch.
-    every_epoch = RunCheckpoint(run_dir / CHECKPOINT_DIR, LAST)
-    stop = StopAtBatchBoundary()
-    history = _read_json(run_dir / "run.json").get("sessions", [])
-    session_start = _SessionStart(lambda: _start_session(prepared, run_dir, resumed, history))
     callbacks: list[L.Callback] = [
-        session_start,
-        stop,
+        *first,
         SeedEachBatch(config.seed),
         StagedUnfreeze(
             config.strategy, stages_top_first, config.unfreeze_every, config.unfreeze_stages
         ),
-        EpochRecorder(run_dir / "metrics.csv", VA_COLUMNS if prepared.model.va else ()),
-        checkpoint,
-        every_epoch,
+        EpochRecorder(run, VA_COLUMNS if prepared.model.va else ()),
+        best,
+        # Lightning writes save_last only in epochs that improved the best; resuming needs every
+        # epoch.
+        RunCheckpoint(run.checkpoint(LAST)),
         TrainingConsole(),
     ]
     if config.patience > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=config.patience))
+        callbacks.append(EarlyStopping(monitor=best.monitor, mode="max", patience=config.patience))
+    return callbacks
 
+
+def _trainer(
+    prepared: PreparedRun, run: RunFolder, session: int, callbacks: list[L.Callback]
+) -> L.Trainer:
+    """A Trainer that logs session ``session`` of ``run``."""
+    config = prepared.config
     train_batches = len(prepared.datamodule.splits["train"].labels) // config.batch_size
-    session = len(history)
-    trainer = L.Trainer(
+    version = f"session{session}"
+    return L.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=_devices(config.devices),
@@ -339,25 +326,35 @@ def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -
         gradient_clip_val=config.grad_clip or None,
         callbacks=callbacks,
         logger=[
-            CSVLogger(run_dir, name="logs", version=f"session{session}"),
-            TensorBoardLogger(run_dir, name="tensorboard", version=f"session{session}"),
+            CSVLogger(run.path, name=CSV_LOGS, version=version),
+            TensorBoardLogger(run.path, name=TENSORBOARD_LOGS, version=version),
         ],
         limit_train_batches=config.max_steps_per_epoch,
         limit_val_batches=config.max_val_batches,
-        default_root_dir=run_dir,
+        default_root_dir=run.path,
         log_every_n_steps=max(1, min(10, train_batches)),
         enable_model_summary=False,
         enable_progress_bar=False,  # TrainingConsole draws ferlab's own
         enable_autolog_hparams=False,  # it would write log files before a resume is restored
     )
+
+
+def _fit(prepared: PreparedRun, run: RunFolder, resumed: dict[str, Any] | None) -> TrainResult:
+    module = _module(prepared)
+    best = RunCheckpoint(run.checkpoint(BEST), "val_score" if prepared.model.va else "val_acc")
+    stop = StopAtBatchBoundary()
+    sessions = run.sessions()
+    session_start = _SessionStart(lambda: _start_session(prepared, run, resumed, sessions))
+    callbacks = _callbacks(prepared, run, [session_start, stop], best)
+    trainer = _trainer(prepared, run, len(sessions), callbacks)
     last_ckpt = None
     if resumed is not None:
-        _check_resumable(module, resumed, run_dir)
-        last_ckpt = checkpoint_file(run_dir, LAST)
+        _check_resumable(module, resumed, run)
+        last_ckpt = run.checkpoint(LAST)
         prepared.datamodule.first_epoch = int(resumed["epoch"]) + 1
     if not _is_launched_child():
         print(data_summary(prepared), flush=True)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
+    os.environ[RUN_DIR_ENV] = str(run.path)
     started = time.perf_counter()
     with stop:
         try:
@@ -367,18 +364,18 @@ def _fit(prepared: PreparedRun, run_dir: Path, resumed: dict[str, Any] | None) -
         except (Stopped, SystemExit):  # Lightning ends a fit on SIGTERM with a SystemExit
             if stop.signum is None:
                 raise
-            raise Stopped(stop.signum, _resume_hint(run_dir)) from None
+            raise Stopped(stop.signum, _resume_hint(run)) from None
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
         if trainer.is_global_zero:
             session_start()  # a resumed run with no epoch left to train did not start one
-        return _finish(prepared, run_dir, trainer, checkpoint, monitor, history, started)
+        return _finish(prepared, run, trainer, best, sessions, started)
 
 
-def _resume_hint(run_dir: Path) -> str:
-    if checkpoint_file(run_dir, LAST).is_file():
-        return f"continue with: ferlab train --resume {run_dir}"
-    return f"no epoch finished, so nothing can be resumed; {run_dir} can be removed"
+def _resume_hint(run: RunFolder) -> str:
+    if run.checkpoint(LAST).is_file():
+        return f"continue with: ferlab train --resume {run.path}"
+    return f"no epoch finished, so nothing can be resumed; {run.path} can be removed"
 
 
 class _SessionStart(L.Callback):
@@ -401,36 +398,34 @@ class _SessionStart(L.Callback):
 
 def _finish(
     prepared: PreparedRun,
-    run_dir: Path,
+    run: RunFolder,
     trainer: L.Trainer,
-    checkpoint: RunCheckpoint,
-    monitor: str,
-    history: list[dict[str, Any]],
+    best: RunCheckpoint,
+    sessions: list[dict[str, Any]],
     started: float,
 ) -> TrainResult:
     # The processes of other nodes chose a folder name of their own (numbered when rank 0 had
     # made its folder first) and wrote nothing there: all report rank 0's.
-    run_dir = Path(trainer.strategy.broadcast(str(run_dir)))
-    model_file = run_dir / MODEL_FILE
+    run = RunFolder(Path(trainer.strategy.broadcast(str(run.path))))
     epochs_completed = trainer.current_epoch
-    best = checkpoint.best_model_score
-    best_score = float(best) if best is not None else None
-    best_epoch = _best_epoch(read_epoch_metrics(run_dir), monitor, best_score)
+    monitor = best.monitor
+    best_score = float(best.best_model_score) if best.best_model_score is not None else None
+    best_epoch = _best_epoch(run.metrics_rows(), monitor, best_score)
     best_val_acc = best_score
     if monitor != "val_acc":
         best_val_acc = float(best_epoch["val_acc"]) if best_epoch else None
     if trainer.is_global_zero:
-        _export(prepared, run_dir)
-        history = _finish_session(
-            run_dir, history, epochs_completed, best_val_acc, time.perf_counter() - started
+        _export(prepared, run)
+        run.end_session(
+            sessions, epochs_completed, time.perf_counter() - started, best_val_acc=best_val_acc
         )
     _end_process_group(trainer)
     return TrainResult(
-        run_dir,
-        model_file,
+        run.path,
+        run.model_file,
         best_val_acc,
         epochs_completed,
-        history,
+        sessions,
         best_epoch=best_epoch,
         data_note=prepared.source.loading_note(),
     )
@@ -460,71 +455,29 @@ def _best_epoch(
 
 def _start_session(
     prepared: PreparedRun,
-    run_dir: Path,
+    run: RunFolder,
     resumed: dict[str, Any] | None,
-    history: list[dict[str, Any]],
+    sessions: list[dict[str, Any]],
 ) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    prepared.config.save(run_dir / "config.yaml")
-    _write_json(run_dir / "classes.json", prepared.mapping.to_dict())
+    run.write_setup(prepared.config, prepared.mapping.to_dict())
     start: dict[str, Any] = {"resumed_from": None, "start_epoch": 0}
     if resumed is not None:
         start = {
-            "resumed_from": checkpoint_file(Path(), LAST).as_posix(),
+            "resumed_from": run.relative(run.checkpoint(LAST)),
             "start_epoch": int(resumed["epoch"]) + 1,
             "start_step": int(resumed["global_step"]),
         }
-    history.append(
-        {"session": len(history), "started": datetime.now(timezone.utc).isoformat(), **start}
-    )
-    summary = _read_json(run_dir / "run.json")
-    summary.update(
-        {"model": prepared.config.model, "classes": prepared.mapping.names, "sessions": history}
-    )
-    _write_json(run_dir / "run.json", summary)
+    run.start_session(sessions, start, model=prepared.config.model, classes=prepared.mapping.names)
 
 
-def _finish_session(
-    run_dir: Path,
-    history: list[dict[str, Any]],
-    epochs_completed: int,
-    best_val_acc: float | None,
-    seconds: float,
-) -> list[dict[str, Any]]:
-    history[-1].update({"end_epoch": epochs_completed, "seconds": round(seconds, 1)})
-    summary = _read_json(run_dir / "run.json")
-    rows = read_epoch_metrics(run_dir)
-    summary.update(
-        {
-            "sessions": history,
-            "epochs_completed": epochs_completed,
-            "best_val_acc": best_val_acc,
-            "train_seconds": round(sum(s.get("seconds", 0.0) for s in history), 1),
-            "model_file": MODEL_FILE,
-            "last_epoch": rows[-1] if rows else None,
-        }
-    )
-    _write_json(run_dir / "run.json", summary)
-    return history
-
-
-def read_epoch_metrics(run_dir: Path) -> list[dict[str, str]]:
-    """The rows of a run's ``metrics.csv`` (empty if the run logged no epoch yet)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _export(prepared: PreparedRun, run_dir: Path) -> None:
-    """Write model.pt from the run folder's own best checkpoint (or its last one if none was
-    ranked)."""
-    source = checkpoint_file(run_dir, BEST)
+def _export(prepared: PreparedRun, run: RunFolder) -> None:
+    """Write the model file from the run folder's own best checkpoint (or its last one if none
+    was ranked)."""
+    source = run.checkpoint(BEST)
     if not source.is_file():
-        source = checkpoint_file(run_dir, LAST)
+        source = run.checkpoint(LAST)
     if not source.is_file():
-        raise FerlabError(f"{run_dir}: training ended without a checkpoint to export")
+        raise FerlabError(f"{run.path}: training ended without a checkpoint to export")
     state = read_checkpoint(source)["state_dict"]
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     prepared.model.load_state_dict(weights)
@@ -549,4 +502,4 @@ def _export(prepared: PreparedRun, run_dir: Path) -> None:
         "config": config.to_dict(),
     }
     bundle = ModelBundle(model=prepared.model, spec=spec, meta=meta)
-    save_model_file(run_dir / MODEL_FILE, bundle)
+    save_model_file(run.model_file, bundle)
