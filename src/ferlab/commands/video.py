@@ -96,8 +96,8 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="run the model on every Nth frame; the frames between repeat its faces at the "
-        "boxes their tracks' motion predicts (default: 1)",
+        help="detect faces every N frames (sooner when a face is new, lost or unsure); the "
+        "frames between classify each face at the box its track predicts (default: 1)",
     )
     parser.add_argument(
         "--smooth",
@@ -247,11 +247,11 @@ def _one_by_one(
 
 def _print_summary(args: argparse.Namespace, path: str | Path, summary: VideoSummary) -> None:
     width, height = summary.size
-    model_on = "every frame" if args.every == 1 else f"every {args.every} frames"
+    detection = "every frame" if args.every == 1 else f"every {args.every} frames at most"
     smoothing = f"{args.smooth:g} s" if args.smooth > 0 else "off"
     print(
         f"{path}: {summary.frames} frames, {width}x{height}, {summary.fps:g} fps "
-        f"({summary.frames / summary.fps:.1f} s); model on {model_on}; smoothing {smoothing}"
+        f"({summary.frames / summary.fps:.1f} s); detection {detection}; smoothing {smoothing}"
     )
     print(f"{'track':>5}  {'frames':>6}  {'seconds':>11}  label (most frames)")
     for track, timeline in summary.tracks.items():

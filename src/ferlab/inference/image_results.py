@@ -102,22 +102,25 @@ class ImageResult:
 @dataclass
 class TrackedFace:
     """A face on a track: ``face`` carries the smoothed probabilities, label, score, valence and
-    arousal (the rest, box included, as the model gave it); ``raw`` is the model's own result."""
+    arousal (the rest, box included, as the model gave it); ``raw`` is the model's own result;
+    ``detected``: its box was found on this frame, not predicted from its track."""
 
     track: int
     face: FaceResult
     raw: FaceResult
+    detected: bool = True
 
 
 @dataclass
 class FrameResult:
-    """One video frame: its index, time in seconds, tracked faces (left to right) and the frame
-    itself as it was given (not copied), for drawing."""
+    """One video frame: its index, time in seconds, tracked faces (left to right), the frame
+    itself as it was given (not copied), for drawing, and whether faces were detected on it."""
 
     index: int
     time: float
     faces: list[TrackedFace]
     frame: np.ndarray
+    detected: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form: frame index, time and faces, each with its track and raw label."""

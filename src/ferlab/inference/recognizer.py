@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -107,20 +107,35 @@ class Recognizer:
 
         An unreadable source raises DataError naming it; ``rgb``: numpy arrays are RGB, not BGR.
         """
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        results: list[list[FaceResult]] = []
-        pending: list[tuple[int, Face | None, torch.Tensor]] = []
-        for source in sources:
-            image = load_image(source, rgb=rgb)
-            pending.extend((len(results), face, crop) for face, crop in self._crops(image))
-            results.append([])
-            while len(pending) >= batch_size:
-                self._classify(pending[:batch_size], results)
-                del pending[:batch_size]
-        if pending:
-            self._classify(pending, results)
-        return results
+        images = (load_image(source, rgb=rgb) for source in sources)
+        return self._predict(((image, self.find_faces(image)) for image in images), batch_size)
+
+    def find_faces(self, image_rgb: np.ndarray) -> list[Face]:
+        """The faces this recognizer classifies in an RGB uint8 image: those its detector finds
+        (``min_score``, ``min_face``, ``detect_side``), or the empty list with ``detect=False``
+        (the whole image is then the face)."""
+        options = self.options
+        if not options.detect:
+            return []
+        return detect_faces(
+            image_rgb,
+            min_score=options.min_score,
+            min_size=options.min_face,
+            max_side=options.detect_side,
+            detector=self.detector,
+        )
+
+    def predict_faces(
+        self,
+        images_rgb: Iterable[np.ndarray],
+        faces: Iterable[Sequence[Face]],
+        *,
+        batch_size: int = 64,
+    ) -> list[list[FaceResult]]:
+        """Per RGB uint8 image, the expressions of the ``faces`` given for it (boxes found
+        earlier or tracked from another frame), cropped as detected faces are; with
+        ``detect=False``, of the whole image whatever the faces."""
+        return self._predict(zip(images_rgb, faces, strict=True), batch_size)
 
     def stream(
         self,
@@ -136,8 +151,9 @@ class Recognizer:
         """Per-frame results for video frames (BGR arrays unless ``rgb``), lazily, in order.
 
         Faces keep a track id across frames and their probabilities are smoothed over ``smooth``
-        seconds (0: off); the model runs on every ``every``-th frame, the frames between repeat
-        its faces. See ``ferlab.inference.stream``.
+        seconds (0: off); faces are detected every ``every`` frames (sooner when a track is new,
+        lost or unsure) and classified on every frame, at their tracked boxes in between. See
+        ``ferlab.inference.stream``.
         """
         return stream_results(
             self,
@@ -150,17 +166,29 @@ class Recognizer:
             rgb=rgb,
         )
 
-    def _crops(self, image: np.ndarray) -> list[tuple[Face | None, torch.Tensor]]:
+    def _predict(
+        self, images: Iterable[tuple[np.ndarray, Sequence[Face]]], batch_size: int
+    ) -> list[list[FaceResult]]:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        results: list[list[FaceResult]] = []
+        pending: list[tuple[int, Face | None, torch.Tensor]] = []
+        for image, faces in images:
+            pending.extend((len(results), face, crop) for face, crop in self._crops(image, faces))
+            results.append([])
+            while len(pending) >= batch_size:
+                self._classify(pending[:batch_size], results)
+                del pending[:batch_size]
+        if pending:
+            self._classify(pending, results)
+        return results
+
+    def _crops(
+        self, image: np.ndarray, faces: Sequence[Face]
+    ) -> list[tuple[Face | None, torch.Tensor]]:
         spec, options = self.classifier.spec, self.options
         if not options.detect:
             return [(None, spec.crop_tensor(image))]
-        faces = detect_faces(
-            image,
-            min_score=options.min_score,
-            min_size=options.min_face,
-            max_side=options.detect_side,
-            detector=self.detector,
-        )
         margin = options.margin
         return [(face, spec.crop_tensor(square_crop(image, face.box, margin))) for face in faces]
 

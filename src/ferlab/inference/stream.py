@@ -1,25 +1,38 @@
-"""The frame loop shared by video files and live cameras: detect, classify, track, smooth.
+"""The frame loop shared by video files and live cameras: detect, track, classify, smooth.
 
 Frames are read a few at a time (``frames_per_batch``) so that their faces share model batches,
 and each frame's result is yielded as soon as its chunk is done: a long video never piles up.
-With ``every`` N, the model sees frames 0, N, 2N, ...; the frames between repeat the faces of the
-last frame it saw (same ids and probabilities) at the boxes their tracks' motion predicts, so
-there is still one result per frame.
+With ``every`` N, faces are detected every N frames at most; on the frames between, each face
+found at the last detection is classified at the box its track's motion predicts. Detection
+comes sooner where the last one left doubt: on the very next frame after a live track went
+unfound (lost: found again, or ended after ``max_missed`` detections) or a face scored under
+``sure_score``; half-way (N // 2 frames on) after a new track appeared, to confirm it and learn
+its speed over more than one frame; and at once when a predicted box has mostly left the frame.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from ferlab.errors import ConfigError
+from ferlab.inference.detect import Face
+from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.image_results import FrameResult, TrackedFace
+from ferlab.inference.images import load_image
+from ferlab.inference.motion import Box
 from ferlab.inference.results import FaceResult
 from ferlab.inference.tracking import FaceTracker, ProbabilitySmoother
+
+# A detection scored under this leaves the face in doubt: detect again on the next frame.
+SURE_SCORE = 0.75
+# A predicted box with less of its area inside the frame has left it: detect on this frame.
+INSIDE = 0.5
 
 
 class FacePredictor(Protocol):
@@ -28,8 +41,17 @@ class FacePredictor(Protocol):
     @property
     def classes(self) -> list[str]: ...
 
-    def predict_many(
-        self, sources: Iterable[np.ndarray], *, batch_size: int = 64, rgb: bool = False
+    @property
+    def options(self) -> FaceOptions: ...
+
+    def find_faces(self, image_rgb: np.ndarray) -> list[Face]: ...
+
+    def predict_faces(
+        self,
+        images_rgb: Iterable[np.ndarray],
+        faces: Iterable[Sequence[Face]],
+        *,
+        batch_size: int = 64,
     ) -> list[list[FaceResult]]: ...
 
 
@@ -43,75 +65,124 @@ def stream_results(
     batch_size: int = 64,
     frames_per_batch: int = 8,
     max_missed: int = 5,
+    sure_score: float = SURE_SCORE,
     rgb: bool = False,
 ) -> Generator[FrameResult, None, None]:
     """One result per frame of ``frames`` (BGR arrays, or RGB with ``rgb=True``), in order.
 
-    ``smooth``: time constant in seconds of the exponential smoothing of each track's
-    probabilities (0: none); ``max_missed``: model frames a track may go undetected and keep its
-    id. Arguments are checked at once; frames are read only as results are asked for.
+    ``every``: frames from one planned detection to the next; ``smooth``: time constant in
+    seconds of the exponential smoothing of each track's probabilities (0: none);
+    ``max_missed``: detections a track may go unfound and keep its id; ``sure_score``:
+    detection score under which the next frame is detected too. Arguments are checked at once;
+    frames are read only as results are asked for.
     """
     if not fps > 0 or min(every, batch_size, frames_per_batch) < 1:
         raise ConfigError(
             f"need fps > 0 and every, batch_size, frames_per_batch >= 1, "
             f"got {fps}, {every}, {batch_size}, {frames_per_batch}"
         )
-    tracker = FaceTracker(max_missed=max_missed)
     smoother = ProbabilitySmoother(smooth)
-    return _loop(
-        recognizer, frames, tracker, smoother, fps, every, batch_size, frames_per_batch, rgb
-    )
+    schedule = _Schedule(recognizer, FaceTracker(max_missed=max_missed), every, sure_score)
+    return _loop(recognizer, frames, schedule, smoother, fps, batch_size, frames_per_batch, rgb)
+
+
+@dataclass
+class _Planned:
+    """A frame before classification: its RGB image, faces (boxes found or predicted), their
+    tracks, whether they were detected, and the live tracks after it."""
+
+    index: int
+    frame: np.ndarray
+    image: np.ndarray
+    faces: list[Face]
+    tracks: list[int]
+    detected: bool
+    alive: list[int]
+
+
+class _Schedule:
+    """Which frames get detection, and the tracked faces of the frames that do not."""
+
+    def __init__(
+        self, recognizer: FacePredictor, tracker: FaceTracker, every: int, sure_score: float
+    ) -> None:
+        self.recognizer = recognizer
+        self.tracker = tracker
+        self.every = every
+        self.sure_score = sure_score
+        self.next = 0  # the frame of the next detection
+        self.shown: dict[int, Face] = {}  # track -> its face at the last detection
+
+    def plan(self, index: int, frame: np.ndarray, image: np.ndarray) -> _Planned:
+        height, width = image.shape[:2]
+        if not self.recognizer.options.detect:
+            [track] = self.tracker.update([(0, 0, width, height)], index)
+            return _Planned(index, frame, image, [], [track], True, self.tracker.active)
+        if index >= self.next:
+            return self._detected(index, frame, image)
+        faces, tracks = [], []
+        for track, face in self.shown.items():
+            box = _inside(self.tracker.box(track, index), width, height)
+            if box is None:
+                return self._detected(index, frame, image)
+            faces.append(Face(box, face.score))
+            tracks.append(track)
+        return _Planned(index, frame, image, faces, tracks, False, self.tracker.active)
+
+    def _detected(self, index: int, frame: np.ndarray, image: np.ndarray) -> _Planned:
+        faces = self.recognizer.find_faces(image)
+        tracks = self.tracker.update([face.box for face in faces], index)
+        alive = self.tracker.active
+        new = not set(tracks) <= set(self.shown)
+        lost = len(alive) > len(tracks)
+        unsure = any(face.score < self.sure_score for face in faces)
+        gap = 1 if lost or unsure else max(1, self.every // 2) if new else self.every
+        self.next = index + gap
+        self.shown = dict(zip(tracks, faces, strict=True))
+        return _Planned(index, frame, image, faces, tracks, True, alive)
+
+
+def _inside(box: Box, width: int, height: int) -> Box | None:
+    """``box`` cut to the frame, or None where less than ``INSIDE`` of it lies in the frame."""
+    x1, y1, x2, y2 = box
+    cut = (max(0, x1), max(0, y1), min(width, x2), min(height, y2))
+    area = max(0, x2 - x1) * max(0, y2 - y1)
+    kept = max(0, cut[2] - cut[0]) * max(0, cut[3] - cut[1])
+    return cut if area > 0 and kept >= INSIDE * area else None
 
 
 def _loop(
     recognizer: FacePredictor,
     frames: Iterable[np.ndarray],
-    tracker: FaceTracker,
+    schedule: _Schedule,
     smoother: ProbabilitySmoother,
     fps: float,
-    every: int,
     batch_size: int,
     frames_per_batch: int,
     rgb: bool,
 ) -> Generator[FrameResult, None, None]:
     classes = recognizer.classes
-    current: list[TrackedFace] = []
     numbered = enumerate(frames)
     while chunk := list(itertools.islice(numbered, frames_per_batch)):
-        seen = [frame for index, frame in chunk if index % every == 0]
-        found = iter(recognizer.predict_many(seen, batch_size=batch_size, rgb=rgb))
-        for index, frame in chunk:
-            time = index / fps
-            if index % every == 0:
-                faces = next(found)
-                height, width = frame.shape[:2]
-                boxes = [face.box or (0, 0, width, height) for face in faces]
-                tracks = tracker.update(boxes, index)
-                smoother.keep(tracker.active)
-                current = [
-                    TrackedFace(track, _smoothed(face, smoother, track, time, classes), face)
-                    for track, face in zip(tracks, faces, strict=True)
-                ]
-                yield FrameResult(index, time, list(current), frame)
-            else:
-                moved = _moved(current, tracker, index, frame.shape)
-                yield FrameResult(index, time, moved, frame)
-
-
-def _moved(
-    faces: list[TrackedFace], tracker: FaceTracker, index: int, shape: tuple[int, ...]
-) -> list[TrackedFace]:
-    """``faces`` of the last model frame with the boxes their tracks predict at frame ``index``,
-    cut to the frame's ``shape``."""
-    moved = []
-    for tracked in faces:
-        if tracked.face.box is not None:
-            x1, y1, x2, y2 = tracker.box(tracked.track, index)
-            height, width = shape[:2]
-            box = (max(0, x1), max(0, y1), min(width, x2), min(height, y2))
-            tracked = dataclasses.replace(tracked, face=dataclasses.replace(tracked.face, box=box))
-        moved.append(tracked)
-    return moved
+        planned = [
+            schedule.plan(index, frame, load_image(frame, rgb=rgb)) for index, frame in chunk
+        ]
+        found = recognizer.predict_faces(
+            (plan.image for plan in planned),
+            (plan.faces for plan in planned),
+            batch_size=batch_size,
+        )
+        for plan, faces in zip(planned, found, strict=True):
+            time = plan.index / fps
+            smoother.keep(plan.alive)
+            tracked = [
+                TrackedFace(
+                    track, _smoothed(face, smoother, track, time, classes), face, plan.detected
+                )
+                for track, face in zip(plan.tracks, faces, strict=True)
+            ]
+            tracked.sort(key=lambda item: item.face.box or (0, 0, 0, 0))
+            yield FrameResult(plan.index, time, tracked, plan.frame, plan.detected)
 
 
 def _smoothed(
