@@ -27,7 +27,7 @@ from ferlab.apps.server import API_KEY_ENV, STATIC, ServerSettings, create_app
 from ferlab.apps.service import ModelService
 from ferlab.apps.uploads import BodyLimit, sniff_image_type
 from ferlab.cli import main
-from ferlab.inference import Recognizer
+from ferlab.inference import Face, Recognizer
 from ferlab.inference.explain import Explanation
 from ferlab.inference.images import decode_cost, load_image
 from ferlab.inference.onnx_export import cached_onnx
@@ -112,6 +112,32 @@ def test_predict_gives_the_recognizer_results(
     assert face["label"] in PATTERN_CLASSES
     assert sum(face["probs"].values()) == pytest.approx(1.0, abs=1e-5)
     assert body["time_ms"] > 0
+
+
+def test_predict_classifies_given_boxes_without_detection(
+    client: TestClient, pattern_run: Path, photos: Path, astronaut: bytes
+) -> None:
+    recognizer = Recognizer.load(pattern_run)
+    image = load_image(photos / "astronaut.png")
+    (found,) = recognizer.find_faces(image)
+    moved = (found.box[0] + 4, found.box[1], found.box[2] + 4, found.box[3])
+    boxes = "0,0,100,120;" + ",".join(str(value) for value in moved)
+    response = client.post("/v1/predict", files=upload(astronaut), params={"boxes": boxes})
+    assert response.status_code == 200, response.text
+    faces = response.json()["faces"]
+    want = recognizer.predict_faces([image], [[Face((0, 0, 100, 120), 1), Face(moved, 1)]])[0]
+    assert [face["box"] for face in faces] == [[0, 0, 100, 120], list(moved)]
+    assert all(face["detection_score"] is None for face in faces)
+    for face, expected in zip(faces, want, strict=True):
+        assert face["probs"] == pytest.approx(expected.probs, abs=1e-5)
+    for boxes, message in (
+        ("1,2,3", "is not x1,y1,x2,y2"),
+        ("10,10,5,20", "is empty"),
+        ("600,0,700,50", "lies outside the image"),
+        (";".join(["0,0,9,9"] * 65), "at most 64"),
+    ):
+        response = client.post("/v1/predict", files=upload(astronaut), params={"boxes": boxes})
+        assert response.status_code == 422 and message in response.json()["error"], boxes
 
 
 def test_predict_without_faces_and_declared_type_ignored(client: TestClient, blank: bytes) -> None:

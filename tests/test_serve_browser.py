@@ -180,10 +180,14 @@ def test_webcam_frames_are_sent_and_labelled(
         page.goto(base_url)
         page.click("#camera")
         page.wait_for_function(
-            "() => Number(document.getElementById('status').dataset.frames) >= 3", timeout=60_000
+            "() => Number(document.getElementById('status').dataset.frames) >= 6", timeout=60_000
         )
         assert page.text_content("#faces .face-label") in PATTERN_CLASSES
         assert "frames/s" in page.text_content("#status")
+        # detection on frames 0 and 1 (a new face), then every 3rd: the others send its box
+        counts = page.eval_on_selector("#status", "s => [s.dataset.frames, s.dataset.detections]")
+        frames, detections = (int(count) for count in counts)
+        assert 2 <= detections <= 2 + (frames - 2) // 3 + 1, (frames, detections)
         keep(page, tmp_path, "serve-webcam.png")
         page.click("#camera")
         assert page.text_content("#camera") == "Start webcam"

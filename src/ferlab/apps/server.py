@@ -48,9 +48,11 @@ from ferlab.errors import ConfigError, DataError, ModelError
 from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.image_results import ImageResult
 from ferlab.inference.images import MAX_PIXELS, decode_cost, load_image, source_name
+from ferlab.inference.motion import Box
 from ferlab.inference.results import Explanation, FaceResult
 
 API_KEY_ENV = "FERLAB_API_KEY"
+MAX_BOXES = 64  # faces one request may give to classify
 API_KEY_HEADER = "X-API-Key"
 STATIC = Path(__file__).parent / "static"
 PAGE_POLICY = (
@@ -193,13 +195,28 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
         return {"models": [service.describe()]}
 
     @api.post("/predict", responses={200: {"content": {"application/json": _PREDICT_EXAMPLE}}})
-    async def predict(file: ImageUpload) -> dict[str, Any]:
+    async def predict(
+        file: ImageUpload,
+        boxes: Annotated[
+            str | None,
+            Query(
+                description="classify these faces instead of detecting them (video frames "
+                "between detections): x1,y1,x2,y2 in the upload's pixels, faces separated by ;"
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
         """Faces (left to right) with box (x1, y1, x2, y2), label, probabilities and, where the
         model has them, valence and arousal; ``faces`` is empty when none is found."""
+        given = None if boxes is None else _parse_boxes(boxes)
         data = await _image_bytes(file)
         started = time.perf_counter()
         result = await _in_thread(
-            settings.timeout_s, None, _predict_job, service, _Upload(data, settings, budget)
+            settings.timeout_s,
+            None,
+            _predict_job,
+            service,
+            _Upload(data, settings, budget),
+            given,
         )
         time_ms = round(1000 * (time.perf_counter() - started), 1)
         return {"model": service.name, **result.to_dict(), "time_ms": time_ms}
@@ -353,14 +370,48 @@ def _as_upload() -> Iterator[None]:
         raise DataError(f"upload: {str(exc).removeprefix(source_name(b'') + ': ')}") from None
 
 
-def _predict_job(service: ModelService, upload: _Upload, *, deadline: float) -> ImageResult:
-    """The upload's faces, boxes and size in its own pixels (also where it was decoded reduced)."""
+def _parse_boxes(text: str) -> list[Box]:
+    """``x1,y1,x2,y2;...`` as boxes; 422 unless each has four integers with x1 < x2, y1 < y2."""
+    boxes = []
+    for part in text.split(";"):
+        try:
+            x1, y1, x2, y2 = (int(value) for value in part.split(","))
+        except ValueError:
+            raise HTTPException(422, f"boxes: {part!r} is not x1,y1,x2,y2 in integers") from None
+        if not (x1 < x2 and y1 < y2):
+            raise HTTPException(422, f"boxes: {part!r} is empty (need x1 < x2 and y1 < y2)")
+        boxes.append((x1, y1, x2, y2))
+    if len(boxes) > MAX_BOXES:
+        raise HTTPException(422, f"boxes: {len(boxes)} given, at most {MAX_BOXES}")
+    return boxes
+
+
+def _predict_job(
+    service: ModelService, upload: _Upload, boxes: list[Box] | None, *, deadline: float
+) -> ImageResult:
+    """The upload's faces (or those at ``boxes``, in its pixels), boxes and size in its own
+    pixels (also where it was decoded reduced)."""
     with upload.decoded(deadline) as (image, scale):
-        faces = service.predict(image, timeout=deadline - time.monotonic())
+        inside = None if boxes is None else _boxes_inside(boxes, scale, image.shape)
+        faces = service.predict(image, boxes=inside, timeout=deadline - time.monotonic())
     height, width = (round(side * scale) for side in image.shape[:2])
     if scale != 1:
         faces = [_rescaled(face, scale, width, height) for face in faces]
     return ImageResult(None, width, height, faces)
+
+
+def _boxes_inside(boxes: list[Box], scale: float, shape: tuple[int, ...]) -> list[Box]:
+    """Upload-pixel ``boxes`` in the decoded image's pixels, cut to it; DataError for a box
+    outside it."""
+    height, width = shape[:2]
+    inside = []
+    for box in boxes:
+        x1, y1, x2, y2 = (round(value / scale) for value in box)
+        cut = (max(0, x1), max(0, y1), min(width, x2), min(height, y2))
+        if cut[0] >= cut[2] or cut[1] >= cut[3]:
+            raise DataError(f"boxes: {box} lies outside the image")
+        inside.append(cut)
+    return inside
 
 
 def _rescaled(face: FaceResult, scale: float, width: int, height: int) -> FaceResult:

@@ -9,6 +9,7 @@ PyTorch and the runtimes are imported when a model is loaded, not with this modu
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ferlab.errors import DataError, ModelError
+from ferlab.inference.motion import Box
 from ferlab.inference.results import Explanation, FaceResult
 
 if TYPE_CHECKING:
@@ -78,10 +80,19 @@ class ModelService:
             "explain": self.bundle is not None,
         }
 
-    def predict(self, image_rgb: np.ndarray, *, timeout: float) -> list[FaceResult]:
-        """The faces in an RGB uint8 image, left to right."""
+    def predict(
+        self, image_rgb: np.ndarray, *, boxes: list[Box] | None = None, timeout: float
+    ) -> list[FaceResult]:
+        """The faces in an RGB uint8 image, left to right; with ``boxes``, the faces at those
+        boxes instead, in their order, without detection (``detection_score`` None)."""
         with _taken(self.lock, timeout):
-            return self.recognizer.predict(image_rgb, rgb=True)
+            if boxes is None:
+                return self.recognizer.predict(image_rgb, rgb=True)
+            from ferlab.inference.detect import Face
+
+            faces = [Face(box, 1.0) for box in boxes]
+            found = self.recognizer.predict_faces([image_rgb], [faces])[0]
+        return [dataclasses.replace(face, detection_score=None) for face in found]
 
     def explain(
         self,

@@ -2,13 +2,20 @@
 // The ferlab page: a photo or webcam frames go to POST v1/predict; boxes and labels are drawn on
 // the canvas, and each face gets a card with its probability bars. Clicking a face of a photo (its
 // box or its card) asks POST v1/explain for its heatmap. Everything is served locally.
+// Webcam frames get face detection every DETECT_EVERY frames; the frames between send the boxes
+// last found, to be classified without detection. Detection comes on the next frame while no face
+// is held, after the number of faces changed, or when one scored under SURE_SCORE.
 
 const PALETTE = ["#e6553c", "#3ca03c", "#aa3caa", "#f0b428", "#2878c8", "#3cc8e6", "#8c8c8c"];
 const byId = (id) => document.getElementById(id);
 const canvas = byId("canvas");
 const context = canvas.getContext("2d");
 const video = byId("video");
-const camera = { stream: null, timer: null, frames: 0, started: 0, busy: 0 };
+const DETECT_EVERY = 3;
+const SURE_SCORE = 0.75;
+const camera = {
+  stream: null, timer: null, frames: 0, started: 0, busy: 0, boxes: [], next: 0, detections: 0,
+};
 let classes = [];
 let shown = { photo: null, faces: [], scale: 1 };
 
@@ -55,11 +62,12 @@ async function describeModel() {
   }
 }
 
-async function predict(blob, name) {
+async function predict(blob, name, boxes = null) {
   const form = new FormData();
   form.append("file", blob, name);
   const started = performance.now();
-  const result = await call("v1/predict", form);
+  const given = boxes ? `?boxes=${encodeURIComponent(boxes.map((b) => b.join(",")).join(";"))}` : "";
+  const result = await call(`v1/predict${given}`, form);
   return { result, ms: performance.now() - started };
 }
 
@@ -217,8 +225,18 @@ async function cameraStep() {
   try {
     const frame = grabFrame();
     const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", 0.85));
-    const { result, ms } = await predict(blob, "frame.jpg");
+    const index = camera.frames;
+    const detect = !camera.boxes.length || index >= camera.next;
+    const { result, ms } = await predict(blob, "frame.jpg", detect ? null : camera.boxes);
     if (!camera.stream) return;
+    if (detect) {
+      const boxes = result.faces.map((face) => face.box).filter(Boolean);
+      const unsure = result.faces.some((face) => face.detection_score < SURE_SCORE);
+      const changed = boxes.length !== camera.boxes.length;
+      camera.next = index + (changed || unsure ? 1 : DETECT_EVERY);
+      camera.boxes = boxes;
+      camera.detections += 1;
+    }
     draw(frame, frame.width, frame.height, result);
     showFaces(result.faces);
     camera.frames += 1;
@@ -226,8 +244,10 @@ async function cameraStep() {
     const rate = camera.frames / ((performance.now() - camera.started) / 1000);
     const status = byId("status");
     status.dataset.frames = String(camera.frames);
+    status.dataset.detections = String(camera.detections);
     setStatus(`webcam: ${facesText(result.faces)} · ${rate.toFixed(1)} frames/s · ` +
-      `${Math.round(camera.busy / camera.frames)} ms per request`);
+      `${Math.round(camera.busy / camera.frames)} ms per request · ` +
+      `faces detected in ${camera.detections} of ${camera.frames} frames`);
   } catch (error) {
     stopCamera();
     setStatus(`webcam: ${error.message}`, true);
@@ -254,7 +274,9 @@ async function startCamera() {
   }
   video.srcObject = camera.stream;
   await video.play();
-  Object.assign(camera, { frames: 0, busy: 0, started: performance.now() });
+  Object.assign(camera, {
+    frames: 0, busy: 0, started: performance.now(), boxes: [], next: 0, detections: 0,
+  });
   byId("camera").textContent = "Stop webcam";
   byId("camera").classList.add("active");
   setStatus("webcam: waiting for the first answer…");
