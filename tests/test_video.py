@@ -207,7 +207,7 @@ def test_stream_is_lazy_and_without_detection_classifies_every_frame(
 
 class _ScriptedFaces:
     """A stand-in recognizer whose detector finds the faces ``script`` gives for each frame
-    (frames are numbered by their first pixel) and whose classifier counts its faces."""
+    (frames are numbered by their first pixel) and whose classifier calls every face happy."""
 
     options = FaceOptions()
 
