@@ -46,6 +46,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix src tests scripts
 
 bench: $(VENV)/.installed-weights
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_predict.py
 
