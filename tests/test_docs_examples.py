@@ -17,6 +17,8 @@ block change how it runs, each with its reason:
 
 - ``<!-- docs-test: slow: REASON -->``: marked ``slow`` (long trainings, all of FER2013,
   benchmarks); CI runs it.
+- ``<!-- docs-test: hours: REASON -->``: slow, and run only where ``FERLAB_DOCS_HOURS=1`` (the
+  trainings on all of FER2013 that take hours on a CPU).
 - ``<!-- docs-test: skip: REASON -->``: not run (it needs what a test cannot have: a network,
   several machines, or it replaces the shipped model).
 - ``<!-- docs-test: serve -->``: each command starts a server, which must answer ``/healthz``
@@ -29,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,11 +47,12 @@ from conftest import REPO, fer2013_path
 DOCS = ("README.md", "MODEL_CARD.md")
 LANGUAGES = ("bash", "console", "python")
 MARKER = re.compile(r"<!--\s*docs-test:\s*([a-z]+)\s*(?::\s*(.*?))?\s*-->")
-KINDS_WITH_TEXT = {"slow", "skip", "server"}
+KINDS_WITH_TEXT = {"slow", "hours", "skip", "server"}
 KINDS = KINDS_WITH_TEXT | {"serve"}
 FAST_TIMEOUT_S = 300
 SERVER_START_S = 300
-LINKED = ("src", "scripts", "configs", "tests", "checkpoints", "docs", *DOCS)
+LINKED = ("src", "configs", "tests", "checkpoints", "docs", *DOCS)
+COPIED = ("scripts",)  # they find ../shared from their own resolved path
 
 
 @dataclass
@@ -116,7 +120,10 @@ def _param(block: Block) -> pytest.param:
     marks = []
     if "skip" in block.markers:
         marks.append(pytest.mark.skip(reason=block.markers["skip"]))
-    if "slow" in block.markers:
+    if "hours" in block.markers and not os.environ.get("FERLAB_DOCS_HOURS"):
+        reason = f"{block.markers['hours']} (FERLAB_DOCS_HOURS=1 runs it)"
+        marks.append(pytest.mark.skip(reason=reason))
+    if "slow" in block.markers or "hours" in block.markers:
         marks.append(pytest.mark.slow)
     return pytest.param(block, id=block.name, marks=marks)
 
@@ -131,7 +138,7 @@ class Workspace:
         return text.replace("/tmp/", f"{self.tmp}/")
 
     def run(self, command: list[str], block: Block) -> subprocess.CompletedProcess[str]:
-        timeout = None if "slow" in block.markers else FAST_TIMEOUT_S
+        timeout = None if {"slow", "hours"} & block.markers.keys() else FAST_TIMEOUT_S
         return subprocess.run(
             command,
             cwd=self.repo,
@@ -156,7 +163,7 @@ class Workspace:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """A fresh clone's layout: the repository's files linked into a folder beside ``shared``."""
+    """A fresh clone's layout: the repository's files, linked or copied, beside ``shared``."""
     fer2013 = fer2013_path()
     shared = fer2013.parent.parent if fer2013 is not None else None
     if shared is None or not (shared / "data" / "photos" / "astronaut.png").is_file():
@@ -167,6 +174,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     repo.mkdir()
     for name in LINKED:
         (repo / name).symlink_to(REPO / name)
+    for name in COPIED:
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     tmp = root / "tmp"
     tmp.mkdir()
     bin_dir = str(Path(sys.executable).parent)
@@ -278,6 +287,6 @@ def test_every_command_block_is_labelled() -> None:
 
 def test_slow_and_skipped_blocks_say_why() -> None:
     for block in EXAMPLES:
-        for kind in ("slow", "skip"):
+        for kind in ("slow", "hours", "skip"):
             if kind in block.markers:
                 assert len(block.markers[kind].split()) >= 3, f"{block.name}: say why it is {kind}"
