@@ -2,9 +2,9 @@
 
 Every fenced ``bash``, ``console`` and ``python`` block is one test, run in document order in one
 workspace that looks like a fresh clone after ``make demo``: a temporary folder with the
-repository's files linked in and ``../shared`` next to it, ``ferlab`` and ``python`` from this
-interpreter's environment with this repository's ``src`` first. Later blocks use what earlier ones
-wrote (``photos/``, ``runs/demo``), as a reader going down the page would.
+repository's files linked or copied in and ``../shared`` next to it, ``ferlab`` and ``python``
+from this interpreter's environment with this repository's ``src`` first. Later blocks use what
+earlier ones wrote (``photos/``, ``runs/demo``), as a reader going down the page would.
 
 - ``bash``: the block is one script, run with ``bash -e``.
 - ``console``: each line starting with ``$ `` (and the lines its trailing ``\\`` continues onto)
@@ -13,7 +13,7 @@ wrote (``photos/``, ``runs/demo``), as a reader going down the page would.
 - ``python``: the block is one script.
 
 Absolute ``/tmp/`` paths in examples are moved into the workspace. HTML comments right above a
-block change how it runs, each with its reason:
+block change how it runs (``slow``, ``hours`` and ``skip`` say why):
 
 - ``<!-- docs-test: slow: REASON -->``: marked ``slow`` (long trainings, all of FER2013,
   benchmarks); CI runs it.
@@ -24,6 +24,8 @@ block change how it runs, each with its reason:
 - ``<!-- docs-test: serve -->``: each command starts a server, which must answer ``/healthz``
   on its port; it is then stopped.
 - ``<!-- docs-test: server: COMMAND -->``: the block runs while COMMAND serves.
+- ``<!-- docs-test: setup -->``: the workspace runs the block when it is made too, so that the
+  slow examples that read its files run under ``-m slow`` too.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ DOCS = ("README.md", "MODEL_CARD.md")
 LANGUAGES = ("bash", "console", "python")
 MARKER = re.compile(r"<!--\s*docs-test:\s*([a-z]+)\s*(?::\s*(.*?))?\s*-->")
 KINDS_WITH_TEXT = {"slow", "hours", "skip", "server"}
-KINDS = KINDS_WITH_TEXT | {"serve"}
+KINDS = KINDS_WITH_TEXT | {"serve", "setup"}
 FAST_TIMEOUT_S = 300
 SERVER_START_S = 300
 LINKED = ("src", "configs", "tests", "checkpoints", "docs", *DOCS)
@@ -194,7 +196,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     }
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
-    return Workspace(repo, tmp, env)
+    workspace = Workspace(repo, tmp, env)
+    for block in EXAMPLES:
+        if "setup" in block.markers:
+            _run_block(block, workspace)
+    return workspace
 
 
 def _port(command: str) -> int:
