@@ -68,3 +68,15 @@ def make_affectnet_tree(root: Path, counts: dict[str, int], seed: int = 0) -> Pa
                 )
                 number += 1
     return root
+
+
+def make_synthetic_affectnet(root: Path) -> Path:
+    """train_set 50 and val_set 20 images per class, plus 2 excluded and 1 unannotated image
+    (the set of the multi-task tests and of the README's valence/arousal example)."""
+    make_affectnet_tree(root, {"train_set": 50, "val_set": 20})
+    image = learnable_image(1, 0.0, 0.0, np.random.default_rng(9))
+    write_sample(root / "train_set", "contempt_none", image, 9, 0.1, 0.1)
+    write_sample(root / "train_set", "no_face", image, 1, -2, -2)
+    write_sample(root / "train_set", "lost", image, 1, 0.3, 0.3)
+    (root / "train_set" / "annotations" / "lost_val.npy").unlink()
+    return root

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectnet_fixture import learnable_image, make_affectnet_tree, write_sample
+from affectnet_fixture import make_synthetic_affectnet
 from conftest import quick_options
 from ferlab import Recognizer, evaluate, train
 from ferlab.cli import main
@@ -31,16 +31,7 @@ CHANCE = 1 / 3
 
 @pytest.fixture(scope="module")
 def affectnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """train_set 50 and val_set 20 images per class, plus 2 excluded and 1 unannotated image."""
-    root = make_affectnet_tree(
-        tmp_path_factory.mktemp("affectnet"), {"train_set": 50, "val_set": 20}
-    )
-    image = learnable_image(1, 0.0, 0.0, np.random.default_rng(9))
-    write_sample(root / "train_set", "contempt_none", image, 9, 0.1, 0.1)
-    write_sample(root / "train_set", "no_face", image, 1, -2, -2)
-    write_sample(root / "train_set", "lost", image, 1, 0.3, 0.3)
-    (root / "train_set" / "annotations" / "lost_val.npy").unlink()
-    return root
+    return make_synthetic_affectnet(tmp_path_factory.mktemp("affectnet"))
 
 
 @pytest.fixture(scope="module")
