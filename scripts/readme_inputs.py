@@ -6,6 +6,7 @@
   scaled to 512 px tall) and a text file named ``notes.jpg``;
 - ``my-photos/neutral/pair.jpg``: a labelled photo with two faces, for ``data crop-faces``;
 - ``synthetic-affectnet/``: the tests' AffectNet-layout set (``tests/affectnet_fixture.py``);
+- ``hopper.avi``: 3 frames of Grace Hopper's portrait as MJPG at 10 fps, the last one black;
 - the clip: 5 s at 10 fps of FER2013 PrivateTest faces pasted into 640x480 frames, a happy face
   moving right for 2 s, 1 s without a face, then a surprised and a neutral face side by side.
 """
@@ -77,6 +78,15 @@ def write_clip(fer2013: Path, path: Path) -> None:
     writer.release()
 
 
+def write_hopper_clip(photo: Path, path: Path) -> None:
+    frame = cv2.imread(str(photo))
+    height, width = frame.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), FPS, (width, height))
+    for picture in (frame, frame, np.zeros_like(frame)):
+        writer.write(picture)
+    writer.release()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
@@ -87,8 +97,9 @@ def main() -> int:
     shutil.copyfile(Path("photos") / "pair.jpg", Path("my-photos") / "neutral" / "pair.jpg")
     shutil.rmtree("synthetic-affectnet", ignore_errors=True)
     make_synthetic_affectnet(Path("synthetic-affectnet"))
+    write_hopper_clip(Path("photos") / PORTRAITS[1], Path("hopper.avi"))
     write_clip(args.shared / "fer2013", args.clip)
-    print(f"wrote photos/, my-photos/, synthetic-affectnet/ and {args.clip}")
+    print(f"wrote photos/, my-photos/, synthetic-affectnet/, hopper.avi and {args.clip}")
     return 0
 
 
