@@ -15,9 +15,11 @@ smoothing should iron out.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import math
 import signal
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -462,6 +464,30 @@ def test_moving_faces_keep_one_track_each_when_the_model_skips_frames(
         errors = np.abs(np.subtract(centres, expected))
         third = 2 if every == 1 else every + 1
         assert errors.max() < 60 and errors[third:].max() < 30, (every, track, errors)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_several_videos_show_one_bar_counting_them(
+    clip: Path, pattern_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    second = tmp_path / "second.mp4"
+    second.write_bytes(clip.read_bytes())
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    args = ["video", str(broken), str(clip), str(second), "--model", str(pattern_run)]
+    assert main([*args, "--out-dir", str(tmp_path / "timelines")]) == 1
+    drawn = terminal.getvalue()
+    assert "videos (1 failed)" in drawn and "2/3" in drawn, drawn[-2000:]
+    assert sorted(p.name for p in (tmp_path / "timelines").glob("*.csv")) == [
+        "clip.csv",
+        "second.csv",
+    ]
 
 
 def test_interrupted_video_leaves_no_files(

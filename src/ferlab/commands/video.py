@@ -224,12 +224,15 @@ def _run_videos(args: argparse.Namespace, jobs: list[dict[str, Any]]) -> int:
     else:
         done = _one_by_one(video_job, tasks)
     failed = 0
-    for index, summary, error in done:
-        if error is not None:
-            failed += 1
-            print(f"ferlab: error: {error}", file=sys.stderr)
-        else:
-            _print_summary(args, jobs[index]["path"], summary)
+    with bar("videos", len(jobs), unit="videos") as line:
+        for index, summary, error in done:
+            line.advance()
+            if error is not None:
+                failed += 1
+                line.note(f"{failed} failed")
+                print(f"ferlab: error: {error}", file=sys.stderr)
+            else:
+                _print_summary(args, jobs[index]["path"], summary)
     if failed:
         print(f"ferlab: {failed} of {len(jobs)} videos failed", file=sys.stderr)
     return 2 if failed == len(jobs) else 1 if failed else 0
