@@ -22,7 +22,8 @@ from PIL import Image
 from ferlab.data.sources import load_dataset
 from ferlab.errors import ConfigError, DataError, FerlabError, OutputError
 from ferlab.inference.batch import ImageFile, find_images
-from ferlab.inference.detect import DEFAULT_MARGIN, Face, detect_faces, square_crop
+from ferlab.inference.detect import Face, detect_faces, square_crop
+from ferlab.inference.face_options import DEFAULT_MARGIN
 from ferlab.inference.images import load_image
 from ferlab.outputs import write_atomic
 

@@ -16,10 +16,8 @@ from ferlab.tta_modes import tta_mode
 # side / box height 0.985 on 588 FER2013 test faces) and centred on it, hence no margin.
 DEFAULT_MARGIN = 0.0
 
-# Longer side images are shrunk to for detection. libfacedetection's time grows with the pixel
-# count (a 640x480 frame takes about twice as long as at 480 px); at 480 px it finds faces pasted
-# on a photo from 48 px wide up, 11 of 12 at 32 px, 3 of 12 at 24 px (640 px: 12 and 6 of 12),
-# as scripts/bench_predict.py's face detector table shows.
+# Longer side images are shrunk to for detection: libfacedetection's time grows with the pixel
+# count, and its recall of small faces falls with the size (MODEL_CARD.md, detector table).
 DEFAULT_DETECT_SIDE = 480
 
 
