@@ -29,6 +29,7 @@ COMMAND_MODULES = (  # ferlab.commands.<name>, each with add_parser(subparsers);
     "video",
     "webcam",
     "export",
+    "ensemble",
     "explain",
     "compare",
     "data",

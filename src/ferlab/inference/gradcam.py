@@ -26,7 +26,7 @@ from torchvision.models import VisionTransformer
 
 from ferlab.errors import ConfigError
 from ferlab.models.artifact import ModelBundle
-from ferlab.models.registry import FERModel
+from ferlab.models.registry import FaceClassifier
 from ferlab.preprocessing import eval_transform
 
 METHODS: dict[str, type[BaseCAM]] = {
@@ -40,7 +40,7 @@ _CHUNK = 32  # images per CAM pass
 Reshape = Callable[[torch.Tensor], torch.Tensor] | None
 
 
-def default_target_layer(model: FERModel) -> str:
+def default_target_layer(model: FaceClassifier) -> str:
     """The backbone sub-module whose activations the maps are built from, as a dotted path."""
     backbone = model.backbone
     if isinstance(backbone, VisionTransformer):
@@ -53,7 +53,9 @@ def default_target_layer(model: FERModel) -> str:
     raise ConfigError(f"model '{model.info.name}' has no convolutional stage; pass a target layer")
 
 
-def _resolve_layer(model: FERModel, target_layer: str | None) -> tuple[str, nn.Module, Reshape]:
+def _resolve_layer(
+    model: FaceClassifier, target_layer: str | None
+) -> tuple[str, nn.Module, Reshape]:
     name = target_layer or default_target_layer(model)
     try:
         layer = model.backbone.get_submodule(name)
@@ -113,7 +115,7 @@ def gradcam_heatmaps(
 
 def _run_cam(
     cam_class: type[BaseCAM],
-    model: FERModel,
+    model: FaceClassifier,
     layer: nn.Module,
     reshape: Reshape,
     batch: torch.Tensor,

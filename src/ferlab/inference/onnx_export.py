@@ -27,7 +27,7 @@ from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.onnx_runner import ONNX_FORMAT, ONNX_FORMAT_VERSION, output_name
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
-from ferlab.models.registry import FERModel
+from ferlab.models.registry import FaceClassifier
 from ferlab.progress import bar
 
 OPSET = 18
@@ -83,7 +83,7 @@ def export_onnx(
 class _ProbsAndVA(torch.nn.Module):
     """A valence/arousal model as one output: probabilities, then valence and arousal."""
 
-    def __init__(self, model: FERModel) -> None:
+    def __init__(self, model: FaceClassifier) -> None:
         super().__init__()
         self.model = model
 

@@ -14,8 +14,9 @@ import torch
 
 from ferlab.errors import FerlabError, ModelError
 from ferlab.models import bounds
-from ferlab.models.registry import FERModel, create_model
-from ferlab.models.spec import ModelSpec, SpecView, legacy_spec
+from ferlab.models.ensemble import build_ensemble
+from ferlab.models.registry import FaceClassifier, create_model
+from ferlab.models.spec import ENSEMBLE_NAME, ModelSpec, SpecView, legacy_spec
 from ferlab.outputs import write_atomic
 from ferlab.preprocessing import Preprocessing
 from ferlab.run_folder import RunFolder
@@ -29,7 +30,7 @@ class ModelBundle(SpecView):
     """A ready-to-run model and its contract; ``meta``: provenance (data, strategy, the training
     config), recorded and never read back."""
 
-    model: FERModel
+    model: FaceClassifier
     spec: ModelSpec
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -66,11 +67,8 @@ def load_model_file(path: str | Path) -> ModelBundle:
         raise ModelError(f"{file}: incomplete model file (no {', '.join(missing)})")
     meta = dict(bounds.checked_mapping(file, "meta", payload.get("meta", {})))
     spec = ModelSpec.from_dict(file, payload["spec"]) if version >= 2 else _format1(file, payload)
-    try:
-        model = create_model(spec.name, len(spec.classes), pretrained=False, head=spec.head)
-    except FerlabError as exc:
-        raise ModelError(f"{file}: {exc}") from None
-    _load_weights(file, model, payload["state_dict"])
+    model = _build_model(file, spec)
+    _load_weights(file, model, spec.name, payload["state_dict"])
     if spec.va != model.va:
         raise ModelError(
             f"{file}: the file says valence/arousal outputs {spec.va}, but head '{spec.head}' "
@@ -85,6 +83,18 @@ def load_model_file(path: str | Path) -> ModelBundle:
     if spec.prep.input_size != model.info.input_size:
         _check_input_size(file, model, spec.prep)
     return ModelBundle(model=model, spec=spec, meta=meta)
+
+
+def _build_model(file: Path, spec: ModelSpec) -> FaceClassifier:
+    """The untrained model ``spec`` describes: one architecture, or an ensemble of them."""
+    if (spec.name == ENSEMBLE_NAME) != bool(spec.members):
+        raise ModelError(f"{file}: spec: an ensemble lists its members, and only an ensemble")
+    if spec.members:
+        return build_ensemble(file, spec)
+    try:
+        return create_model(spec.name, len(spec.classes), pretrained=False, head=spec.head)
+    except FerlabError as exc:
+        raise ModelError(f"{file}: {exc}") from None
 
 
 def _format1(file: Path, payload: dict[str, Any]) -> ModelSpec:
@@ -124,7 +134,7 @@ def _read_payload(file: Path) -> dict[str, Any]:
     return payload
 
 
-def _load_weights(file: Path, model: FERModel, state: Any) -> None:
+def _load_weights(file: Path, model: FaceClassifier, name: str, state: Any) -> None:
     """Load ``state`` into ``model``: tensors only, every key and shape fitting, all finite."""
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
@@ -135,14 +145,12 @@ def _load_weights(file: Path, model: FERModel, state: Any) -> None:
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:160]
-        raise ModelError(
-            f"{file}: weights do not fit model '{model.info.name}' ({detail})"
-        ) from None
+        raise ModelError(f"{file}: weights do not fit model '{name}' ({detail})") from None
     if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
         raise ModelError(f"{file}: state_dict: weights hold NaN or infinite values")
 
 
-def _check_input_size(file: Path, model: FERModel, prep: Preprocessing) -> None:
+def _check_input_size(file: Path, model: FaceClassifier, prep: Preprocessing) -> None:
     """One forward pass at a size the model was not registered with: too small fails here."""
     probe = torch.zeros(1, prep.in_channels, prep.input_size, prep.input_size)
     try:

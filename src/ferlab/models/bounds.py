@@ -117,6 +117,14 @@ def checked_decode(file: Path, image_size: Any, color: Any, where: str) -> tuple
     return size, str(color)
 
 
+def checked_weight(file: Path, key: str, value: Any) -> float:
+    """A positive, finite weight."""
+    weight = _checked_float(file, key, value)
+    if weight <= 0:
+        raise _fail(file, key, f"{weight} must be above 0")
+    return weight
+
+
 def checked_fraction(file: Path, key: str, value: Any) -> float:
     """A share of the data in [0, 1)."""
     fraction = _checked_float(file, key, value)

@@ -25,6 +25,7 @@ from .weights import StateMismatch, describe_pretrained, resolve_pretrained_stat
 __all__ = [
     "BackboneBuilder",
     "FERModel",
+    "FaceClassifier",
     "ModelInfo",
     "create_model",
     "get_builder",
@@ -36,14 +37,35 @@ __all__ = [
 BackboneBuilder = Callable[[dict[str, Any] | None], tuple[nn.Module, int]]
 
 
-class FERModel(nn.Module):
-    """A backbone producing pooled features and a head on top.
+class FaceClassifier(nn.Module):
+    """What every model gives, one architecture or an ensemble.
 
     ``forward`` gives class logits ``(N, num_classes)`` whatever the head, so classification code
-    (evaluation, Grad-CAM, comparison) works on every model; ``outputs`` gives the head's whole
-    output: for a valence/arousal model (``va``) ``(N, num_classes + 2)``, the logits followed by
-    valence and arousal in [-1, 1] (the layout training, ONNX export and inference rely on).
+    (evaluation, Grad-CAM, comparison) works on every model; ``outputs`` gives the whole output:
+    for a valence/arousal model (``va``) ``(N, num_classes + 2)``, the logits followed by valence
+    and arousal in [-1, 1] (the layout training, ONNX export and inference rely on).
     """
+
+    num_classes: int
+    va: bool
+    info: ModelInfo
+    backbone: nn.Module
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``outputs`` → (logits ``(N, num_classes)``, valence/arousal ``(N, 2)`` or None)."""
+        if not self.va:
+            return outputs, None
+        return outputs[:, : self.num_classes], outputs[:, self.num_classes :]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.split(self.outputs(x))[0]
+
+
+class FERModel(FaceClassifier):
+    """A backbone producing pooled features and a head on top."""
 
     def __init__(
         self,
@@ -67,15 +89,6 @@ class FERModel(nn.Module):
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The head's output: logits, then valence and arousal for a ``va`` model."""
         return self.head(self.backbone(x))
-
-    def split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``outputs`` → (logits ``(N, num_classes)``, valence/arousal ``(N, 2)`` or None)."""
-        if not self.va:
-            return outputs, None
-        return outputs[:, : self.num_classes], outputs[:, self.num_classes :]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.split(self.outputs(x))[0]
 
 
 _REGISTRY: dict[str, tuple[ModelInfo, BackboneBuilder]] = {}

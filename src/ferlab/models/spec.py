@@ -27,6 +27,8 @@ from ferlab.preprocessing import Preprocessing, eval_transform
 from ferlab.tta_modes import tta_mode
 
 LABEL_MODES = ("single", "majority", "distribution")
+ENSEMBLE_NAME = "ensemble"  # ModelSpec.name of an ensemble; its members name their architectures
+MAX_MEMBERS = 16
 _TEXT_OPTIONS = ("keep", "rename", "merge", "label_source", "cache_dir")
 SPEC_TRAINING_OPTIONS = (  # TrainConfig options the spec records under the same names
     "image_size",
@@ -39,6 +41,39 @@ SPEC_TRAINING_OPTIONS = (  # TrainConfig options the spec records under the same
     "seed",
     "cache_dir",
 )
+
+
+@dataclass(frozen=True)
+class EnsembleMember:
+    """One model of an ensemble: its architecture, head, input and share of the average."""
+
+    name: str
+    head: str
+    prep: Preprocessing
+    weight: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "head": self.head,
+            "preprocessing": self.prep.to_dict(),
+            "weight": self.weight,
+        }
+
+    @classmethod
+    def from_dict(cls, file: Path, index: int, value: Any) -> EnsembleMember:
+        where = f"spec.members[{index}]"
+        data = bounds.checked_mapping(file, where, value)
+        missing = sorted({"name", "preprocessing"} - set(data))
+        if missing:
+            raise ModelError(f"{file}: {where}: missing {', '.join(missing)}")
+        weight = bounds.checked_weight(file, f"{where}.weight", data.get("weight", 1.0))
+        return cls(
+            name=bounds.checked_text(file, f"{where}.name", data["name"]),
+            head=bounds.checked_text(file, f"{where}.head", data.get("head", "linear")),
+            prep=bounds.checked_preprocessing(file, data["preprocessing"]),
+            weight=weight,
+        )
 
 
 @dataclass(frozen=True)
@@ -65,9 +100,11 @@ class ModelSpec:
     prior_tau: float = 0.0
     int8_float_convs: int = 0  # leading convolutions an int8 export keeps float
     cache_dir: str | None = None  # the decoded-image cache training used (not exported)
+    members: tuple[EnsembleMember, ...] = ()  # an ensemble's models (name: ENSEMBLE_NAME)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "members", tuple(self.members))
         object.__setattr__(self, "tta", tta_mode(self.tta))
         if self.image_size is None:
             object.__setattr__(self, "image_size", self.prep.input_size)
@@ -83,6 +120,7 @@ class ModelSpec:
         data["classes"] = list(self.classes)
         data["preprocessing"] = self.prep.to_dict()
         del data["prep"]
+        data["members"] = [member.to_dict() for member in self.members]
         if self.class_prior is not None:
             data["class_prior"] = list(self.class_prior)
         return data
@@ -120,6 +158,7 @@ class ModelSpec:
             raise ModelError(f"{file}: spec.prior_tau: not in [0, 2]") from None
         return cls(
             name=bounds.checked_text(file, "spec.name", data["name"]),
+            members=_checked_members(file, data.get("members", [])),
             classes=tuple(classes),
             prep=prep,
             head=bounds.checked_text(file, "spec.head", data.get("head", "linear")),
@@ -174,6 +213,12 @@ class ModelSpec:
         """uint8 crops (C, H, W), or a batch of them → normalised float32 (N, C, S, S)."""
         batch = crops if isinstance(crops, torch.Tensor) else torch.stack(list(crops))
         return self.eval_transform()(batch).numpy()
+
+
+def _checked_members(file: Path, value: Any) -> tuple[EnsembleMember, ...]:
+    if not isinstance(value, list | tuple) or len(value) > MAX_MEMBERS:
+        raise ModelError(f"{file}: spec.members: expected a list of at most {MAX_MEMBERS}")
+    return tuple(EnsembleMember.from_dict(file, i, item) for i, item in enumerate(value))
 
 
 class SpecView:

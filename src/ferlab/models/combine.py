@@ -1,0 +1,36 @@
+"""Trained models combined into one ensemble model file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ferlab.errors import ConfigError
+from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
+from ferlab.models.ensemble import EnsembleModel, ensemble_spec
+from ferlab.models.registry import FERModel
+
+
+def combine_models(
+    models: Sequence[str | Path], weights: Sequence[float] | None = None
+) -> ModelBundle:
+    """An ensemble of ``models`` (shipped names, run folders or model files) that averages their
+    probabilities with ``weights`` (default: equal); it carries the first model's preprocessing,
+    test-time augmentation and label options, and the mean of the recorded class priors."""
+    sources = [str(model) for model in models]
+    bundles = [load_model_file(resolve_model_file(model)) for model in models]
+    shares = [1.0] * len(bundles) if weights is None else [float(w) for w in weights]
+    spec = ensemble_spec([bundle.spec for bundle in bundles], shares, sources)
+    members: list[FERModel] = []
+    for bundle, source in zip(bundles, sources, strict=True):
+        if not isinstance(bundle.model, FERModel):
+            raise ConfigError(f"{source}: already an ensemble; list its models instead")
+        members.append(bundle.model)
+    model = EnsembleModel(members, spec.prep, [m.prep for m in spec.members], shares).eval()
+    meta = {
+        "members": [
+            {"source": source, "model": bundle.spec.name, "config": bundle.meta.get("config", {})}
+            for source, bundle in zip(sources, bundles, strict=True)
+        ]
+    }
+    return ModelBundle(model=model, spec=spec, meta=meta)
