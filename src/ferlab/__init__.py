@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_model": "ferlab.inference.runtime",
     "ModelRunner": "ferlab.inference.runner",
     "ModelSpec": "ferlab.models.spec",
+    "combine_models": "ferlab.models.combine",
     "Recognizer": "ferlab.inference.recognizer",
     "FaceResult": "ferlab.inference.results",
 }
