@@ -1,8 +1,9 @@
 """Ensembles: several trained models averaged into one model that has one contract.
 
-An :class:`EnsembleModel` takes the input of its first member (the ensemble's preprocessing),
-brings it to each member's input (size, channels, normalisation), and averages the members'
-class probabilities with their weights. Its logits are the log of that average, so softmax,
+An :class:`EnsembleModel` takes the decoded crop, normalised as its first member normalises (the
+ensemble's preprocessing, at the decode size), brings it to each member's input (resized as each
+member's own transform resizes, channels matched, renormalised), and averages the members' class
+probabilities with their weights. Its logits are the log of that average, so softmax,
 the prior adjustment, temperature scaling and ONNX export work on it as on any model. Every
 member must answer the same classes from crops decoded the same way.
 """
@@ -122,8 +123,9 @@ def build_ensemble(file: Path, spec: ModelSpec) -> EnsembleModel:
 def ensemble_spec(
     specs: Sequence[ModelSpec], weights: Sequence[float], sources: Sequence[str]
 ) -> ModelSpec:
-    """The contract of an ensemble of models with ``specs``: the first model's, with the members
-    listed; ConfigError naming ``sources`` where the models cannot be averaged."""
+    """The contract of an ensemble of models with ``specs``: the first model's, its input at the
+    decode size, with the members listed; ConfigError naming ``sources`` where the models cannot
+    be averaged."""
     if len(specs) < 2:
         raise ConfigError("an ensemble needs at least two models")
     if len(weights) != len(specs):
@@ -151,6 +153,7 @@ def ensemble_spec(
     )
     return replace(
         first,
+        prep=replace(first.prep, input_size=first.decode_size),
         name=ENSEMBLE_NAME,
         head=ENSEMBLE_HEAD,
         va=all(spec.va for spec in specs),
