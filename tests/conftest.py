@@ -91,6 +91,20 @@ def save_random_model(path: Path, classes: list[str] | tuple[str, ...]) -> Path:
     return path
 
 
+def conv_inputs_are_float(path: Path) -> list[bool]:
+    """Per Conv node of an ONNX file, in graph order: whether its input and weight come in as
+    float (no int8)."""
+    import onnx
+
+    graph = onnx.load(path).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    return [
+        node.input[0] not in dequantized and node.input[1] not in dequantized
+        for node in graph.node
+        if node.op_type == "Conv"
+    ]
+
+
 @pytest.fixture(scope="session")
 def pattern_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-class (``PATTERN_CLASSES``) baseline CNN with random weights, as a model file."""

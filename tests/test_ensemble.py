@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 import ferlab
+from conftest import conv_inputs_are_float
 from ferlab.cli import main
-from ferlab.errors import ModelError
+from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.gradcam import gradcam_heatmaps
-from ferlab.inference.onnx_export import export_onnx
+from ferlab.inference.onnx_export import export_onnx, member_convolutions, member_of
 from ferlab.models.artifact import ModelBundle, load_model_file, save_model_file
 from ferlab.models.registry import create_model
 from ferlab.models.spec import ModelSpec
@@ -85,6 +87,25 @@ def test_an_ensemble_exports_to_onnx_and_explains(members: list[Path], tmp_path:
     np.testing.assert_allclose(exported, _probs(out, crops), atol=1e-4)
     maps = gradcam_heatmaps(load_model_file(out), crops[:2])
     assert maps.shape == (2, 48, 48) and np.isfinite(maps).all()
+
+
+def test_an_int8_ensemble_keeps_each_members_leading_convolutions_float(
+    members: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "ensemble.pt"
+    assert main(["ensemble", *map(str, members), "--out", str(out)]) == 0
+    crops = [image.numpy() for image in _crops(4).expand(-1, 3, -1, -1).permute(0, 2, 3, 1)]
+    per_member = member_convolutions(load_model_file(out).model)
+    assert per_member == [6, 52]
+    int8 = export_onnx(out, tmp_path / "e.onnx", "int8", calibration=crops, float_convs=2)
+    convs = [node for node in onnx.load(int8).graph.node if node.op_type == "Conv"]
+    owners = [member_of(node) for node in convs]
+    floats = conv_inputs_are_float(int8)
+    for member, count in enumerate(per_member):
+        kept = [flag for flag, owner in zip(floats, owners, strict=True) if owner == member]
+        assert kept == [True] * 2 + [False] * (count - 2)
+    with pytest.raises(ConfigError, match="float_convs: 7, but its smallest member has 6"):
+        export_onnx(out, tmp_path / "x.onnx", "int8", calibration=crops, float_convs=7)
 
 
 def test_models_that_cannot_be_averaged_are_refused_in_one_line(

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, RunsCode, save_random_model
+from conftest import REPO, RunsCode, conv_inputs_are_float, save_random_model
 from ferlab.cli import main
 from ferlab.data.cache import _decode_file
 from ferlab.errors import ConfigError, DataError, ModelError
@@ -352,17 +352,6 @@ def test_int8_exports_are_smaller_and_still_probabilities(
         assert np.abs(probs - reference).max() < 0.1
 
 
-def _conv_inputs_are_float(path: Path) -> list[bool]:
-    """Per Conv node in graph order: whether its input and weight come in as float (no int8)."""
-    graph = onnx.load(path).graph
-    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
-    return [
-        node.input[0] not in dequantized and node.input[1] not in dequantized
-        for node in graph.node
-        if node.op_type == "Conv"
-    ]
-
-
 def test_int8_export_keeps_the_leading_convolutions_float(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -375,7 +364,7 @@ def test_int8_export_keeps_the_leading_convolutions_float(
     argv += ["--calibration", str(crops)]
     assert main([*argv, "--out", str(tmp_path / "all.onnx")]) == 0
     assert main([*argv, "--float-convs", "2", "--out", str(tmp_path / "mixed.onnx")]) == 0
-    everywhere, mixed = (_conv_inputs_are_float(tmp_path / f) for f in ("all.onnx", "mixed.onnx"))
+    everywhere, mixed = (conv_inputs_are_float(tmp_path / f) for f in ("all.onnx", "mixed.onnx"))
     assert len(mixed) >= 3 and not any(everywhere)
     assert mixed == [True, True] + [False] * (len(mixed) - 2)
     assert json.loads(
@@ -388,7 +377,7 @@ def test_int8_export_keeps_the_leading_convolutions_float(
     recommended = export_onnx(
         tmp_path / "recommends.pt", tmp_path / "rec.onnx", "int8", calibration=[crops / "0.png"]
     )
-    assert _conv_inputs_are_float(recommended)[:2] == [True, False]
+    assert conv_inputs_are_float(recommended)[:2] == [True, False]
 
     capsys.readouterr()
     assert main([*argv, "--float-convs", "99", "--out", str(tmp_path / "x.onnx")]) == 2

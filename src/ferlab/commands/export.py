@@ -37,9 +37,9 @@ def add_parser(commands: Any) -> None:
         "--float-convs",
         type=int,
         metavar="N",
-        help="with --quantize int8: keep the first N convolutions (and the activations and sums "
-        "between them) in float; default: what the model file recommends (33 for the shipped "
-        "model, chosen on FER2013 PublicTest), else 0",
+        help="with --quantize int8: keep the first N convolutions (of each member of an "
+        "ensemble; with the activations and sums between them) in float; default: what the "
+        "model file recommends (33 for the shipped model, chosen on FER2013 PublicTest), else 0",
     )
     parser.add_argument(
         "--out",

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -48,9 +49,9 @@ def export_onnx(
     ``quantize="int8"``: static QDQ quantization (per-channel weights, activation ranges measured
     on ``calibration``: face crops as paths, bytes, PIL images or RGB arrays) when calibration
     images are given, else dynamic quantization (activations quantized at run time).
-    ``float_convs``: the graph's first convolutions, with the activations and sums between them,
-    stay float (mixed precision for the layers most sensitive to int8); ``None``: the number the
-    model file recommends (``int8_float_convs``), else 0.
+    ``float_convs``: the model's first convolutions (each ensemble member's), with the
+    activations and sums between them, stay float (mixed precision for the layers most sensitive
+    to int8); ``None``: the number the model file recommends (``int8_float_convs``), else 0.
     """
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ConfigError(f"quantize: unknown mode '{quantize}'; available: int8")
@@ -125,22 +126,56 @@ def _set_metadata(model: onnx.ModelProto, bundle: ModelBundle, float_convs: int 
         model.metadata_props.add(key=key, value=value)
 
 
-def _leading_nodes(nodes: Sequence[onnx.NodeProto], convs: int) -> list[str]:
-    """Names of the nodes (in graph order) that come before the graph's ``convs + 1``-th Conv."""
+def member_convolutions(model: torch.nn.Module) -> list[int]:
+    """The number of convolutions of each model an export runs one after the other: an
+    ensemble's members in order, else the model itself."""
+    members = getattr(model, "members", None)
+    models = list(members) if isinstance(members, torch.nn.ModuleList) else [model]
+    return [sum(isinstance(m, torch.nn.Conv2d) for m in each.modules()) for each in models]
+
+
+def _leading_nodes(
+    nodes: Sequence[onnx.NodeProto], convs: int, per_model: Sequence[int]
+) -> list[str]:
+    """Names of the nodes of the model's first ``convs`` convolutions and the activations and
+    sums up to its next one; ``per_model``: each model's convolution count (an ensemble's
+    members: each member's first ``convs``, and the averaging of their answers)."""
     total = sum(node.op_type == "Conv" for node in nodes)
-    if convs > total:
-        raise ConfigError(f"float_convs: {convs}, but the model has {total} convolutions")
+    if total != sum(per_model):
+        raise ConfigError(
+            f"float_convs: the graph has {total} convolutions, the model {sum(per_model)}"
+        )
+    if convs > min(per_model):
+        where = "the model has" if len(per_model) == 1 else "its smallest member has"
+        raise ConfigError(f"float_convs: {convs}, but {where} {min(per_model)} convolutions")
     if convs == 0:
         return []
+    seen = [0] * len(per_model)
     names: list[str] = []
-    seen = 0
     for node in nodes:
-        if node.op_type == "Conv":
-            if seen == convs:
-                break
-            seen += 1
-        names.append(node.name)
+        member = member_of(node) if len(per_model) > 1 else 0
+        if member is None:
+            names.append(node.name)
+        elif node.op_type == "Conv":
+            if seen[member] < convs:
+                names.append(node.name)
+            seen[member] += 1
+        elif seen[member] <= convs:
+            names.append(node.name)
     return names
+
+
+_MEMBER_SCOPE = re.compile(r"(?:'|\.)(?:members|inputs)\.(\d+)(?:'|\.)")
+
+
+def member_of(node: onnx.NodeProto) -> int | None:
+    """The ensemble member a node of the exported graph computes for (from the module scopes
+    the exporter records), or None for the averaging of their answers."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            match = _MEMBER_SCOPE.search(prop.value)
+            return int(match.group(1)) if match else None
+    return None
 
 
 def _quantize_int8(
@@ -163,7 +198,7 @@ def _quantize_int8(
     prepared = fp32.with_name("prepared.onnx")
     quant_pre_process(fp32, prepared)
     nodes = onnx.load(prepared).graph.node
-    kept_float = _leading_nodes(nodes, float_convs)
+    kept_float = _leading_nodes(nodes, float_convs, member_convolutions(bundle.model))
     if not calibration:
         if any(node.op_type == "Conv" for node in nodes):
             warnings.warn(
