@@ -72,18 +72,38 @@ default-model: runs/int8ft/kd3.pt
 	$(BIN)/python scripts/ship_model.py $< --name fer2013 --int8-float-convs 33 \
 		--class-prior-data $(FER2013)
 
-# The FER+ model's recipe (MODEL_CARD.md): the FER2013 model's fp32 weights fine-tuned on the FER+
-# vote distribution; resumable like default-model.
+# The FER+ model's recipe (MODEL_CARD.md): (1) the FER2013 model's fp32 weights fine-tuned on the
+# FER+ vote distribution; (2, 3) two more models for an ensemble teacher; (4) model 1 distilled from
+# the teacher and the crowd, then shipped. Each training resumes from its last checkpoint.
 FERPLUS_VOTES ?= $(FER2013)/ferplus.csv
-runs/ferplus-model/model.pt: | $(VENV)/.installed-weights
-	if [ -f runs/ferplus-model/checkpoints/last.ckpt ]; then \
-		$(BIN)/ferlab train --resume runs/ferplus-model; \
-	else \
-		$(BIN)/ferlab train --config configs/ferplus-model.yaml --data $(FER2013) \
-			--labels $(FERPLUS_VOTES); \
-	fi
+resumable = if [ -f runs/$(1)/checkpoints/last.ckpt ]; then $(BIN)/ferlab train --resume runs/$(1); \
+	else $(BIN)/ferlab train $(2) --data $(FER2013) --name $(1); fi
 
-ferplus-model: runs/ferplus-model/model.pt
+runs/ferplus-model/model.pt: | $(VENV)/.installed-weights
+	$(call resumable,ferplus-model,--config configs/ferplus-model.yaml --labels $(FERPLUS_VOTES))
+
+runs/ferplus-112/model.pt: runs/ferplus-model/model.pt
+	$(call resumable,ferplus-112,--config configs/ferplus-model.yaml --labels $(FERPLUS_VOTES) \
+		--weights $< --input-size 112 --augment strong --lr 0.0003 --epochs 8)
+
+runs/ferplus-lite0/model.pt: | $(VENV)/.installed-weights
+	$(call resumable,ferplus-lite0,--config configs/ferplus-lite0.yaml --labels $(FERPLUS_VOTES))
+
+runs/ferplus-teacher.pt: runs/ferplus-model/model.pt runs/ferplus-112/model.pt runs/ferplus-lite0/model.pt
+	$(BIN)/ferlab ensemble $^ --out $@ --exist-ok
+
+runs/ferplus-teacher-labels.csv: runs/ferplus-teacher.pt
+	$(BIN)/ferlab evaluate $< --data $(FER2013) --labels $(FERPLUS_VOTES) --split train --tta flip \
+		--out runs/ferplus-teacher-train --exist-ok --quiet
+	rm -f $@
+	$(BIN)/python scripts/teacher_labels.py runs/ferplus-teacher-train/predictions.csv \
+		--data $(FER2013) --labels $(FERPLUS_VOTES) --teacher-weight 0.5 --out $@
+
+runs/ferplus-distilled/model.pt: runs/ferplus-teacher-labels.csv
+	$(call resumable,ferplus-distilled,--config configs/ferplus-distilled.yaml)
+
+ferplus-model: runs/ferplus-distilled/model.pt
+	$(BIN)/python scripts/ship_model.py $< --name ferplus --int8-float-convs 33
 
 clean:
 	rm -rf $(VENV) .cache runs

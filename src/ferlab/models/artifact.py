@@ -165,7 +165,8 @@ def _check_input_size(file: Path, model: FaceClassifier, prep: Preprocessing) ->
 
 SHIPPED_MODELS = {
     "fer2013": "MobileNetV2, 7 classes, trained on FER2013's original labels",
-    "ferplus": "MobileNetV2, 8 classes (contempt too), trained on the FER+ crowd votes",
+    "ferplus": "MobileNetV2, 8 classes (contempt too), trained on the FER+ crowd votes and "
+    "distilled from an ensemble",
 }
 """Models that ship inside the package (``weights/NAME.pt``, with ``NAME.onnx`` beside it)."""
 DEFAULT_MODEL = "fer2013"
