@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
-from ferlab.errors import ConfigError
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
 from ferlab.models.ensemble import EnsembleModel, ensemble_spec
 from ferlab.models.registry import FERModel
@@ -21,11 +21,7 @@ def combine_models(
     bundles = [load_model_file(resolve_model_file(model)) for model in models]
     shares = [1.0] * len(bundles) if weights is None else [float(w) for w in weights]
     spec = ensemble_spec([bundle.spec for bundle in bundles], shares, sources)
-    members: list[FERModel] = []
-    for bundle, source in zip(bundles, sources, strict=True):
-        if not isinstance(bundle.model, FERModel):
-            raise ConfigError(f"{source}: already an ensemble; list its models instead")
-        members.append(bundle.model)
+    members = [cast(FERModel, bundle.model) for bundle in bundles]  # ensemble_spec refused others
     model = EnsembleModel(members, spec.prep, [m.prep for m in spec.members], shares).eval()
     meta = {
         "members": [
