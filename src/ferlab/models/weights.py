@@ -23,6 +23,7 @@ from torch import nn
 
 from ferlab.errors import ModelError
 
+from .dlib_file import read_dlib_state
 from .imagenet_files import download_url, find_imagenet_file, missing_hint
 from .info import ModelInfo
 
@@ -49,10 +50,13 @@ def _one_line(exc: BaseException, limit: int = 160) -> str:
 
 
 def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a state dict of tensors from ``path`` with ``weights_only=True``."""
+    """Read a state dict of tensors from ``path`` with ``weights_only=True``; a ``.dat`` file is
+    a network dlib serialised (:func:`ferlab.models.dlib_file.read_dlib_state`)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise ModelError(f"weights file {p} does not exist")
+    if p.suffix == ".dat":
+        return read_dlib_state(p)
     try:
         with warnings.catch_warnings():  # torch's note on an old or foreign pickle: refused below
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -78,7 +82,7 @@ def _imagenet_state(name: str, weights_name: str) -> dict[str, torch.Tensor]:
         return load_state_file(found)
     url = download_url(weights_name)
     if url is None:
-        raise ModelError(f"no ImageNet weights for {name} here: {missing_hint(weights_name)}")
+        raise ModelError(f"no pretrained weights for {name} here: {missing_hint(weights_name)}")
     import torchvision.models
 
     weights = torchvision.models.get_weight(weights_name)
@@ -86,7 +90,7 @@ def _imagenet_state(name: str, weights_name: str) -> dict[str, torch.Tensor]:
         state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except Exception as exc:  # no network, proxy, hash mismatch, disk full, ...
         raise ModelError(
-            f"could not download ImageNet weights for {name} ({_one_line(exc)}) from {url}: "
+            f"could not download pretrained weights for {name} ({_one_line(exc)}) from {url}: "
             f"{missing_hint(weights_name)}"
         ) from None
     return dict(state)
@@ -97,7 +101,7 @@ def resolve_pretrained_state(
 ) -> dict[str, torch.Tensor] | None:
     """The state dict to initialise model ``info.name`` with, or ``None`` for random init.
 
-    ``False``: ``None``.  ``True``: the ImageNet weights in ``ModelInfo.pretrained_weights``,
+    ``False``: ``None``.  ``True``: the pretrained weights in ``ModelInfo.pretrained_weights``,
     from a local file if one is found, else downloaded by torchvision where it publishes them.
     A path: that local file.  Problems raise :class:`ModelError` naming the file.
     """

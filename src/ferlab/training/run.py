@@ -24,7 +24,7 @@ from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.errors import ConfigError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
-from ferlab.models.registry import FERModel, create_model, model_info
+from ferlab.models.registry import FERModel, check_input_size, create_model, model_info
 from ferlab.models.spec import SPEC_TRAINING_OPTIONS, ModelSpec
 from ferlab.outputs import check_writable
 from ferlab.preprocessing import Preprocessing
@@ -124,6 +124,7 @@ def prepare(config: TrainConfig) -> PreparedRun:
         head=config.head,
         dropout=config.dropout,
     )
+    check_input_size(model, prep.input_size, prep.in_channels)
     datamodule = FERDataModule(
         source,
         mapping,
