@@ -111,7 +111,7 @@ runs/ferplus-distilled/model.pt: runs/ferplus-teacher-labels.csv
 	$(call resumable,ferplus-distilled,--config configs/ferplus-distilled.yaml)
 
 ferplus-model: runs/ferplus-distilled/model.pt
-	$(BIN)/python scripts/ship_model.py $< --name ferplus --int8-float-convs 33
+	$(BIN)/python scripts/ship_model.py $< --name ferplus --int8-float-convs 33 --prior-tau 0.1
 
 clean:
 	rm -rf $(VENV) .cache runs
