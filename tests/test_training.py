@@ -16,7 +16,9 @@ from conftest import quick_options
 from ferlab import evaluate, train
 from ferlab.config import load_config
 from ferlab.errors import ConfigError, DataError, ModelError
+from ferlab.models import create_model
 from ferlab.models.artifact import load_model_file
+from ferlab.training.module import FERClassifier
 
 
 def quick(pattern_tree: Path, tmp_path: Path, **overrides: object) -> dict[str, object]:
@@ -127,12 +129,37 @@ def test_strategies_train_the_right_parts(
         {"balance": "sampler"},
         {"balance": "loss", "scheduler": "plateau"},
         {"augment": "strong", "head": "mlp", "scheduler": "none"},
+        {"mixup": 0.4, "label_smoothing": 0.1},
     ],
 )
 def test_training_options_run(pattern_tree: Path, tmp_path: Path, options: dict) -> None:
     result = train(**quick(pattern_tree, tmp_path, epochs=1, **options))
     assert epochs_logged(result.run_dir) == [0]
     assert result.model_file.is_file()
+
+
+def test_mixup_blends_images_and_targets_by_one_beta_weight() -> None:
+    torch.manual_seed(0)
+    model = create_model("baseline_cnn", 3).eval()  # eval: no dropout draws in the forward
+    module = FERClassifier(model, 3, mixup=0.5, label_smoothing=0.0, channels_last=False)
+    images, labels = torch.randn(4, 1, 48, 48), torch.tensor([0, 1, 2, 0])
+    votes = torch.tensor([[0.8, 0.2, 0.0], [0.0, 1.0, 0.0], [0.1, 0.0, 0.9], [0.5, 0.5, 0.0]])
+    torch.manual_seed(2)
+    loss, _, scored = module._step((images, labels, votes), "train")
+    torch.manual_seed(2)
+    lam = float(torch.distributions.Beta(torch.tensor(0.5), torch.tensor(0.5)).sample())
+    order = torch.randperm(4)
+    assert 0 < lam < 1 and not torch.equal(order, torch.arange(4))
+    mixed = lam * images + (1 - lam) * images[order]
+    target = lam * votes + (1 - lam) * votes[order]
+    with torch.no_grad():
+        expected = -(target * torch.log_softmax(model(mixed), dim=1)).sum(dim=1).mean()
+    torch.testing.assert_close(loss.detach(), expected)
+    assert scored is labels
+    val_loss, _, _ = module._step((images, labels, votes), "val")  # val batches are not mixed
+    with torch.no_grad():
+        plain = -(votes * torch.log_softmax(model(images), dim=1)).sum(dim=1).mean()
+    torch.testing.assert_close(val_loss.detach(), plain)
 
 
 def test_class_options_shape_the_model(pattern_tree: Path, tmp_path: Path) -> None:
@@ -161,6 +188,8 @@ def test_yaml_config_with_overrides(pattern_tree: Path, tmp_path: Path) -> None:
         ({"strategy": "sideways"}, ConfigError, "strategy"),
         ({"keep": "happy,joy"}, ConfigError, "joy"),
         ({"head": "tower"}, ModelError, "tower"),
+        ({"mixup": -0.2}, ConfigError, "mixup must be in"),
+        ({"mixup": 0.2, "head": "multitask"}, ConfigError, "mixup: not with head multitask"),
     ],
 )
 def test_bad_input_fails_before_any_run_folder(

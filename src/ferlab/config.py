@@ -22,6 +22,7 @@ COLOR_MODES = ("gray", "rgb")
 BAD_FILE_MODES = ("skip", "error")
 VA_LOSSES = ("mse", "ccc")
 LABEL_MODES = ("majority", "distribution")
+MAX_MIXUP = 10.0  # the Beta(α, α) parameter; above a few, every mix is close to half and half
 CHOICES = {  # the options that take one of a fixed set of values
     "strategy": TRANSFER_STRATEGIES,
     "scheduler": SCHEDULERS,
@@ -58,6 +59,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     scheduler: str = "onecycle"
     label_smoothing: float = 0.1
+    mixup: float = 0.0
     grad_clip: float = 1.0
     patience: int = 5
     balance: str = "none"
@@ -113,6 +115,10 @@ class TrainConfig:
             raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.mixup <= MAX_MIXUP:
+            raise ConfigError(f"mixup must be in [0, {MAX_MIXUP:g}] (0: off), got {self.mixup}")
+        if self.mixup and self.head == "multitask":
+            raise ConfigError("mixup: not with head multitask (valence and arousal do not mix)")
         optional_positive = ("limit", "limit_per_class", "max_steps_per_epoch", "max_val_batches")
         for name in optional_positive:
             if getattr(self, name) is not None and getattr(self, name) < 1:

@@ -45,6 +45,8 @@ FLAG_HELP = {
     "cache_dir": "folder of decoded images (default: $FERLAB_CACHE or ~/.cache/ferlab)",
     "head": "linear | mlp | multitask (expression + valence and arousal)",
     "backbone_lr_factor": "backbone LR = lr x this",
+    "mixup": "mixup's alpha: each training image and its target blended with another's of the "
+    "batch, weight drawn from Beta(alpha, alpha); 0: off",
     "stage_lr_decay": "progressive: each deeper stage's LR = the one above x this",
     "unfreeze_every": "progressive: epochs between unfreezing stages",
     "unfreeze_stages": "progressive: how many stages, from the top, get unfrozen",

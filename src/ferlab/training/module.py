@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import ConcordanceCorrCoef
@@ -24,6 +25,10 @@ class FERClassifier(L.LightningModule):
     CCC, sample variances) and ``val_score``, the mean of val accuracy and the two CCCs, which
     checkpointing and early stopping follow for such models.
 
+    ``mixup`` (α > 0) blends each training batch with a shuffled copy of itself, images and
+    targets alike, by a weight drawn from Beta(α, α) per batch (Zhang et al. 2018); ``train_acc``
+    then scores against the labels of the unshuffled batch.
+
     ``channels_last`` memory format speeds convolutions up on CPUs and tensor cores alike.
     Param groups: the head at ``lr``; backbone stages from the top at
     ``lr * backbone_lr_factor * stage_lr_decay**k``; backbone parameters outside the named stages
@@ -41,6 +46,7 @@ class FERClassifier(L.LightningModule):
         weight_decay: float = 0.05,
         scheduler: str = "onecycle",
         label_smoothing: float = 0.1,
+        mixup: float = 0.0,
         class_weights: torch.Tensor | None = None,
         progressive: bool = False,
         channels_last: bool = True,
@@ -57,6 +63,8 @@ class FERClassifier(L.LightningModule):
         self.weight_decay = weight_decay
         self.scheduler = scheduler
         self.progressive = progressive
+        self.num_classes = num_classes
+        self.mixup = mixup
         self.criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -89,6 +97,11 @@ class FERClassifier(L.LightningModule):
         the distributions (soft cross-entropy); for a multi-task model also logs the parts of the
         loss and feeds the val CCCs."""
         images, labels = batch[0], batch[1]
+        if self.multitask is None and self.mixup > 0 and stage == "train":
+            targets = batch[2] if len(batch) == 3 else F.one_hot(labels, self.num_classes).float()
+            images, targets = self._mixed(images, targets)
+            logits = self._outputs(images)[0]
+            return self.criterion(logits, targets), logits, labels
         logits, va_pred = self._outputs(images)
         if self.multitask is None or va_pred is None:
             targets = batch[2] if len(batch) == 3 else labels
@@ -107,6 +120,17 @@ class FERClassifier(L.LightningModule):
                 if present.any():
                     metric.update(va_pred[present, k].float(), va_true[present, k].float())
         return loss, logits, labels
+
+    def _mixed(
+        self, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup: ``lam * batch + (1 - lam) * shuffled batch`` for images and target
+        distributions, ``lam ~ Beta(mixup, mixup)``, from torch's seeded generator."""
+        alpha = torch.tensor(float(self.mixup))
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        order = torch.randperm(images.shape[0], device=images.device)
+        mixed = images.mul(lam).add_(images[order], alpha=1 - lam)
+        return mixed, targets.mul(lam).add_(targets[order], alpha=1 - lam)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss, logits, labels = self._step(batch, "train")

@@ -273,6 +273,7 @@ def _module(prepared: PreparedRun) -> FERClassifier:
         weight_decay=config.weight_decay,
         scheduler=config.scheduler,
         label_smoothing=config.label_smoothing,
+        mixup=config.mixup,
         class_weights=class_weights,
         progressive=config.strategy == "progressive",
         channels_last=config.channels_last,
