@@ -155,7 +155,12 @@ def test_mixup_blends_images_and_targets_by_one_beta_weight() -> None:
     with torch.no_grad():
         expected = -(target * torch.log_softmax(model(mixed), dim=1)).sum(dim=1).mean()
     torch.testing.assert_close(loss.detach(), expected)
-    assert scored is labels
+    assert torch.equal(scored, labels)  # lam > 0.5: the unshuffled image weighs more
+    torch.manual_seed(5)  # lam 0.09: the shuffled one weighs more
+    _, _, scored = module._step((images, labels, votes), "train")
+    torch.manual_seed(5)
+    torch.distributions.Beta(torch.tensor(0.5), torch.tensor(0.5)).sample()
+    assert torch.equal(scored, labels[torch.randperm(4)])
     val_loss, _, _ = module._step((images, labels, votes), "val")  # val batches are not mixed
     with torch.no_grad():
         plain = -(votes * torch.log_softmax(model(images), dim=1)).sum(dim=1).mean()

@@ -27,7 +27,7 @@ class FERClassifier(L.LightningModule):
 
     ``mixup`` (α > 0) blends each training batch with a shuffled copy of itself, images and
     targets alike, by a weight drawn from Beta(α, α) per batch (Zhang et al. 2018); ``train_acc``
-    then scores against the labels of the unshuffled batch.
+    then scores each blend against the label of the image that weighs more in it.
 
     ``channels_last`` memory format speeds convolutions up on CPUs and tensor cores alike.
     Param groups: the head at ``lr``; backbone stages from the top at
@@ -99,9 +99,9 @@ class FERClassifier(L.LightningModule):
         images, labels = batch[0], batch[1]
         if self.multitask is None and self.mixup > 0 and stage == "train":
             targets = batch[2] if len(batch) == 3 else F.one_hot(labels, self.num_classes).float()
-            images, targets = self._mixed(images, targets)
+            images, targets, dominant = self._mixed(images, targets)
             logits = self._outputs(images)[0]
-            return self.criterion(logits, targets), logits, labels
+            return self.criterion(logits, targets), logits, labels[dominant]
         logits, va_pred = self._outputs(images)
         if self.multitask is None or va_pred is None:
             targets = batch[2] if len(batch) == 3 else labels
@@ -123,14 +123,16 @@ class FERClassifier(L.LightningModule):
 
     def _mixed(
         self, images: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mixup: ``lam * batch + (1 - lam) * shuffled batch`` for images and target
-        distributions, ``lam ~ Beta(mixup, mixup)``, from torch's seeded generator."""
+        distributions, ``lam ~ Beta(mixup, mixup)``, from torch's seeded generator; also the
+        index of the image that weighs more in each blend."""
         alpha = torch.tensor(float(self.mixup))
         lam = float(torch.distributions.Beta(alpha, alpha).sample())
         order = torch.randperm(images.shape[0], device=images.device)
         mixed = images.mul(lam).add_(images[order], alpha=1 - lam)
-        return mixed, targets.mul(lam).add_(targets[order], alpha=1 - lam)
+        dominant = order if lam < 0.5 else torch.arange(len(order), device=order.device)
+        return mixed, targets.mul(lam).add_(targets[order], alpha=1 - lam), dominant
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss, logits, labels = self._step(batch, "train")
