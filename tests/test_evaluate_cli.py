@@ -130,7 +130,7 @@ def test_cli_models_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
-    assert len(lines[: lines.index("")]) == 13  # the header and 12 models, then their weights
+    assert len(lines[: lines.index("")]) == 14  # the header and 13 models, then their weights
     mobilenet = next(line for line in lines if line.startswith("mobilenet_v2 "))
     assert "2.23M" in mobilenet and " 96 " in mobilenet
 
