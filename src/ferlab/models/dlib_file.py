@@ -14,6 +14,7 @@ stepped over. The file is only parsed, never executed.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +29,15 @@ __all__ = ["DlibLayer", "read_dlib_layers", "read_dlib_state"]
 # a layer record's version string, with dlib's length prefix (one byte count, then the length)
 _LAYER = re.compile(rb"\x01([\x04-\x07])(con_\d|affine_|fc_\d)")
 _TENSOR_VERSION = 2
-MAX_TENSOR_VALUES = 1 << 28
 
 
 @dataclass(frozen=True)
 class DlibLayer:
     """One parameter tensor of a dlib network: ``kind`` is ``con``, ``affine`` or ``fc``;
-    ``shape`` is dlib's ``(num_samples, k, nr, nc)``; ``values`` the floats, flat; ``sizes``:
-    for ``con`` (filters, rows, columns) read after the tensor, for ``fc`` (outputs, inputs)
-    read before it."""
+    ``values`` the floats, flat; ``sizes``: for ``con`` (filters, rows, columns) read after the
+    tensor, for ``fc`` (outputs, inputs) read before it."""
 
     kind: str
-    shape: tuple[int, int, int, int]
     values: np.ndarray
     sizes: tuple[int, ...]
 
@@ -64,19 +62,19 @@ class _Cursor:
         self.pos += 1 + size
         return -value if head & 0x80 else value
 
-    def tensor(self) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    def tensor(self) -> np.ndarray:
         if self.integer() != _TENSOR_VERSION:
             raise self.fail(f"tensor version other than {_TENSOR_VERSION}")
         shape = (self.integer(), self.integer(), self.integer(), self.integer())
-        count = int(np.prod(shape, dtype=np.int64))
-        if min(shape) < 0 or count > MAX_TENSOR_VALUES:
+        count = math.prod(shape)
+        if min(shape) < 0:
             raise self.fail(f"bad tensor shape {shape}")
         end = self.pos + 4 * count
         if end > len(self.data):
             raise self.fail(f"file ends inside a tensor of {count} values")
         values = np.frombuffer(self.data, dtype="<f4", count=count, offset=self.pos).copy()
         self.pos = end
-        return shape, values
+        return values
 
 
 def read_dlib_layers(path: str | Path) -> list[DlibLayer]:
@@ -99,10 +97,10 @@ def read_dlib_layers(path: str | Path) -> list[DlibLayer]:
         cursor.pos = match.end()
         kind = name.decode().split("_")[0]
         sizes = (cursor.integer(), cursor.integer()) if kind == "fc" else ()
-        shape, values = cursor.tensor()
+        values = cursor.tensor()
         if kind == "con":
             sizes = (cursor.integer(), cursor.integer(), cursor.integer())
-        layers.append(DlibLayer(kind, shape, values, sizes))
+        layers.append(DlibLayer(kind, values, sizes))
     if not layers:
         raise ModelError(f"{file}: not a dlib network file (no layer with parameters found)")
     return layers

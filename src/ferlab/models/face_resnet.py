@@ -97,17 +97,10 @@ def from_dlib_keys(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[
     """``state`` with dlib's numbered keys (:func:`ferlab.models.dlib_file.read_dlib_state`:
     ``con.3.weight``, ``affine.3.bias``) renamed to the backbone's, in order; other keys (our own,
     ``fc.0.weight``) stay as they are."""
-    modules = [
-        (name, "con" if isinstance(module, nn.Conv2d) else "affine")
-        for name, module in backbone.named_modules()
-        if isinstance(module, nn.Conv2d | ChannelAffine)
-    ]
-    counts: dict[str, int] = {}
     rename: dict[str, str] = {}
-    for name, kind in modules:
-        index = counts.get(kind, 0)
-        counts[kind] = index + 1
-        rename[f"{kind}.{index}"] = name
+    for kind, layer_type in (("con", nn.Conv2d), ("affine", ChannelAffine)):
+        names = [n for n, m in backbone.named_modules() if isinstance(m, layer_type)]
+        rename |= {f"{kind}.{index}": name for index, name in enumerate(names)}
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         prefix, _, leaf = key.rpartition(".")
