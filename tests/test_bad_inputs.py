@@ -546,6 +546,8 @@ BAD_TRAIN_FLAGS = [
     ("--dropout", "1.5", "dropout"),
     ("--lr", "nan", "lr"),
     ("--label-smoothing", "inf", "label_smoothing"),
+    ("--devices", "0", "devices"),
+    ("--devices", "two", "devices"),
 ]
 
 
@@ -557,6 +559,34 @@ def test_bad_training_option_is_one_line(
     code, _, err = run_cli(capsys, "train", "--data", tree, "--runs-dir", runs, flag, value)
     assert code == 2
     assert_one_line(err, name)
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize("line", ["precision: bogus", "accelerator: bogus", "devices: 0"])
+def test_trainer_settings_in_a_config_file_are_checked_first(
+    line: str, tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(line + "\n")
+    runs = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "train", "--data", tree, "--runs-dir", runs, "--config", config)
+    assert code == 2
+    assert_one_line(err, line.split(":")[0])
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe\x00\x01", "epochs: 1  # caf\xe9\n".encode("latin-1")]
+)
+def test_a_config_file_that_is_not_utf8_is_one_line(
+    content: bytes, tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_bytes(content)
+    runs = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "train", "--data", tree, "--runs-dir", runs, "--config", config)
+    assert code == 2
+    assert "not a UTF-8 text file" in assert_one_line(err, config)
     assert not runs.exists()
 
 
@@ -946,3 +976,71 @@ def test_video_terminated_leaves_no_partial_files(model_file: Path, tmp_path: Pa
     assert err.strip().splitlines()[-1] == "ferlab: terminated"
     assert "Traceback" not in err
     assert files_below(out) == []
+
+
+def test_a_list_that_is_not_text_is_refused_before_any_output(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (photo,) = _photos(tmp_path, ["a.png"])
+    out = tmp_path / "results.csv"
+    base = ["predict", "--model", model_file, "--no-detect", "--out", out, "--list"]
+    code, _, err = run_cli(capsys, *base, photo)
+    assert code == 2
+    assert err == (
+        f"ferlab: error: {photo}: not a text file of paths (byte 0 is not UTF-8 text); "
+        "--list takes one image path a line\n"
+    )
+    nul = tmp_path / "paths.txt"
+    nul.write_bytes(b"a.png\nb\x00c\n")
+    code, _, err = run_cli(capsys, *base, nul)
+    assert code == 2 and "paths.txt: not a text file of paths (byte 7 " in err
+    code, _, err = run_cli(capsys, *base, tmp_path)
+    assert code == 2 and err == (
+        f"ferlab: error: {tmp_path}: not a file; --list takes a text file of paths\n"
+    )
+    assert not out.exists()
+    late = tmp_path / "late.txt"
+    late.write_bytes(f"{photo}\n".encode() * 20000 + b"\xff\n")
+    code, _, err = run_cli(capsys, "predict", "--model", model_file, "--no-detect", "--list", late)
+    assert code == 2 and err.endswith(
+        f"ferlab: error: {late}: not a text file of paths; --list takes one image path a line\n"
+    )
+
+
+def test_annotated_copies_of_files_named_in_other_encodings(
+    model_file: Path, tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    (photo,) = _photos(tmp_path / "in", ["a.png"])
+    odd = Path(os.fsdecode(bytes(tmp_path / "in") + b"/caf\xe9.png"))
+    photo.rename(odd)
+    out = tmp_path / "annotated"
+    code = main(
+        [
+            "predict",
+            str(odd),
+            "--model",
+            str(model_file),
+            "--no-detect",
+            "--annotate",
+            str(out),
+            "-q",
+        ]
+    )
+    printed = capfdbinary.readouterr()
+    assert code == 0, printed.err
+    assert printed.out.startswith(bytes(odd) + b"  whole image  ")
+    (written,) = out.iterdir()
+    assert os.fsencode(written.name) == b"caf\xe9.png"
+    assert Image.open(written).size == Image.open(odd).size
+
+
+def test_a_channels_first_array_is_refused_with_a_hint(model_file: Path) -> None:
+    from ferlab import Recognizer
+    from ferlab.errors import DataError
+
+    recognizer = Recognizer.load(model_file, detect=False)
+    image = np.zeros((3, 64, 64), np.uint8)
+    with pytest.raises(DataError, match=r"got \(3, 64, 64\); for a channels-first"):
+        recognizer.predict(image)
+    with pytest.raises(DataError, match=r"expected an \(H, W\) or \(H, W, 3\|4\) array"):
+        recognizer.predict(np.zeros((64, 64, 5), np.uint8))

@@ -12,7 +12,7 @@ from torch import nn
 from ferlab.errors import ConfigError, ModelError
 from ferlab.models import create_model
 from ferlab.models.dlib_file import read_dlib_layers, read_dlib_state
-from ferlab.models.face_resnet import FACE_RESNET_WEIGHTS, ChannelAffine
+from ferlab.models.face_resnet import FACE_RESNET_WEIGHTS, ChannelAffine, rebalance_convolutions
 from ferlab.models.imagenet_files import find_imagenet_file
 from ferlab.models.registry import check_input_size
 
@@ -77,8 +77,32 @@ def test_a_dlib_file_loads_into_the_backbone(tmp_path: Path) -> None:
     torch.testing.assert_close(state["fc.0.weight"], fc)
 
     loaded = create_model("face_resnet29", num_classes=8, pretrained=file).backbone
+    rebalance_convolutions(source)
     for name, value in source.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], value, msg=name)
+
+
+def test_rebalancing_keeps_the_function_and_gives_convolutions_he_scale() -> None:
+    torch.manual_seed(0)
+    backbone = create_model("face_resnet29", num_classes=8).backbone.eval()
+    with torch.no_grad():
+        for index, module in enumerate(_param_layers(backbone)):
+            if isinstance(module, nn.Conv2d):
+                module.weight.mul_(0.02 * (1 + index % 5))
+                module.bias.uniform_(-0.01, 0.01)
+            else:
+                module.weight.uniform_(3.0, 14.0)
+                module.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        before = backbone(x)
+        rebalance_convolutions(backbone)
+        after = backbone(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5 * float(before.abs().max()))
+    for module in backbone.modules():
+        if isinstance(module, nn.Conv2d):
+            he_std = (2.0 / module.weight[0].numel()) ** 0.5
+            assert float(module.weight.detach().std()) == pytest.approx(he_std, rel=1e-4)
 
 
 def _write(path: Path, data: bytes) -> Path:

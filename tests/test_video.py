@@ -18,6 +18,7 @@ import csv
 import io
 import itertools
 import math
+import os
 import signal
 import sys
 from collections.abc import Iterable, Iterator
@@ -29,7 +30,7 @@ import pytest
 
 from conftest import pattern_image
 from ferlab.apps.capture import open_camera, open_video
-from ferlab.apps.video import process_video
+from ferlab.apps.video import check_video_out, check_video_outputs, process_video
 from ferlab.apps.webcam import run_webcam
 from ferlab.cli import main
 from ferlab.errors import ConfigError, DataError
@@ -523,6 +524,43 @@ def test_cli_video_unreadable_inputs_are_one_line_errors(
     assert main(["video", str(text), "--out", str(tmp_path / "o.gif")]) == 2
     assert "o.gif: cannot write this video type" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4"]
+
+
+def test_cli_video_refuses_outputs_that_collide_or_would_write_over_earlier_plots(
+    clip: Path, pattern_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["video", str(clip), "--model", str(pattern_run), "-q"]
+    same = tmp_path / "same.mp4"
+    assert main([*args, "--csv", str(same), "--out", str(same)]) == 2
+    assert capsys.readouterr().err == (
+        f"ferlab: error: {same}: the timeline is a CSV file; give a name ending in .csv\n"
+    )
+    with pytest.raises(ConfigError, match="the timeline is a CSV file"):
+        check_video_outputs(None, tmp_path / "t.txt")
+    notes = tmp_path / "report-track1.png"
+    notes.write_text("my notes\n")
+    assert main([*args, "--csv", str(tmp_path / "report.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ferlab: error: {notes}: already exists; give --exist-ok to write over it\n"
+    assert notes.read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report-track1.png"]
+    assert main([*args, "--csv", str(tmp_path / "report.csv"), "--exist-ok"]) == 0
+    assert cv2.imread(str(notes)) is not None
+
+
+def test_video_names_that_are_not_utf8_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.mp4"))
+    odd.write_bytes(b"not a video")
+    assert main(["video", str(odd), "--csv", str(tmp_path / "t.csv")]) == 2
+    assert capsys.readouterr().err == (
+        f"ferlab: error: {tmp_path}/caf\\xe9.mp4: OpenCV cannot open a video whose file name is "
+        "not valid UTF-8; rename it\n"
+    )
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        check_video_out(odd)
+    assert [p.name for p in tmp_path.iterdir()] == [odd.name]
 
 
 # --- ferlab webcam ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import signal
 import sys
 import typing
@@ -95,9 +96,25 @@ def _one_line_warning(message: Any, category: Any, *args: Any, **kwargs: Any) ->
     return f"ferlab: warning: {str(message).splitlines()[0]}\n"
 
 
+def _name_safe_streams() -> None:
+    """File names with bytes that are not UTF-8 come back to stdout as the same bytes, and to
+    stderr escaped, whatever the locale: printing a result never fails on its file's name."""
+    for stream, errors in ((sys.stdout, "surrogateescape"), (sys.stderr, "backslashreplace")):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=errors)
+
+
+def _printable(text: object) -> str:
+    """``text`` with the undecodable bytes of file names (surrogate escapes) shown as ``\\xNN``,
+    so that printing it cannot fail on any stream."""
+    raw = str(text).encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; user errors become one line on stderr and exit code 2,
     SIGINT and SIGTERM one line and 130 or 143; progress bars on stderr unless ``--quiet``."""
+    _name_safe_streams()
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
     previous = signal.signal(signal.SIGTERM, raise_stopped)
@@ -105,10 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with shown(not getattr(args, "quiet", False)):
             return args.handler(args)
     except FerlabError as exc:
-        print(f"ferlab: error: {exc}", file=sys.stderr)
+        print(f"ferlab: error: {_printable(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a read-only or full disk, a file where a folder should be, ...
-        print(f"ferlab: error: {os_error_line(exc)}", file=sys.stderr)
+        print(f"ferlab: error: {_printable(os_error_line(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ferlab: interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,21 @@ CHOICES = {  # the options that take one of a fixed set of values
     "on_bad_file": BAD_FILE_MODES,
     "va_loss": VA_LOSSES,
     "label_mode": LABEL_MODES,
+    # Lightning's names (Trainer's accelerator and precision), checked before any work starts
+    "accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
+    "precision": (
+        "auto",
+        "32-true",
+        "16-mixed",
+        "bf16-mixed",
+        "16-true",
+        "bf16-true",
+        "64-true",
+        "32",
+        "16",
+        "bf16",
+        "64",
+    ),
 }
 
 
@@ -107,6 +123,14 @@ class TrainConfig:
         for name, value in self.to_dict().items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value}")
+        devices = self.devices.strip()
+        if devices not in ("auto", "-1") and not re.fullmatch(
+            r"[1-9]\d*|\d+(,\d+)+,?|\d+,", devices
+        ):
+            raise ConfigError(
+                f"devices: expected a count of at least 1, a list like 0,1, or auto; got "
+                f"'{self.devices}'"
+            )
         positive = ("epochs", "batch_size", "unfreeze_every", "num_nodes")
         for name in positive:
             if getattr(self, name) < 1:
@@ -214,7 +238,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
         if not file.is_file():
             raise ConfigError(f"{file}: config file not found")
         try:
-            loaded = yaml.safe_load(file.read_text()) or {}
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{file}: not a UTF-8 text file (byte {exc.start}); save the config as UTF-8"
+            ) from None
         except yaml.YAMLError as exc:
             line = getattr(getattr(exc, "problem_mark", None), "line", None)
             where = f" (line {line + 1})" if line is not None else ""

@@ -56,13 +56,29 @@ class Capture:
         self.capture.release()
 
 
+def opencv_path(path: Path) -> str:
+    """``path`` as the text OpenCV's video functions take, or DataError: a name that is not
+    valid UTF-8 (undecodable bytes) would crash OpenCV itself."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(
+            f"{path}: OpenCV cannot open a video whose file name is not valid UTF-8; rename it"
+        ) from None
+    return text
+
+
 def open_video(path: str | Path) -> Capture:
     """Open a video file, or raise DataError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a video file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    name = opencv_path(path)
     with _quiet():
-        capture = cv2.VideoCapture(str(path))
+        capture = cv2.VideoCapture(name)
     if not capture.isOpened():
         raise DataError(f"{path}: not a video OpenCV can decode")
     fps = capture.get(cv2.CAP_PROP_FPS)

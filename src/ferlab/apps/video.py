@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ferlab.apps.capture import Capture, open_video
+from ferlab.apps.capture import Capture, open_video, opencv_path
 from ferlab.apps.timeline import TrackTimeline, add_frame, plot_timeline
-from ferlab.errors import DataError
+from ferlab.errors import ConfigError, DataError
 from ferlab.inference.image_results import FrameResult, csv_header
 from ferlab.inference.recognizer import Recognizer
 
@@ -45,9 +46,29 @@ class VideoSummary:
 
 
 def check_video_out(path: Path) -> None:
-    """Raise DataError unless ``path`` has a video extension this module can write."""
+    """Raise DataError unless ``path`` has a video extension this module can write and a name
+    OpenCV can take."""
     if path.suffix.lower() not in FOURCC:
         raise DataError(f"{path}: cannot write this video type; use {', '.join(sorted(FOURCC))}")
+    opencv_path(path)
+
+
+def check_video_outputs(out: Path | None, csv_path: Path | None) -> None:
+    """Raise DataError for a video ``out`` this module cannot write, ConfigError for a timeline
+    not named ``.csv`` (so the two can never be the same file)."""
+    if out is not None:
+        check_video_out(out)
+    if csv_path is not None and csv_path.suffix.lower() != ".csv":
+        raise ConfigError(f"{csv_path}: the timeline is a CSV file; give a name ending in .csv")
+
+
+def timeline_plots(csv_path: Path) -> list[Path]:
+    """The track plots an earlier run wrote beside ``csv_path`` (``<stem>-track<id>.png``)."""
+    pattern = re.compile(re.escape(csv_path.stem) + r"-track\d+\.png")
+    folder = csv_path.parent
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if pattern.fullmatch(path.name))
 
 
 def process_video(
@@ -66,8 +87,7 @@ def process_video(
     """Run ``video`` (its first ``max_frames`` frames, where given) through ``recognizer.stream``;
     write the annotated video to ``out`` and the timeline to ``csv_path`` with one plot per track
     beside it (``<csv stem>-track<id>.png``)."""
-    if out is not None:
-        check_video_out(out)
+    check_video_outputs(out, csv_path)
     partials: dict[Path, Path] = {}
     try:
         frames = video.frames(max_frames)
@@ -163,7 +183,7 @@ def _partial(target: Path, partials: dict[Path, Path]) -> Path:
 def _video_writer(out: Path, partial: Path, fps: float, first: FrameResult) -> cv2.VideoWriter:
     height, width = first.frame.shape[:2]
     fourcc = cv2.VideoWriter.fourcc(*FOURCC[out.suffix.lower()])
-    writer = cv2.VideoWriter(str(partial), fourcc, fps, (width, height))
+    writer = cv2.VideoWriter(opencv_path(partial), fourcc, fps, (width, height))
     if not writer.isOpened():
         raise DataError(f"{out}: OpenCV cannot write a {out.suffix} video here")
     return writer

@@ -145,8 +145,14 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError("--out writes the results; --json and --csv are for printing them")
     if args.engine == "ray" and args.annotate is not None:
         raise ConfigError("--annotate draws in this process; use it with --engine local")
-    if args.engine != "ray" and (args.ray_address or args.workers):
+    if args.engine != "ray" and (args.ray_address or args.workers is not None):
         raise ConfigError("--ray-address and --workers are for --engine ray")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.list is not None:
+        from ferlab.inference.bulk import check_list_file
+
+        check_list_file(args.list)
 
 
 def _outcomes(

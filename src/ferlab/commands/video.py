@@ -113,7 +113,7 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
 
 def _run_video(args: argparse.Namespace) -> int:
     from ferlab.apps.capture import interrupt_stops, open_camera, open_video
-    from ferlab.apps.video import check_video_out, process_video
+    from ferlab.apps.video import process_video
 
     if args.camera is None and not args.videos:
         raise ConfigError("nothing to read: give video files or --camera CAM")
@@ -126,8 +126,6 @@ def _run_video(args: argparse.Namespace) -> int:
             raise ConfigError("--seconds is for one video or a camera")
         return _run_videos(args, jobs)
     out, csv_path = jobs[0]["out"], jobs[0]["csv_path"]
-    if out is not None:
-        check_video_out(out)
     for target in (out, csv_path):
         if target is not None:
             check_writable(target.parent)
@@ -196,11 +194,16 @@ def _check_outputs(jobs: list[dict[str, Any]], exist_ok: bool) -> None:
             "nothing would be written: give --out FILE.mp4 (annotated video) and/or --csv "
             "FILE.csv (timeline), or --out-dir DIR for several videos"
         )
+    from ferlab.apps.video import check_video_outputs, timeline_plots
+
     for job in jobs:
+        check_video_outputs(job["out"], job["csv_path"])
         targets = [path for path in (job["out"], job["csv_path"]) if path is not None]
         for target in targets:
             if job["path"] is not None:
                 check_not_input(target, {job["path"].resolve()})
+        if job["csv_path"] is not None:
+            targets += timeline_plots(job["csv_path"])
         check_new(targets, exist_ok)
 
 

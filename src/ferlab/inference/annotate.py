@@ -196,7 +196,8 @@ def _draw(canvas: np.ndarray, panel: _Panel, rect: Rect, classes: list[str], sty
 def write_annotated(out: Path, drawn_bgr: np.ndarray) -> Path:
     """Write an annotated image (``annotate``'s BGR array) to ``out`` (with ``.png`` added where
     OpenCV cannot write its format), whole or not at all; returns the path written."""
-    if not cv2.haveImageWriter(str(out)):
+    suffix = out.suffix.lower()
+    if not (suffix.isascii() and cv2.haveImageWriter(f"image{suffix}")):
         out = out.with_name(out.name + ".png")
     ok, encoded = cv2.imencode(out.suffix, drawn_bgr)
     if not ok:

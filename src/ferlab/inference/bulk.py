@@ -8,6 +8,7 @@ with no coordination.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import itertools
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from ferlab.errors import ConfigError
+from ferlab.errors import ConfigError, DataError
 from ferlab.inference.batch import ImageFile, iter_images
 
 T = TypeVar("T")
@@ -40,13 +41,55 @@ def take_shard(items: Iterable[T], shard: tuple[int, int] | None) -> Iterator[T]
     return itertools.islice(items, index, None, count)
 
 
+LIST_PROBE_BYTES = 1 << 16
+
+
+def check_list_file(list_file: Path) -> None:
+    """Raise DataError unless ``list_file`` (``-``: standard input, not checked) is a file whose
+    start reads as UTF-8 text: a photo or an archive given to ``--list`` by mistake is refused
+    before any output is opened."""
+    if str(list_file) == "-":
+        return
+    if not list_file.is_file():
+        raise DataError(
+            f"{list_file}: no such file"
+            if not list_file.exists()
+            else f"{list_file}: not a file; --list takes a text file of paths"
+        )
+    with list_file.open("rb") as handle:
+        head = handle.read(LIST_PROBE_BYTES)
+    try:
+        text = head.decode("utf-8") if len(head) < LIST_PROBE_BYTES else _decode_head(head)
+    except UnicodeDecodeError as exc:
+        raise DataError(_not_text(list_file, exc.start)) from None
+    if "\0" in text:
+        raise DataError(_not_text(list_file, len(text[: text.index("\0")].encode())))
+
+
+def _decode_head(head: bytes) -> str:
+    """``head`` decoded, allowing a character cut off at its end."""
+    return codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+
+
+def _not_text(list_file: Path, offset: int | None = None) -> str:
+    where = "" if offset is None else f" (byte {offset} is not UTF-8 text)"
+    return f"{list_file}: not a text file of paths{where}; --list takes one image path a line"
+
+
 def listed_images(list_file: Path) -> Iterator[ImageFile]:
     """The files named in ``list_file``, one path a line (``-``: standard input), lazily."""
     with contextlib.ExitStack() as stack:
-        lines = sys.stdin if str(list_file) == "-" else stack.enter_context(list_file.open())
-        for line in lines:
-            if path := line.rstrip("\r\n"):
-                yield ImageFile(Path(path), Path(Path(path).name))
+        lines = (
+            sys.stdin
+            if str(list_file) == "-"
+            else stack.enter_context(list_file.open(encoding="utf-8"))
+        )
+        try:
+            for line in lines:
+                if path := line.rstrip("\r\n"):
+                    yield ImageFile(Path(path), Path(Path(path).name))
+        except UnicodeDecodeError:
+            raise DataError(_not_text(list_file)) from None
 
 
 def pending_images(

@@ -167,8 +167,15 @@ def _to_rgb(image: Image.Image, name: str) -> np.ndarray:
 def _from_array(array: np.ndarray, *, rgb: bool, name: str) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    if array.size == 0 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] < 3):
-        raise DataError(f"{name}: expected an (H, W) or (H, W, 3|4) array, got {array.shape}")
+    if (
+        array.size == 0
+        or array.ndim not in (2, 3)
+        or (array.ndim == 3 and array.shape[2] not in (3, 4))
+    ):
+        hint = ""
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4):
+            hint = "; for a channels-first (C, H, W) array pass array.transpose(1, 2, 0)"
+        raise DataError(f"{name}: expected an (H, W) or (H, W, 3|4) array, got {array.shape}{hint}")
     if array.ndim == 2:
         return _gray_to_rgb(_to_uint8(array, name))
     colour = _to_uint8(array[:, :, :3], name)

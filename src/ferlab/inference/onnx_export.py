@@ -240,10 +240,17 @@ def _quantize_int8(
 def calibration_batches(
     bundle: ModelBundle, images: Sequence[ImageSource], label: str = "calibrate"
 ) -> Iterator[np.ndarray]:
-    """Model inputs of ``images``' face crops, a batch at a time."""
+    """Model inputs of ``images``' face crops, in batches of one size (onnxruntime's percentile
+    calibration stacks every batch's activations, so a shorter last batch would break it): the
+    largest divisor of the image count up to 32."""
+    size = max(
+        d
+        for d in range(1, min(_CALIBRATION_BATCH, max(len(images), 1)) + 1)
+        if len(images) % d == 0
+    )
     with bar(label, len(images), unit="images") as line:
-        for start in range(0, len(images), _CALIBRATION_BATCH):
-            chunk = images[start : start + _CALIBRATION_BATCH]
+        for start in range(0, len(images), size):
+            chunk = images[start : start + size]
             yield bundle.spec.model_input(
                 [bundle.spec.crop_tensor(load_image(image, rgb=True)) for image in chunk]
             )

@@ -11,13 +11,18 @@ ReLU; the first block of each width halves the size with a stride-2 convolution 
 2x2-average-pooled input. As in dlib, strided convolutions and pools have no padding, and where
 the two branches differ in size or channels the smaller is zero-padded (bottom, right, last
 channels). ``affine`` is a per-channel scale and shift (dlib's batch normalisation folded), kept
-trainable here. The 128-d identity embedding on top is dropped: the backbone gives the 256 pooled
-features. Input: RGB minus dlib's per-channel means, divided by 256 (``ModelInfo.mean/std``).
+trainable here. dlib's folding leaves convolution weights 7 to 50 times smaller than He
+initialisation's and the scales after them large (3 to 14), which makes Adam's steps, about the
+same size for every weight, huge beside those weights; :func:`rebalance_convolutions` moves that
+scale from each convolution into its affine layer without changing the function. The 128-d
+identity embedding on top is dropped: the backbone gives the 256 pooled features. Input: RGB
+minus dlib's per-channel means, divided by 256 (``ModelInfo.mean/std``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +33,13 @@ from .info import ModelInfo
 from .registry import register_model
 from .weights import load_backbone_state
 
-__all__ = ["FACE_RESNET_WEIGHTS", "ChannelAffine", "FaceResBlock", "from_dlib_keys"]
+__all__ = [
+    "FACE_RESNET_WEIGHTS",
+    "ChannelAffine",
+    "FaceResBlock",
+    "from_dlib_keys",
+    "rebalance_convolutions",
+]
 
 FACE_RESNET_WEIGHTS = "dlib_face_recognition_resnet_model_v1.dat"
 _DLIB_MEAN_RGB = (122.782, 117.001, 104.298)  # input_rgb_image's averages, in 0-255 pixels
@@ -108,6 +119,23 @@ def from_dlib_keys(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[
     return out
 
 
+def rebalance_convolutions(backbone: nn.Module) -> None:
+    """Scale each convolution (weight and bias) to He initialisation's standard deviation and
+    divide the scale of the affine layer after it by the same factor: ``a * (s W x + s b) / s``
+    is the same function, with weights of the size Adam's steps are made for."""
+    layers = [m for m in backbone.modules() if isinstance(m, nn.Conv2d | ChannelAffine)]
+    with torch.no_grad():
+        for conv, affine in pairwise(layers):
+            if not (isinstance(conv, nn.Conv2d) and isinstance(affine, ChannelAffine)):
+                continue
+            he_std = (2.0 / conv.weight[0].numel()) ** 0.5
+            factor = he_std / float(conv.weight.std())
+            conv.weight.mul_(factor)
+            if conv.bias is not None:
+                conv.bias.mul_(factor)
+            affine.weight.div_(factor)
+
+
 @register_model(
     ModelInfo(
         name="face_resnet29",
@@ -123,8 +151,11 @@ def from_dlib_keys(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[
 def face_resnet29(state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, int]:
     backbone = PooledBackbone(_features())
     if state is not None:
-        if "con.0.weight" in state:
+        from_dlib = "con.0.weight" in state
+        if from_dlib:
             state = from_dlib_keys(state, backbone)
         state = {key: value for key, value in state.items() if not key.startswith("fc.")}
         load_backbone_state(backbone, state)
+        if from_dlib:
+            rebalance_convolutions(backbone)
     return backbone, 256
