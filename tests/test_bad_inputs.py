@@ -654,6 +654,27 @@ def test_train_and_val_with_different_class_names(
 # --- evaluate ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("command", ["evaluate", "compare", "train"])
+def test_outputs_inside_the_data_folder_are_refused(
+    command: str, model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_pattern_tree(tmp_path / "data", {"train": 2, "val": 2, "test": 2})
+    before = files_below(data)
+    out = data / "reports" if command != "train" else data
+    argv = {
+        "evaluate": ["evaluate", model_file, "--data", data, "--out", out],
+        "compare": ["compare", model_file, model_file.with_name("copy.pt"), "--data", data],
+        "train": ["train", "--data", data, "--runs-dir", out / "runs", "--epochs", "1"],
+    }[command]
+    if command == "compare":
+        model_file.with_name("copy.pt").write_bytes(model_file.read_bytes())
+        argv += ["--out", out]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert "inside the data folder" in assert_one_line(err, data)
+    assert files_below(data) == before
+
+
 def test_evaluate_checks_its_output_folder_before_evaluating(
     model_file: Path,
     tree: Path,

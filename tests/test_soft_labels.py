@@ -45,13 +45,15 @@ def test_reader_maps_names_ignores_text_columns_and_reports_bad_rows(tmp_path: P
     assert table.files == ["train/a/1.png", "train/a/7.png"]
     reasons = [reason for _, reason in table.bad_rows]
     assert reasons == [
-        "no votes",
-        "a vote is not a number",
-        "a negative vote",
+        "no votes for train/a/2.png",
+        "a vote is not a number for train/a/3.png",
+        "a negative vote for train/a/4.png",
         "second row for train/a/1.png",
         "4 fields, expected 9",
     ]
     assert table.bad_rows[0][0].endswith("votes.csv:line 3")
+    assert table.lines == [2, 8]
+    assert table.bad_files == {"train/a/2.png", "train/a/3.png", "train/a/4.png"}
     np.testing.assert_allclose(table.votes[1], [0.1, 0.2, 0.3, 0.1, 0.1, 0.2, 0.0])
 
 
@@ -136,6 +138,11 @@ def test_votes_laid_over_a_folder_tree(tmp_path: Path) -> None:
     assert dict(report.majority_excluded) == {"unknown": 1}
     assert "1 images without a row" in report.summary()
     assert "majority unknown: 1" in str(source.loading_note())
+    stray_line = len(csv_path.read_text().splitlines())
+    assert source.skipped == [
+        (str(root / "train/happy/000.png"), "no row in the labels file"),
+        (f"{csv_path}:line {stray_line}", "no image train/happy/missing.png in the data"),
+    ]
     mapping = ClassMapping.build(source.classes)
     data = load_labelled_split(source, "train", mapping, image_size=48)
     assert len(data.labels) == 3 * 24 - 2
@@ -145,6 +152,27 @@ def test_votes_laid_over_a_folder_tree(tmp_path: Path) -> None:
     assert (dist.argmax(dim=1) == data.labels).all()
     prior = data.class_prior(3)
     assert prior.shape == (3,) and abs(float(prior.sum()) - 1) < 1e-5
+
+
+def test_a_bad_row_is_reported_once_and_rows_that_match_nothing_are_an_error(
+    tmp_path: Path,
+) -> None:
+    root, csv_path = _votes_tree(tmp_path)
+    lines = csv_path.read_text().splitlines()
+    lines[1] = lines[1].split(",")[0] + ",-1,0,0,0"
+    csv_path.write_text("\n".join(lines) + "\n")
+    source, _ = attach_votes(load_dataset(root), read_vote_table(csv_path))
+    first = lines[1].split(",")[0]
+    assert [reason for where, reason in source.skipped if first in where + reason] == [
+        f"a negative vote for {first}"
+    ]
+    absolute = write_votes(
+        tmp_path / "absolute.csv",
+        [f"{root / 'train/happy/001.png'},5,0,0,0", f"{root / 'train/sad/001.png'},0,5,0,0"],
+        "file,happy,sad,surprise,unknown",
+    )
+    with pytest.raises(DataError, match=r"absolute\.csv: none of its 2 rows names an image"):
+        attach_votes(load_dataset(root), read_vote_table(absolute))
 
 
 def test_distribution_loss_is_cross_entropy_against_the_votes() -> None:

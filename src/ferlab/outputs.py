@@ -71,3 +71,17 @@ def check_not_input(out: Path, inputs: Collection[Path]) -> None:
     ``--exist-ok`` lets a command write over what it reads."""
     if out.resolve() in inputs:
         raise OutputError(f"{out}: this is one of the inputs; choose another output")
+
+
+def check_outside_data(out: Path, data: str | Path) -> None:
+    """Raise OutputError when ``out`` is the data folder ``data`` or lies inside it: a report or
+    a run written there would become part of the data set (a ``plots`` class, stray files)."""
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        return
+    target, root = out.expanduser().resolve(), root.resolve()
+    if target == root or root in target.parents:
+        raise OutputError(
+            f"{out}: inside the data folder {data}; write outside it, where the outputs cannot "
+            "become part of the data"
+        )

@@ -10,7 +10,7 @@ from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.commands.recognizer_options import add_backend_option
 from ferlab.commands.split_options import add_split_options
 from ferlab.commands.tta_option import add_tta_option
-from ferlab.outputs import check_new, check_writable
+from ferlab.outputs import check_new, check_outside_data, check_writable
 from ferlab.progress import add_quiet_option
 
 COMPARE_FILES = ("compare.md", "compare.html")
@@ -52,6 +52,7 @@ def add_parser(commands: Any) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from ferlab.evaluation.compare import compare_models
 
+    check_outside_data(args.out, args.data)
     check_new([args.out / name for name in COMPARE_FILES], args.exist_ok)
     check_writable(args.out)
     comparison = compare_models(

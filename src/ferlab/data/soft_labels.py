@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import math
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,10 @@ class VoteTable:
     votes: np.ndarray
     bad_rows: list[tuple[str, str]]
     """(``csv:line N``, reason) for rows left out."""
+    lines: list[int] = field(default_factory=list)
+    """The CSV line of each of ``files``."""
+    bad_files: set[str] = field(default_factory=set)
+    """The files named by rows left out (their images are reported once, with the row)."""
 
     @property
     def classes(self) -> list[str]:
@@ -108,8 +112,10 @@ def read_vote_table(path: str | Path) -> VoteTable:
             f"{file}: fewer than 2 class columns with votes (found {', '.join(names) or 'none'})"
         )
     files: list[str] = []
+    lines: list[int] = []
     votes: list[list[float]] = []
     bad: list[tuple[str, str]] = []
+    bad_files: set[str] = set()
     seen: set[str] = set()
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
@@ -120,24 +126,29 @@ def read_vote_table(path: str | Path) -> VoteTable:
             continue
         name = Path(row[file_column].strip()).as_posix()
         values = [_number(row[k].strip()) for k in vote_columns]
+        reason = None
         if not row[file_column].strip():
             bad.append((where, "empty file name"))
         elif any(v is None for v in values):
-            bad.append((where, "a vote is not a number"))
+            reason = "a vote is not a number"
         elif any(v < 0 for v in values):  # type: ignore[operator]
-            bad.append((where, "a negative vote"))
+            reason = "a negative vote"
         elif sum(values) <= 0:  # type: ignore[arg-type]
-            bad.append((where, "no votes"))
+            reason = "no votes"
         elif name in seen:
             bad.append((where, f"second row for {name}"))
         else:
             seen.add(name)
             files.append(name)
+            lines.append(line)
             votes.append(values)  # type: ignore[arg-type]
+        if reason is not None:
+            bad.append((where, f"{reason} for {name}"))
+            bad_files.add(name)
     if not files:
         first = f" (first: {bad[0][0]}: {bad[0][1]})" if bad else ""
         raise DataError(f"{file}: no usable rows of votes{first}")
-    return VoteTable(file, files, names, np.asarray(votes, dtype=np.float64), bad)
+    return VoteTable(file, files, names, np.asarray(votes, dtype=np.float64), bad, lines, bad_files)
 
 
 def mapped_votes(
@@ -228,9 +239,16 @@ def attach_votes(source: DatasetSource, table: VoteTable) -> tuple[DatasetSource
             if label.lower() in NON_CLASS_COLUMNS:
                 majority_excluded[label] += 1
         splits[name] = replace(picked, labels=majority, votes=votes)
+    if not used:
+        raise DataError(
+            f"{table.path}: none of its {len(table.files)} rows names an image under "
+            f"{source.root} (first row: {table.files[0]}); the file column holds paths relative "
+            "to the data root, like train/angry/0001.png"
+        )
+    unused = [i for i in range(len(table.files)) if i not in used]
     report = SoftLabelReport(
         without_row=without_row,
-        unused_rows=len(table.files) - len(used),
+        unused_rows=len(unused),
         majority_excluded=majority_excluded,
         bad_rows=list(table.bad_rows),
     )
@@ -242,7 +260,15 @@ def attach_votes(source: DatasetSource, table: VoteTable) -> tuple[DatasetSource
         skipped=[
             *source.skipped,
             *table.bad_rows,
-            *((str(source.root / key), "no row in the labels file") for key in without_row),
+            *(
+                (str(source.root / key), "no row in the labels file")
+                for key in without_row
+                if key not in table.bad_files
+            ),
+            *(
+                (f"{table.path}:line {table.lines[i]}", f"no image {table.files[i]} in the data")
+                for i in unused
+            ),
         ],
         excluded={
             **source.excluded,

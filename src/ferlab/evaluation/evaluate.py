@@ -38,7 +38,13 @@ from ferlab.inference.runtime import load_model
 from ferlab.models.artifact import ModelBundle
 from ferlab.models.prior import check_prior_tau, prior_adjusted
 from ferlab.models.spec import ModelSpec
-from ferlab.outputs import check_new, check_writable, numbered, write_atomic
+from ferlab.outputs import (
+    check_new,
+    check_outside_data,
+    check_writable,
+    numbered,
+    write_atomic,
+)
 from ferlab.progress import bar
 from ferlab.run_folder import RunFolder
 from ferlab.tta_modes import tta_mode
@@ -342,6 +348,7 @@ def evaluate(
     runner = load_model(model, backend)
     spec, model_file = runner.spec, runner.source
     out_dir = Path(out) if out is not None else numbered(_default_out(model_file, split))
+    check_outside_data(out_dir, data)
     check_new([out_dir / name for name in REPORT_FILES], exist_ok)
     check_writable(out_dir)
     tta = tta_mode(spec.tta if tta is None else tta)

@@ -26,7 +26,7 @@ from ferlab.errors import ConfigError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, check_input_size, create_model, model_info
 from ferlab.models.spec import SPEC_TRAINING_OPTIONS, ModelSpec
-from ferlab.outputs import check_writable
+from ferlab.outputs import check_outside_data, check_writable
 from ferlab.preprocessing import Preprocessing
 from ferlab.run_folder import BEST, CSV_LOGS, LAST, TENSORBOARD_LOGS, RunFolder
 from ferlab.signals import Stopped
@@ -205,6 +205,8 @@ def train(
         config = load_config(None, **{**config.to_dict(), **overrides})
 
     config.validate()
+    if resume is None:
+        check_outside_data(Path(config.runs_dir), config.data)
     check_writable(run.path if resume is not None else config.runs_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     prepared = prepare(config)
