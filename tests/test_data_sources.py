@@ -164,6 +164,18 @@ def test_empty_and_stray_files(tmp_path: Path) -> None:
         load_dataset(tmp_path, on_bad_file="error")
 
 
+def test_images_in_subfolders_of_a_class_folder_belong_to_it(tmp_path: Path) -> None:
+    make_classes(tmp_path / "train", {"happy": 2, "sad": 2})
+    make_classes(tmp_path / "val", {"happy": 1, "sad": 1})
+    deep = write_image(tmp_path / "train" / "sad" / "session 2" / "take" / "a.png")
+    hidden = write_image(tmp_path / "train" / "sad" / ".thumbs" / "b.png")
+    (tmp_path / "train" / "sad" / "loop").symlink_to(tmp_path / "train" / "sad")
+    source = load_quietly(tmp_path)
+    train = source.splits["train"]
+    assert train.class_counts() == {"happy": 2, "sad": 3}
+    assert deep in train.paths and hidden not in train.paths
+
+
 def test_split_lacking_a_class_warns(tmp_path: Path) -> None:
     make_classes(tmp_path / "train", {"happy": 2, "sad": 2, "fear": 2})
     make_classes(tmp_path / "val", {"happy": 1})

@@ -62,6 +62,10 @@ def test_second_run_gets_a_new_folder(pattern_tree: Path, tmp_path: Path) -> Non
     second = train(**quick(pattern_tree, tmp_path, epochs=1))
     assert first.run_dir != second.run_dir
     assert second.run_dir.name == "baseline_cnn-finetune-2"
+    train(**quick(pattern_tree, tmp_path, epochs=1, name="mine", max_steps_per_epoch=1))
+    with pytest.warns(UserWarning, match=r"mine is an earlier run; this one is .*mine-2"):
+        named = train(**quick(pattern_tree, tmp_path, epochs=1, name="mine", max_steps_per_epoch=1))
+    assert named.run_dir.name == "mine-2"
 
 
 def _backbone_snapshot(model: torch.nn.Module, stage: str) -> dict[str, torch.Tensor]:
@@ -324,12 +328,16 @@ def test_moved_and_copied_run_folders_resume_from_their_own_files(
 
 
 def test_a_failed_resume_changes_no_file(pattern_tree: Path, tmp_path: Path) -> None:
-    first = train(**quick(pattern_tree, tmp_path, epochs=1))
+    first = train(**quick(pattern_tree, tmp_path, epochs=1, scheduler="none"))
     before = _files(first.run_dir)
-    bad = (({"head": "mlp"}, "does not fit"), ({"strategy": "progressive"}, "groups"))
+    bad = (
+        ({"head": "mlp", "epochs": 2}, "does not fit"),
+        ({"strategy": "progressive", "epochs": 2}, "groups"),
+        ({}, r"already finished \(1 of 1 epochs\); nothing to resume"),
+    )
     for overrides, text in bad:
         with pytest.raises(ConfigError, match=text):
             train(resume=first.run_dir, **overrides)
         assert _files(first.run_dir) == before
-    nothing_left = train(resume=first.run_dir)  # the run had finished: a session, no epoch
-    assert [(s["start_epoch"], s["end_epoch"]) for s in nothing_left.history] == [(0, 1), (1, 1)]
+    with pytest.raises(ConfigError, match="no such run folder"):
+        train(resume=tmp_path / "nowhere")

@@ -242,15 +242,28 @@ def _is_image(entry: os.DirEntry[str]) -> bool:
     return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
 
 
+def _images_below(folder: Path, seen: set[str]) -> Iterator[os.DirEntry[str]]:
+    """Image files in ``folder`` and its visible subfolders, depth first by name (as
+    torchvision's ImageFolder reads a class folder); a folder reached twice through links is
+    read once."""
+    real = os.path.realpath(folder)
+    if real in seen:
+        return
+    seen.add(real)
+    for entry in _scandir(folder):
+        if entry.is_dir():
+            yield from _images_below(Path(entry.path), seen)
+        elif _is_image(entry):
+            yield entry
+
+
 def _read_class_folders(folder: Path, name: str, bad: _BadFiles) -> SplitTable:
-    """Images in `folder/<class>/`; other files are ignored."""
+    """Images in `folder/<class>/`, subfolders included; other files are ignored."""
     labels: list[str] = []
     paths: list[Path] = []
     for entry in _scandir(folder):
         if entry.is_dir():
-            for file in _scandir(Path(entry.path)):
-                if not _is_image(file):
-                    continue
+            for file in _images_below(Path(entry.path), set()):
                 if file.stat().st_size == 0:
                     bad(file.path, "empty file")
                 else:

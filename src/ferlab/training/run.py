@@ -190,6 +190,8 @@ def train(
     resumed: dict[str, Any] | None = None
     if resume is not None:
         run = RunFolder(Path(resume))
+        if not run.path.is_dir():
+            raise ConfigError(f"{run.path}: no such run folder")
         if not run.is_run():
             raise ConfigError(f"{run.path}: not a ferlab run folder (no {run.config.name})")
         config = load_config(run.config, **overrides)
@@ -197,6 +199,12 @@ def train(
             raise ConfigError(
                 f"{run.path}: the one-cycle schedule was laid out for its epochs; "
                 "resume with the same --epochs (or train a new run)"
+            )
+        done = run.read_summary().get("epochs_completed")
+        if run.model_file.is_file() and isinstance(done, int) and done >= config.epochs:
+            raise ConfigError(
+                f"{run.path}: already finished ({done} of {config.epochs} epochs); nothing to "
+                "resume (a larger --epochs trains on, except with the one-cycle schedule)"
             )
         resumed = _read_resume_state(run)
     elif config is None:
@@ -206,6 +214,7 @@ def train(
 
     config.validate()
     if resume is None:
+        model_info(config.model)  # an unknown model is the first thing to say
         check_outside_data(Path(config.runs_dir), config.data)
     check_writable(run.path if resume is not None else config.runs_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -219,7 +228,13 @@ def _new_run(config: TrainConfig) -> RunFolder:
     """A new run's folder; a process launched for a distributed run takes its launcher's."""
     if _is_launched_child():
         return RunFolder(Path(os.environ[RUN_DIR_ENV]))
-    return RunFolder.new(config.runs_dir, config.name or f"{config.model}-{config.strategy}")
+    run = RunFolder.new(config.runs_dir, config.name or f"{config.model}-{config.strategy}")
+    if config.name and run.path.name != config.name:
+        warnings.warn(
+            f"{Path(config.runs_dir) / config.name} is an earlier run; this one is {run.path}",
+            stacklevel=2,
+        )
+    return run
 
 
 def _read_resume_state(run: RunFolder) -> dict[str, Any]:
