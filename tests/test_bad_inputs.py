@@ -1055,7 +1055,7 @@ def test_annotated_copies_of_files_named_in_other_encodings(
     assert Image.open(written).size == Image.open(odd).size
 
 
-def test_a_channels_first_array_is_refused_with_a_hint(model_file: Path) -> None:
+def test_a_channels_first_array_is_refused_with_a_hint(model_file: Path, tmp_path: Path) -> None:
     from ferlab import Recognizer
     from ferlab.errors import DataError
 
@@ -1065,3 +1065,5 @@ def test_a_channels_first_array_is_refused_with_a_hint(model_file: Path) -> None
         recognizer.predict(image)
     with pytest.raises(DataError, match=r"expected an \(H, W\) or \(H, W, 3\|4\) array"):
         recognizer.predict(np.zeros((64, 64, 5), np.uint8))
+    with pytest.raises(DataError, match="a folder, not an image file"):
+        recognizer.predict(tmp_path)

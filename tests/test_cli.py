@@ -32,6 +32,15 @@ def test_a_mistyped_command_choice_or_flag_gets_the_closest_one(capsys):
     assert "did you mean" not in _usage_error(["zzzzzz"], capsys)
 
 
+def test_counts_and_ranges_are_checked_by_the_parser(capsys):
+    err = _usage_error(["predict", "a.png", "--top-k", "-1"], capsys)
+    assert "argument --top-k: expected 0 or more, got -1" in err
+    err = _usage_error(["video", "a.mp4", "--top-k", "two"], capsys)
+    assert "argument --top-k: expected a whole number, got 'two'" in err
+    err = _usage_error(["predict", "a.png", "--prior-tau", "-1"], capsys)
+    assert "expected a number in [0, 2], got -1" in err
+
+
 def _helps() -> dict[str, str]:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]

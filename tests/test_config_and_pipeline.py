@@ -35,6 +35,14 @@ def test_yaml_values_are_typed_and_flags_override(tmp_path: Path) -> None:
     config = load_config(file, epochs=3)
     assert config.epochs == 3 and config.lr == 0.01 and config.pretrained is False
     assert config.keep == "angry,happy" and config.model == TrainConfig().model
+    file.write_text(
+        "data: x\nkeep: [angry, happy, sad]\nrename: {anger: angry, sadness: sad}\n"
+        "merge: {negative: [angry, sad], other: [happy]}\n"
+    )
+    config = load_config(file)
+    assert config.keep == "angry,happy,sad"
+    assert config.rename == "anger=angry,sadness=sad"
+    assert config.merge == "negative=angry+sad;other=happy"
 
 
 @pytest.mark.parametrize(
@@ -44,6 +52,9 @@ def test_yaml_values_are_typed_and_flags_override(tmp_path: Path) -> None:
         ("data: x\nepochs: 2.5\n", "epochs: expected int"),
         ("data: [x\n", "not valid YAML"),
         ("- a\n- b\n", "expected a mapping"),
+        ("data: x\nepochs: true\n", "epochs: expected int, got True"),
+        ("data: x\nmerge: {negative: angry}\n", "merge: expected a mapping of new class"),
+        ("data: x\nmodel: [a, b]\n", "model: expected str"),
     ],
 )
 def test_bad_config_files_name_the_file(tmp_path: Path, text: str, message: str) -> None:

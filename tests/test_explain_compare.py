@@ -207,7 +207,7 @@ def test_explain_writes_one_overlay_per_face(
     assert whole.name == "astronaut_explained.png" and crop_file.name.startswith("astronaut_face1_")
     assert crop_file.stem.split("_")[-1] in QUADRANT_CLASSES
     lines = captured.out.splitlines()
-    assert lines[0].startswith(f"{whole}  1 face, probabilities with ")
+    assert lines[0].startswith(f"{whole}  1 face, probabilities w")
     assert lines[1].startswith(str(crop_file))
     assert len(captured.err.splitlines()) == 2 and "bad.png" in captured.err
     image = load_image(astronaut)
@@ -272,7 +272,7 @@ def test_explain_takes_the_face_options_predict_takes(
     assert explain("--min-score", "0.95") == (f"{photo}  no face found\n", None)
     assert explain("--min-face", "300")[1] is None
     assert "probabilities with shift TTA" in explain("--tta", "shift")[0]
-    assert "probabilities with none TTA" in explain("--no-tta")[0]
+    assert "probabilities without TTA" in explain("--no-tta")[0]
 
 
 def test_explain_whole_images_and_failures(

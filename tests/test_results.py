@@ -145,8 +145,14 @@ def test_face_options_from_an_object_keywords_and_flags(
     assert Recognizer(shipped.classifier).tta == "flip"  # None: as the model file says
     with pytest.raises(ConfigError, match=r"unknown face option\(s\) min_scor"):
         Recognizer(shipped.classifier, min_scor=0.5)
-    with pytest.raises(ConfigError, match="min_face >= 1"):
-        FaceOptions(min_face=0)
+    for bad, message in (
+        ({"min_face": 0}, r"min_face \(--min-face\) must be a number of at least 1 \(px\), got 0"),
+        ({"min_score": 2.0}, r"min_score \(--min-score\) must be a number in \[0, 1\], got 2\.0"),
+        ({"margin": float("nan")}, r"margin \(--margin\) .* got nan"),
+        ({"detect_side": "big"}, r"detect_side \(--detect-side\) .* got 'big'"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            FaceOptions(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown mode 'mirror'"):
         FaceOptions(tta="mirror")
 

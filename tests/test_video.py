@@ -341,6 +341,8 @@ def test_bad_stream_arguments_fail_at_once(recognizer: Recognizer) -> None:
         recognizer.stream(iter([]), fps=0)
     with pytest.raises(ConfigError, match="smoothing"):
         recognizer.stream(iter([]), fps=FPS, smooth=-1)
+    with pytest.raises(ConfigError, match="stream takes an iterable of frames, got str"):
+        recognizer.stream("clip.mp4", fps=FPS)  # type: ignore[arg-type]
 
 
 # --- ferlab video -----------------------------------------------------------------------------

@@ -197,6 +197,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a mapping, got {value!r}")
         return value
+    if name in CLASS_OPTION_SYNTAX and isinstance(value, list | dict):
+        value = _class_option_text(name, value)
     try:
         if base is bool:
             if isinstance(value, bool):
@@ -209,9 +211,35 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             raise ValueError
         if base is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
+        if base in (int, float) and isinstance(value, bool):
+            raise ValueError  # YAML's true/false are not numbers
+        if base is str and isinstance(value, list | dict):
+            raise ValueError
         return base(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: expected {base.__name__}, got {value!r}") from None
+
+
+CLASS_OPTION_SYNTAX = {
+    "keep": "a list of classes: [happy, sad]",
+    "rename": "a mapping of old: new names: {anger: angry}",
+    "merge": "a mapping of new class: its classes: {negative: [angry, sad]}",
+}
+"""The class options a YAML config may also write as a list or a mapping."""
+
+
+def _class_option_text(name: str, value: list[Any] | dict[Any, Any]) -> str:
+    """A YAML list or mapping of a class option as the command line writes it."""
+    plain = (str, int, float)
+    items = list(value.values()) if isinstance(value, dict) else value
+    if name == "keep" and isinstance(value, list) and all(isinstance(v, plain) for v in items):
+        return ",".join(str(v) for v in value)
+    if name == "rename" and isinstance(value, dict) and all(isinstance(v, plain) for v in items):
+        return ",".join(f"{old}={new}" for old, new in value.items())
+    groups = all(isinstance(v, list) and all(isinstance(m, plain) for m in v) for v in items)
+    if name == "merge" and isinstance(value, dict) and groups:
+        return ";".join(f"{new}={'+'.join(map(str, v))}" for new, v in value.items())
+    raise ConfigError(f"{name}: expected {CLASS_OPTION_SYNTAX[name]} (or a string), got {value!r}")
 
 
 def config_fields() -> dict[str, Any]:

@@ -62,6 +62,10 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(handler=_run_explain)
 
 
+def _probabilities(tta: str) -> str:
+    return "probabilities without TTA" if tta == "none" else f"probabilities with {tta} TTA"
+
+
 def _pictures(
     name: Path,
     path: Path,
@@ -82,7 +86,7 @@ def _pictures(
         (
             stem.with_name(f"{stem.name}_explained.png"),
             explanation_figure(image, explanations, method, margin=margin, title=str(path)),
-            f"{count}, probabilities with {explanations[0].tta} TTA  ({method}, {path})",
+            f"{count}, {_probabilities(explanations[0].tta)}  ({method}, {path})",
         )
     ]
     for item in explanations:

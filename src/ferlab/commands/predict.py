@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ferlab.commands.engine_option import add_engine_options
 from ferlab.commands.recognizer_options import (
     add_recognizer_options,
+    add_top_k_option,
     load_recognizer,
     recognizer_options,
 )
@@ -52,9 +53,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--annotate", type=Path, metavar="DIR", help="write annotated copies here, same file names"
     )
-    parser.add_argument(
-        "--top-k", type=int, default=3, metavar="K", help="classes shown per face (default: 3)"
-    )
+    add_top_k_option(parser, "shown per face")
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
     )

@@ -22,5 +22,5 @@ def add_prior_tau_option(parser: argparse.ArgumentParser) -> None:
         type=_tau,
         metavar="TAU",
         help="divide the probabilities by the model's training class prior^TAU and renormalise "
-        "(0: off, 1: the prior removed); default: as the model file says",
+        "(0: off, 1: the prior removed, at most 2); default: as the model file says",
     )

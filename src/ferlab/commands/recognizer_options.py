@@ -12,6 +12,23 @@ from ferlab.commands.tta_option import add_tta_option
 from ferlab.inference.face_options import FaceOptions
 
 
+def add_top_k_option(parser: argparse.ArgumentParser, shown: str) -> None:
+    """``--top-k K``: how many classes each face shows (0 or more)."""
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+        return value
+
+    parser.add_argument(
+        "--top-k", type=count, default=3, metavar="K", help=f"classes {shown} (default: 3)"
+    )
+
+
 def add_recognizer_options(parser: argparse.ArgumentParser, *, detect: bool = True) -> None:
     """``--model``, ``--backend`` and the face options (``--no-detect`` only with ``detect``)."""
     parser.add_argument(

@@ -15,6 +15,7 @@ from ferlab.commands.engine_option import add_engine_options
 from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.commands.recognizer_options import (
     add_recognizer_options,
+    add_top_k_option,
     load_recognizer,
     recognizer_options,
 )
@@ -106,9 +107,7 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="time constant of the exponential smoothing per track; 0: off (default: 0.5)",
     )
-    parser.add_argument(
-        "--top-k", type=int, default=3, metavar="K", help="classes drawn per face (default: 3)"
-    )
+    add_top_k_option(parser, "drawn per face")
 
 
 def _run_video(args: argparse.Namespace) -> int:

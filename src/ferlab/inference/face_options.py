@@ -58,12 +58,18 @@ class FaceOptions:
     tta: str | bool | None = None
 
     def __post_init__(self) -> None:
-        face, margin, score, side = self.min_face, self.margin, self.min_score, self.detect_side
-        if face < 1 or not margin >= 0 or not 0 <= score <= 1 or side < 32:
-            raise ConfigError(
-                f"need min_face >= 1, margin >= 0, min_score in [0, 1] and detect_side >= 32, "
-                f"got {face}, {margin}, {score}, {side}"
-            )
+        checks = (
+            ("min_face", lambda v: v >= 1, "a number of at least 1 (px)"),
+            ("margin", lambda v: v >= 0, "a number of at least 0"),
+            ("min_score", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+            ("detect_side", lambda v: v >= 32, "a number of at least 32 (px)"),
+        )
+        for name, ok, allowed in checks:
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and ok(value)):
+                flag = name.replace("_", "-")
+                raise ConfigError(f"{name} (--{flag}) must be {allowed}, got {value!r}")
         if self.tta is not None:
             object.__setattr__(self, "tta", tta_mode(self.tta))
 

@@ -79,6 +79,8 @@ def load_image(
             f"got {type(source).__name__}"
         )
     if isinstance(source, str | os.PathLike) and not Path(source).is_file():
+        if Path(source).is_dir():
+            raise DataError(f"{name}: a folder, not an image file (ferlab predict reads folders)")
         raise DataError(f"{name}: no such file")
     if isinstance(source, Image.Image):
         with _reading(name):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -155,6 +156,11 @@ class Recognizer:
         lost or unsure) and classified on every frame, at their tracked boxes in between. See
         ``ferlab.inference.stream``.
         """
+        if isinstance(frames, str | os.PathLike | np.ndarray) or not hasattr(frames, "__iter__"):
+            raise ConfigError(
+                f"stream takes an iterable of frames, got {type(frames).__name__}; for a video "
+                "file, ferlab.apps.capture.open_video(path).frames() gives them"
+            )
         return stream_results(
             self,
             frames,

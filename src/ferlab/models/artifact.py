@@ -20,6 +20,7 @@ from ferlab.models.spec import ENSEMBLE_NAME, ModelSpec, SpecView, legacy_spec
 from ferlab.outputs import write_atomic
 from ferlab.preprocessing import Preprocessing
 from ferlab.run_folder import RunFolder
+from ferlab.suggest import did_you_mean
 
 MODEL_FORMAT = "ferlab-model"
 MODEL_FORMAT_VERSION = 2  # 2: the contract in payload["spec"]; 1: options spread over meta
@@ -213,5 +214,8 @@ def resolve_model_file(ref: str | Path) -> Path:
             )
         return candidate
     if not path.exists():
-        raise ModelError(f"{path}: no such run folder or model file")
+        names = ["default", *SHIPPED_MODELS]
+        hint = did_you_mean(str(ref).lower(), names) if len(path.parts) == 1 else ""
+        hint = hint or f"; shipped models: {', '.join(names)}"
+        raise ModelError(f"{path}: no such run folder or model file{hint}")
     return path

@@ -101,7 +101,10 @@ def prepare(config: TrainConfig) -> PreparedRun:
         if config.head == "multitask":
             raise ConfigError("labels: crowd labels train expressions only, not head multitask")
         source, _ = attach_votes(source, read_vote_table(config.labels))
-    mapping = ClassMapping.build(source.classes, keep=keep, rename=rename, merge=merge)
+    try:
+        mapping = ClassMapping.build(source.classes, keep=keep, rename=rename, merge=merge)
+    except ConfigError as exc:
+        raise ConfigError(f"{config.data}: {exc}") from None
     prep = Preprocessing(
         input_size=config.input_size or info.input_size,
         in_channels=info.in_channels,
