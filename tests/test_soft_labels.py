@@ -138,6 +138,7 @@ def test_votes_laid_over_a_folder_tree(tmp_path: Path) -> None:
     assert dict(report.majority_excluded) == {"unknown": 1}
     assert "1 images without a row" in report.summary()
     assert "majority unknown: 1" in str(source.loading_note())
+    assert source.label_only_classes == []
     stray_line = len(csv_path.read_text().splitlines())
     assert source.skipped == [
         (str(root / "train/happy/000.png"), "no row in the labels file"),
@@ -171,6 +172,13 @@ def test_a_bad_row_is_reported_once_and_rows_that_match_nothing_are_an_error(
         [f"{root / 'train/happy/001.png'},5,0,0,0", f"{root / 'train/sad/001.png'},0,5,0,0"],
         "file,happy,sad,surprise,unknown",
     )
+    typo = write_votes(
+        tmp_path / "typo.csv",
+        [f"train/happy/00{i}.png,5,0,0,1" for i in range(1, 4)],
+        "file,happy,sad,surprize,unknown",
+    )
+    source, _ = attach_votes(load_dataset(root), read_vote_table(typo))
+    assert str(source.loading_note()).endswith("classes only the labels file names: surprize")
     with pytest.raises(DataError, match=r"absolute\.csv: none of its 2 rows names an image"):
         attach_votes(load_dataset(root), read_vote_table(absolute))
 

@@ -172,6 +172,10 @@ def _outcomes(
     )
 
 
+SMALL_FACE_HINT = 4
+"""A faceless image this many times the detection size gets a --detect-side hint."""
+
+
 class _Printer:
     """Results on stdout (a ResultsFile): text lines and CSV rows as they come, or a JSON list
     at the end."""
@@ -183,6 +187,8 @@ class _Printer:
         self.classes = recognizer.classes
         self.va = recognizer.va
         self.records: list[dict[str, Any]] = []
+        options = recognizer.options
+        self.detect_side = options.detect_side if options.detect else None
         self.table = csv.writer(sys.stdout) if args.csv else None
         if self.table is not None:
             self.table.writerow(csv_header(self.classes, self.va))
@@ -193,7 +199,14 @@ class _Printer:
         elif self.table is not None:
             self.table.writerows(result.csv_rows(self.classes, self.va))
         else:
-            print("\n".join(result.lines(self.args.top_k)))
+            lines = result.lines(self.args.top_k)
+            side = max(result.width, result.height)
+            if not result.faces and self.detect_side and side >= SMALL_FACE_HINT * self.detect_side:
+                lines[0] += (
+                    f" (detection saw this {result.width}x{result.height} image at "
+                    f"{self.detect_side} px; a larger --detect-side finds smaller faces)"
+                )
+            print("\n".join(lines))
 
     def close(self) -> None:
         if self.args.json:

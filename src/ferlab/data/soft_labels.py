@@ -257,6 +257,7 @@ def attach_votes(source: DatasetSource, table: VoteTable) -> tuple[DatasetSource
         splits=splits,
         classes=table.classes,
         vote_columns=list(table.columns),
+        label_only_classes=[c for c in table.classes if c not in source.classes],
         skipped=[
             *source.skipped,
             *table.bad_rows,

@@ -58,6 +58,9 @@ class DatasetSource:
     vote_columns: list[str] | None = None
     """The columns of the split tables' ``votes`` (classes, then non-class votes such as
     ``unknown``), when a labels file was laid over the data set."""
+    label_only_classes: list[str] = field(default_factory=list)
+    """Classes that only a labels file's columns name (no class folder of the data set has
+    them), such as FER+'s contempt over FER2013's folders."""
 
     def loading_note(self) -> str | None:
         """One line on what was excluded and skipped while reading, or None if nothing was."""
@@ -68,6 +71,10 @@ class DatasetSource:
         if self.skipped:
             where, reason = self.skipped[0]
             parts.append(f"skipped {len(self.skipped)} (first: {where}: {reason})")
+        if self.label_only_classes:
+            parts.append(
+                f"classes only the labels file names: {', '.join(self.label_only_classes)}"
+            )
         return f"{self.root}: " + "; ".join(parts) if parts else None
 
 

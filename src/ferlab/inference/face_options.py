@@ -64,6 +64,8 @@ class FaceOptions:
             ("min_score", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
             ("detect_side", lambda v: v >= 32, "a number of at least 32 (px)"),
         )
+        if not isinstance(self.detect, bool):
+            raise ConfigError(f"detect: expected True or False, got {self.detect!r}")
         for name, ok, allowed in checks:
             value = getattr(self, name)
             number = isinstance(value, int | float) and not isinstance(value, bool)

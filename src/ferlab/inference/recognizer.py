@@ -46,6 +46,11 @@ class Recognizer:
         prior_tau: float | None = None,
         **face: Any,
     ) -> None:
+        if not callable(detector):
+            raise ConfigError(
+                f"detector: expected a function from an RGB image to its faces, "
+                f"got {type(detector).__name__}"
+            )
         self.classifier = classifier
         self.options = (options or FaceOptions()).replace(**face)
         tta = self.options.tta

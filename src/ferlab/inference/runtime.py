@@ -9,6 +9,7 @@ explain, the web service, export and the scripts all open models here.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,11 @@ def load_model(
         return TorchModel(ref)
     if backend not in BACKENDS:
         raise ConfigError(f"backend: unknown '{backend}'; available: {', '.join(BACKENDS)}")
+    if not isinstance(ref, str | os.PathLike):
+        raise ConfigError(
+            f"model: expected a shipped model's name, a run folder or a model file path, got "
+            f"{type(ref).__name__}"
+        )
     file = resolve_model_file(ref)
     shipped_onnx = file.with_suffix(".onnx")
     if shipped_name(ref) is not None and backend != "torch" and shipped_onnx.is_file():
