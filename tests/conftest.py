@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -24,6 +25,12 @@ os.environ.setdefault(
     "TORCH_HOME", str(REPO / ".cache" / "torch")
 )  # tests do not read or fill the user's torch hub cache
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGINT as in a terminal, also when the suite runs as a background job (which starts with
+    SIGINT ignored, and passes that on to the commands it starts): the tests of Ctrl-C need it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class RunsCode:
