@@ -220,3 +220,14 @@ def test_limit_per_class_is_seeded_and_capped() -> None:
     chosen = limit_per_class(labels, 4, seed=1)
     assert torch.bincount(labels[chosen]).tolist() == [4, 3, 4]
     assert torch.equal(chosen, limit_per_class(labels, 4, seed=1))
+
+
+def test_devices_are_parsed_as_lightning_takes_them() -> None:
+    from ferlab.config import parse_devices
+
+    assert parse_devices("auto") == "auto" and parse_devices(" 2 ") == 2
+    assert parse_devices("-1") == -1 and parse_devices("0,1") == [0, 1]
+    assert parse_devices("0,") == [0]
+    for bad in ("0", "two", "1,,2", ""):
+        with pytest.raises(ConfigError, match="devices: expected a count of at least 1"):
+            parse_devices(bad)

@@ -123,14 +123,7 @@ class TrainConfig:
         for name, value in self.to_dict().items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value}")
-        devices = self.devices.strip()
-        if devices not in ("auto", "-1") and not re.fullmatch(
-            r"[1-9]\d*|\d+(,\d+)+,?|\d+,", devices
-        ):
-            raise ConfigError(
-                f"devices: expected a count of at least 1, a list like 0,1, or auto; got "
-                f"'{self.devices}'"
-            )
+        parse_devices(self.devices)
         positive = ("epochs", "batch_size", "unfreeze_every", "num_nodes")
         for name in positive:
             if getattr(self, name) < 1:
@@ -240,6 +233,21 @@ def _class_option_text(name: str, value: list[Any] | dict[Any, Any]) -> str:
     if name == "merge" and isinstance(value, dict) and groups:
         return ";".join(f"{new}={'+'.join(map(str, v))}" for new, v in value.items())
     raise ConfigError(f"{name}: expected {CLASS_OPTION_SYNTAX[name]} (or a string), got {value!r}")
+
+
+def parse_devices(value: str) -> int | str | list[int]:
+    """``devices`` as Lightning's Trainer takes it: a count of at least 1 (-1: all), a list of
+    device indices like ``0,1`` (``0,`` for device 0 alone), or ``auto``; else ConfigError."""
+    text = value.strip()
+    if text == "auto":
+        return text
+    if re.fullmatch(r"-1|[1-9]\d*", text):
+        return int(text)
+    if re.fullmatch(r"\d+(,\d+)*,?", text) and "," in text:
+        return [int(part) for part in text.split(",") if part]
+    raise ConfigError(
+        f"devices: expected a count of at least 1, a list like 0,1, or auto; got '{value}'"
+    )
 
 
 def config_fields() -> dict[str, Any]:

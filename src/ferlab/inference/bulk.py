@@ -58,17 +58,13 @@ def check_list_file(list_file: Path) -> None:
         )
     with list_file.open("rb") as handle:
         head = handle.read(LIST_PROBE_BYTES)
-    try:
-        text = head.decode("utf-8") if len(head) < LIST_PROBE_BYTES else _decode_head(head)
+    try:  # a character may be cut off at the end of a full probe
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        text = decoder.decode(head, final=len(head) < LIST_PROBE_BYTES)
     except UnicodeDecodeError as exc:
         raise DataError(_not_text(list_file, exc.start)) from None
     if "\0" in text:
         raise DataError(_not_text(list_file, len(text[: text.index("\0")].encode())))
-
-
-def _decode_head(head: bytes) -> str:
-    """``head`` decoded, allowing a character cut off at its end."""
-    return codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
 
 
 def _not_text(list_file: Path, offset: int | None = None) -> str:

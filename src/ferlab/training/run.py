@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from ferlab.config import TrainConfig, load_config
+from ferlab.config import TrainConfig, load_config, parse_devices
 from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import FERDataModule
 from ferlab.data.soft_labels import attach_votes, read_vote_table
@@ -160,20 +160,6 @@ def _precision(config: TrainConfig) -> str:
     if config.precision != "auto":
         return config.precision
     return "16-mixed" if torch.cuda.is_available() and config.accelerator != "cpu" else "32-true"
-
-
-def _devices(value: str) -> int | str | list[int]:
-    text = value.strip()
-    if text == "auto" or text == "-1":
-        return text if text == "auto" else -1
-    if "," in text:
-        return [int(part) for part in text.split(",") if part]
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(
-            f"devices: expected a count, a list like 0,1, or auto; got '{value}'"
-        ) from None
 
 
 def _is_launched_child() -> bool:
@@ -341,7 +327,7 @@ def _trainer(
     return L.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
-        devices=_devices(config.devices),
+        devices=parse_devices(config.devices),
         num_nodes=config.num_nodes,
         strategy=config.distributed,
         precision=_precision(config),
