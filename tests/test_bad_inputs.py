@@ -920,6 +920,10 @@ def test_annotate_gives_same_named_inputs_distinct_outputs(
     code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert files_below(out) == ["face-2.png", "face-3.png", "face.png"]
+    assert err.strip() == (
+        f"ferlab: 2 annotated image(s) numbered, as {out} held the name: "
+        "face.png as face-2.png, face.png as face-3.png"
+    )
     assert np.asarray(Image.open(first)).max() == 100  # the input itself was not written over
 
 

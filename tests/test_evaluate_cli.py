@@ -97,6 +97,15 @@ def test_cli_evaluate_prints_report(
     assert "metrics.json" in out
 
 
+def test_cli_evaluate_defaults_to_the_data_the_run_trained_on(
+    pattern_run: Path, pattern_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", str(pattern_run), "--out", str(tmp_path / "report")]) == 0
+    assert f"on {pattern_tree} [test]" in capsys.readouterr().out
+    written = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert written["data"] == str(pattern_tree) and written["samples"] == 24
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -109,6 +118,7 @@ def test_cli_evaluate_prints_report(
             ["evaluate", "/no/model.onnx", "--data", "."],
             "/no/model.onnx: no such run folder or model file",
         ),
+        (["evaluate", "default"], "not in a run folder, so no training data comes with it"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(

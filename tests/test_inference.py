@@ -19,6 +19,7 @@ from ferlab.data.cache import _decode_file
 from ferlab.errors import ConfigError, DataError, ModelError
 from ferlab.evaluation.evaluate import predict_probs
 from ferlab.inference import Face, FaceResult, Recognizer, detect_faces
+from ferlab.inference.detect import libfacedetection
 from ferlab.inference.images import load_image
 from ferlab.inference.onnx_export import calibration_batches, export_onnx
 from ferlab.inference.onnx_runner import OnnxModel
@@ -187,6 +188,33 @@ def test_bgr_array_pil_image_path_and_bytes_agree(
     assert recognizer.predict([]) == []
     with pytest.raises(DataError, match=r"<int>: expected a path, bytes, .* got int"):
         recognizer.predict(7)  # type: ignore[call-overload]
+
+
+def test_a_list_with_a_bad_file_fails_before_any_image_is_recognized(
+    model_file: Path, photos: Path, tmp_path: Path
+) -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def counting(image_rgb: np.ndarray) -> list:
+        seen.append(image_rgb.shape)
+        return libfacedetection(image_rgb)
+
+    recognizer = Recognizer.load(model_file, detector=counting)
+    good = photos / "astronaut.png"
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    cases = [
+        ([good, tmp_path / "gone.jpg"], "gone.jpg: no such file"),
+        ((good, tmp_path / "notes.jpg"), "notes.jpg: not an image file"),
+        ([good, np.zeros((3, 8, 8), np.uint8)], r"<array>: expected an \(H, W\)"),
+        ([good, tmp_path], "a folder, not an image file"),
+    ]
+    for sources, message in cases:
+        with pytest.raises(DataError, match=message):
+            recognizer.predict(sources)
+    assert seen == []
+    with pytest.raises(ConfigError, match="predict_many takes an iterable of images, got str"):
+        recognizer.predict_many(str(good))
+    assert len(recognizer.predict([good, good])) == 2 and len(seen) == 2
 
 
 def test_predict_many_batches_faces_across_images(

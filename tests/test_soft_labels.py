@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import make_pattern_tree, quick_options
-from ferlab import train
+from ferlab import evaluate, train
 from ferlab.data.classes import ClassMapping
 from ferlab.data.datamodule import load_labelled_split
 from ferlab.data.soft_labels import attach_votes, mapped_votes, read_vote_table
@@ -210,6 +210,12 @@ def test_training_with_labels_learns_and_records_the_mode(tmp_path: Path, label_
     assert payload["spec"]["label_source"] == str(csv_path)
     assert len(payload["spec"]["class_prior"]) == 3
     assert "labels file" in str(result.data_note)
+    trained_on = evaluate(result.run_dir, split="val", out=tmp_path / "own")
+    given = evaluate(result.run_dir, root, split="val", labels=csv_path, out=tmp_path / "given")
+    assert trained_on.metrics["data"] == str(root)
+    assert trained_on.metrics["labels"] == str(csv_path) and "crowd" in trained_on.metrics
+    assert trained_on.metrics["accuracy"] == given.metrics["accuracy"]
+    assert trained_on.metrics["crowd"] == given.metrics["crowd"]
 
 
 @pytest.mark.parametrize(

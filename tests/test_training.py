@@ -218,6 +218,12 @@ def test_corrupt_images_are_skipped_or_fail_by_option(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"skipped 2 unreadable file\(s\).*broken.png"):
         result = train(**quick(tree, tmp_path, epochs=1, cache_dir=str(tmp_path / "c1")))
     assert result.model_file.is_file()
+    assert result.data_note is not None and "skipped 2 " in result.data_note
+    assert str(tree / "train" / "happy" / "broken.png") in result.data_note
+    assert result.data_note.count("broken.png") == 1
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable file\(s\)"):
+        cached = train(**quick(tree, tmp_path, epochs=1, cache_dir=str(tmp_path / "c1")))
+    assert cached.data_note == result.data_note
     with pytest.raises(DataError, match=r"broken.png: cannot read image"):
         train(
             **quick(
@@ -325,6 +331,28 @@ def test_moved_and_copied_run_folders_resume_from_their_own_files(
         for key, value in _model_weights(best["state_dict"]).items():
             assert torch.equal(exported[key], value), key
     assert not first.run_dir.exists()
+
+
+def test_a_run_given_relative_paths_resumes_from_another_folder(
+    pattern_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(pattern_tree, tmp_path / "project" / "data")
+    monkeypatch.chdir(tmp_path / "project")
+    options = quick(Path("data"), tmp_path, epochs=1, scheduler="none", runs_dir="runs")
+    first = train(**options)
+    saved = yaml.safe_load((first.run_dir / "config.yaml").read_text())
+    assert saved["data"] == str(tmp_path / "project" / "data")
+    assert saved["runs_dir"] == str(tmp_path / "project" / "runs")
+    monkeypatch.chdir(tmp_path)
+    resumed = train(resume=Path("project/runs/baseline_cnn-finetune"), epochs=2)
+    assert resumed.epochs_completed == 2
+    assert epochs_logged(resumed.run_dir) == [0, 1]
+    moved = (tmp_path / "project" / "data").rename(tmp_path / "moved")
+    with pytest.raises(DataError, match=r"no such file or folder; .* resume with --data PATH"):
+        train(resume=resumed.run_dir, epochs=3)
+    again = train(resume=resumed.run_dir, epochs=3, data=str(moved))
+    assert epochs_logged(again.run_dir) == [0, 1, 2]
+    assert yaml.safe_load((again.run_dir / "config.yaml").read_text())["data"] == str(moved)
 
 
 def test_a_failed_resume_changes_no_file(pattern_tree: Path, tmp_path: Path) -> None:

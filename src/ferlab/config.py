@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -49,6 +50,9 @@ CHOICES = {  # the options that take one of a fixed set of values
         "64",
     ),
 }
+
+
+PATH_FIELDS = ("data", "labels", "weights", "cache_dir", "runs_dir")
 
 
 @dataclass
@@ -168,6 +172,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def with_absolute_paths(self) -> TrainConfig:
+        """A copy whose file options are absolute, so that it reads the same from any folder."""
+        paths = {
+            name: os.path.abspath(value)
+            for name in PATH_FIELDS
+            if isinstance(value := getattr(self, name), str) and value
+        }
+        return dataclasses.replace(self, **paths)
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

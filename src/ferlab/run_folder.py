@@ -87,9 +87,10 @@ class RunFolder:
         return path.relative_to(self.path).as_posix()
 
     def write_setup(self, config: TrainConfig, classes: dict[str, Any]) -> None:
-        """Make the folder and write the config and class mapping a session trains with."""
+        """Make the folder and write the config and class mapping a session trains with; the
+        config's paths are absolute, so that ``--resume`` works from any folder."""
         self.path.mkdir(parents=True, exist_ok=True)
-        config.save(self.config)
+        config.with_absolute_paths().save(self.config)
         _write_json(self.classes, classes)
 
     def read_summary(self) -> dict[str, Any]:

@@ -21,7 +21,9 @@ def add_parser(commands: Any) -> None:
         "model",
         help='"default" (the shipped model), run folder, model file or .onnx export (fp32 or int8)',
     )
-    add_split_options(parser)
+    add_split_options(
+        parser, "default for a run folder or its model.pt: the data and --labels it trained on"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -70,7 +72,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         exist_ok=args.exist_ok,
     )
     how = run_description(result.metrics)
-    print(f"{result.metrics['model']} ({how}) on {args.data} [{args.split}]")
+    print(f"{result.metrics['model']} ({how}) on {result.metrics['data']} [{args.split}]")
     if "data_note" in result.metrics:
         print(f"data: {result.metrics['data_note']}")
     print(format_report(result.metrics))

@@ -130,6 +130,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     finally:
         sink.close()
     code = _report(errors, inputs, problems)
+    note = None if annotated is None else annotated.renamed_note()
+    if note:
+        print(f"ferlab: {note}", file=sys.stderr)
     if unwritten:
         print(f"ferlab: {unwritten} annotated images could not be written", file=sys.stderr)
     return max(code, 1) if unwritten else code

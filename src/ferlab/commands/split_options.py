@@ -9,9 +9,15 @@ from ferlab.commands.train import FLAG_HELP
 from ferlab.config import BAD_FILE_MODES
 
 
-def add_split_options(parser: argparse.ArgumentParser) -> None:
-    """``--data PATH`` (required), ``--split`` (test) and ``--on-bad-file`` (skip)."""
-    parser.add_argument("--data", required=True, metavar="PATH", help=FLAG_HELP["data"])
+def add_split_options(parser: argparse.ArgumentParser, data_help: str | None = None) -> None:
+    """``--data PATH`` (required unless ``data_help`` says what it defaults to), ``--split``
+    (test) and ``--on-bad-file`` (skip)."""
+    parser.add_argument(
+        "--data",
+        required=data_help is None,
+        metavar="PATH",
+        help=FLAG_HELP["data"] + (f" ({data_help})" if data_help else ""),
+    )
     parser.add_argument(
         "--split",
         default="test",

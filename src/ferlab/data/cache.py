@@ -101,6 +101,7 @@ def _decode_table(table: SplitTable, image_size: int, color: str, on_bad_file: s
             images[len(rows)] = _decode_file(path, image_size, mode)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = reason.replace(f" {str(path)!r}", "")
             if on_bad_file == "error":
                 raise DataError(f"{path}: cannot read image ({reason})") from None
             skipped.append((str(path), reason))

@@ -158,7 +158,8 @@ def load_labelled_split(
     limit: int | None = None,
     seed: int = 0,
 ) -> LabelledImages:
-    """Decode ``split`` (cached), map its class names to target ids and drop unmapped classes.
+    """Decode ``split`` (cached), map its class names to target ids and drop unmapped classes;
+    files that fail to decode join ``source.skipped``.
 
     ``per_class`` keeps at most that many samples per class, then ``limit`` a stratified sample
     of that many in all; both seeded.
@@ -169,6 +170,7 @@ def load_labelled_split(
     decoded = decode_split(
         table, image_size=image_size, color=color, on_bad_file=on_bad_file, cache_dir=cache_dir
     )
+    source.skipped.extend(skip for skip in decoded.skipped if skip not in source.skipped)
     decoded_rows = decoded.rows.tolist()
     votes = None
     if table.votes is not None and source.vote_columns is not None:

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ferlab.config import load_config
 from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import LabelledImages, load_labelled_split
 from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.tta import tta_views
-from ferlab.errors import DataError
+from ferlab.errors import ConfigError, DataError
 from ferlab.evaluation.calibration import (
     apply_temperature,
     expected_calibration_error,
@@ -159,6 +160,19 @@ def _training_history(model_file: Path) -> tuple[list[dict[str, str]], str | Non
         return [], f"training curves: no {run.metrics.name} in the run"
     rows = run.metrics_rows()
     return rows, None if rows else f"training curves: {run.metrics.name} has no epochs"
+
+
+def training_data(model_file: Path) -> tuple[str, str | None]:
+    """The data set and crowd-labels file (or None) that the run holding ``model_file`` trained
+    on, as its config records them."""
+    run = RunFolder.of_model(model_file)
+    if run is None:
+        raise ConfigError(
+            f"{model_file}: not in a run folder, so no training data comes with it; "
+            "give the data to score it on (--data PATH)"
+        )
+    config = load_config(run.config)
+    return config.data, config.labels
 
 
 def labelled_source(
@@ -309,7 +323,7 @@ def _default_out(model_file: Path, split: str) -> Path:
 
 def evaluate(
     model: str | Path | ModelRunner,
-    data: str | Path,
+    data: str | Path | None = None,
     *,
     split: str = "test",
     out: str | Path | None = None,
@@ -326,7 +340,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate a model reference (``"default"``, a shipped model's name, a run folder, a model
     file, an ``.onnx`` export) opened on ``backend`` by :func:`ferlab.load_model`, or a runner,
-    on ``split`` of ``data``; the metrics name the runtime (``runtime``).
+    on ``split`` of ``data`` (default, for a model in a run folder: the data and crowd labels the
+    run trained on); the metrics name the runtime (``runtime``).
 
     Writes ``metrics.json``, ``predictions.csv``, ``report.md`` and ``report.html`` to ``out``
     (default: the ``eval-<split>`` folder beside the model in a run folder, else
@@ -347,6 +362,9 @@ def evaluate(
     """
     runner = load_model(model, backend)
     spec, model_file = runner.spec, runner.source
+    if data is None:
+        data, trained_labels = training_data(model_file)
+        labels = trained_labels if labels is None else labels
     out_dir = Path(out) if out is not None else numbered(_default_out(model_file, split))
     check_outside_data(out_dir, data)
     check_new([out_dir / name for name in REPORT_FILES], exist_ok)

@@ -90,6 +90,8 @@ class OutputNames:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.taken: set[Path] = set()
+        self.renamed: list[tuple[Path, Path]] = []
+        """(the name wanted, the path given) for each output that got a number."""
 
     def __call__(self, file: ImageFile) -> Path:
         out, number = self.folder / file.name, 1
@@ -97,7 +99,21 @@ class OutputNames:
             number += 1
             out = self.folder / file.name.with_name(f"{file.name.stem}-{number}{file.name.suffix}")
         self.taken.add(out)
+        if number > 1:
+            self.renamed.append((file.name, out))
         return out
+
+    def renamed_note(self, shown: int = 3) -> str | None:
+        """One line on the outputs that got a number, or None if none did."""
+        if not self.renamed:
+            return None
+        pairs = [f"{wanted.as_posix()} as {got.name}" for wanted, got in self.renamed[:shown]]
+        more = len(self.renamed) - shown
+        return (
+            f"{len(self.renamed)} annotated image(s) numbered, as {self.folder} held the name: "
+            + ", ".join(pairs)
+            + (f" and {more} more" if more > 0 else "")
+        )
 
 
 def predict_files(

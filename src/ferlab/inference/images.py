@@ -71,6 +71,34 @@ def load_image(
     name = source_name(source)
     if isinstance(source, np.ndarray):
         return _from_array(source, rgb=rgb, name=name)
+    _check_kind(source, name)
+    if isinstance(source, Image.Image):
+        with _reading(name):
+            return _to_rgb(source, name)
+    opened = io.BytesIO(source) if isinstance(source, bytes) else source
+    with _reading(name), Image.open(opened) as image:
+        _check_pixels(image, name, max_pixels)
+        return _to_rgb(_decoded(image, max_side), name)
+
+
+def check_image_source(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise the DataError that :func:`load_image` would for ``source`` (a wrong type, a missing
+    file, a folder, a file that is no image, one over ``max_pixels``, an array of a wrong shape or
+    pixel type), reading no more of a file than its header; binary streams and PIL images pass
+    unchecked, and a file can still fail later while its pixels decode."""
+    name = source_name(source)
+    if isinstance(source, np.ndarray):
+        _from_array(source, rgb=True, name=name)
+        return
+    _check_kind(source, name)
+    if isinstance(source, str | os.PathLike | bytes):
+        opened = io.BytesIO(source) if isinstance(source, bytes) else source
+        with _reading(name), Image.open(opened) as image:
+            _check_pixels(image, name, max_pixels)
+
+
+def _check_kind(source: ImageSource, name: str) -> None:
+    """A DataError for a source of no image type, a missing file or a folder."""
     if not isinstance(source, str | os.PathLike | bytes | Image.Image) and not hasattr(
         source, "read"
     ):
@@ -82,17 +110,14 @@ def load_image(
         if Path(source).is_dir():
             raise DataError(f"{name}: a folder, not an image file (ferlab predict reads folders)")
         raise DataError(f"{name}: no such file")
-    if isinstance(source, Image.Image):
-        with _reading(name):
-            return _to_rgb(source, name)
-    opened = io.BytesIO(source) if isinstance(source, bytes) else source
-    with _reading(name), Image.open(opened) as image:
-        if image.width * image.height > max_pixels:
-            raise DataError(
-                f"{name}: {image.width}x{image.height} image is over the "
-                f"{max_pixels / 1e6:g} MP limit (decompression bomb?)"
-            )
-        return _to_rgb(_decoded(image, max_side), name)
+
+
+def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
+    if image.width * image.height > max_pixels:
+        raise DataError(
+            f"{name}: {image.width}x{image.height} image is over the "
+            f"{max_pixels / 1e6:g} MP limit (decompression bomb?)"
+        )
 
 
 def decode_cost(data: bytes, *, max_side: int | None = None) -> DecodeCost:

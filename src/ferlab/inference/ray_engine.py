@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,12 @@ WINDOW = 50_000  # input paths handed to Ray at a time: driver memory stays flat
 
 def connect(address: str | None = None) -> Any:
     """The ``ray`` module, connected: to ``address`` ("auto": the cluster this machine is part
-    of), or a new local Ray when None; a Ray already initialised in this process is used as is."""
+    of), or a new local Ray when None; a Ray already initialised in this process is used as is.
+
+    A local Ray starts with token authentication (Ray's default) without announcing it, and Ray
+    Data's note that its progress bars are off (ferlab draws its own) is not shown."""
+    if address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default, without its warning
     try:
         import ray
         import ray.data
@@ -35,6 +41,7 @@ def connect(address: str | None = None) -> Any:
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     return ray
 
 

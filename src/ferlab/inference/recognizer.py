@@ -15,7 +15,7 @@ from ferlab.errors import ConfigError
 from ferlab.inference.detect import Face, FaceDetector, detect_faces, libfacedetection, square_crop
 from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.image_results import FrameResult
-from ferlab.inference.images import ImageSource, load_image
+from ferlab.inference.images import ImageSource, check_image_source, load_image
 from ferlab.inference.results import FaceResult
 from ferlab.inference.runner import ModelRunner
 from ferlab.inference.runtime import load_model
@@ -111,8 +111,18 @@ class Recognizer:
     ) -> list[list[FaceResult]]:
         """Per image, its faces; faces from several images share model batches of ``batch_size``.
 
-        An unreadable source raises DataError naming it; ``rgb``: numpy arrays are RGB, not BGR.
+        An unreadable source raises DataError naming it; in a list or tuple, every source is
+        checked (a file by its header) before any is recognized, so a missing or non-image file
+        fails at once. ``rgb``: numpy arrays are RGB, not BGR.
         """
+        if isinstance(sources, str | os.PathLike | bytes | np.ndarray):
+            raise ConfigError(
+                f"predict_many takes an iterable of images, got {type(sources).__name__}; "
+                "for one image use predict"
+            )
+        if isinstance(sources, list | tuple):
+            for source in sources:
+                check_image_source(source)
         images = (load_image(source, rgb=rgb) for source in sources)
         return self._predict(((image, self.find_faces(image)) for image in images), batch_size)
 

@@ -22,7 +22,7 @@ from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import FERDataModule
 from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
-from ferlab.errors import ConfigError, FerlabError, ModelError
+from ferlab.errors import ConfigError, DataError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, check_input_size, create_model, model_info
 from ferlab.models.spec import SPEC_TRAINING_OPTIONS, ModelSpec
@@ -196,6 +196,11 @@ def train(
                 "resume (a larger --epochs trains on, except with the one-cycle schedule)"
             )
         resumed = _read_resume_state(run)
+        if not Path(config.data).expanduser().exists():
+            raise DataError(
+                f"{config.data}: no such file or folder; {run.path} trained on it: resume with "
+                "--data PATH where it is now"
+            )
     elif config is None:
         config = load_config(**overrides)
     elif overrides:
