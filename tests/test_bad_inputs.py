@@ -816,6 +816,39 @@ def test_convert_force_replaces_only_an_earlier_output(
 
 
 @pytest.mark.parametrize(
+    "own",
+    ["train/happy/vacation.png", "train/foo/g.jpg", "val/happy/notes.txt", "test/Training_1.png"],
+)
+def test_convert_exist_ok_never_deletes_a_data_set_of_the_users(
+    fer_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], own: str
+) -> None:
+    photos = tmp_path / "photos"
+    (photos / own).parent.mkdir(parents=True)
+    (photos / own).write_bytes(b"a holiday photo")
+    code, _, err = run_cli(capsys, "data", "convert", fer_csv, photos, "--exist-ok")
+    assert code == 2
+    line = assert_one_line(err, photos)
+    assert own in line or f"({Path(own).parent})" in line
+    assert [name for name in files_below(photos) if (photos / name).is_file()] == [own]
+    assert (photos / own).read_bytes() == b"a holiday photo"
+
+
+def test_convert_to_the_working_folder_is_refused_in_one_line(
+    fer_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    (here / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "data", "convert", fer_csv, ".", "--exist-ok")
+    assert code == 2 and "notes.txt" in assert_one_line(err, here)
+    assert files_below(here) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
     ("code", "names"),
     [(errno.EROFS, ()), (errno.ENOSPC, ()), (errno.ENOSPC, ("PublicTest_00001.png",))],
     ids=["read-only", "full", "fills-midway"],

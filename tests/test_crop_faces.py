@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +126,44 @@ def test_train_on_photos_warns_once(tree: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.warns(UserWarning) as caught, pytest.raises(_Stop):
         main(["train", "--data", str(tree), "--epochs", "1"])
     assert len(caught) == 1 and "ferlab data crop-faces" in str(caught[0].message)
+
+
+def test_cli_reports_unreadable_files_in_its_exit_code(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tree / "train" / "sad", mixed / "sad")
+    odd = os.path.join(os.fsencode(mixed / "sad"), b"caf\xe9.png")
+    shutil.copy(tree / "train" / "sad" / "grace.png", os.fsdecode(odd))
+    (mixed / "sad" / "notes.png").write_text("not a photo")
+    assert main(["data", "crop-faces", str(mixed), str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "3 images, 2 face crops written; 1 unreadable" in captured.out
+    assert captured.err == "ferlab: 1 of 3 images could not be read (listed in crop-faces.csv)\n"
+    assert os.path.exists(os.path.join(os.fsencode(tmp_path / "out" / "sad"), b"caf\xe9.png"))
+
+    broken = tmp_path / "broken"
+    (broken / "sad").mkdir(parents=True)
+    (broken / "sad" / "a.png").write_text("not a photo")
+    assert main(["data", "crop-faces", str(broken), str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "none of its 1 images could be read" in err
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--min-face", "0"], r"min_face \(--min-face\) must be a number of at least 1"),
+        (["--min-face", "-5"], r"min_face \(--min-face\) must be a number of at least 1"),
+    ],
+)
+def test_cli_refuses_bad_options_and_outputs_inside_the_photos(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(["data", "crop-faces", str(tree), str(tmp_path / "out"), *argv]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    inside = tree / "train" / "happy" / "crops"
+    assert main(["data", "crop-faces", str(tree), str(inside)]) == 2
+    assert "inside the data folder" in capsys.readouterr().err
+    assert not inside.exists() and not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_pattern_tree
 from ferlab.cli import main
 from ferlab.data import convert as convert_module
 from ferlab.data.convert import convert_dataset
@@ -126,12 +128,19 @@ def test_dedupe_drops_the_later_split_copy(
     planted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = tmp_path / "clean.csv"
-    assert main(["data", "dedupe", str(planted), "--out", str(manifest)]) == 0
-    assert "kept 38 images, dropped 4 (val: 1 exact, 0 near; test: 1 exact, 2 near)" in (
-        capsys.readouterr().out
+    assert main(["data", "dedupe", str(planted), "--out", str(manifest)]) == 1  # one unreadable
+    captured = capsys.readouterr()
+    assert "kept 37 images, dropped 4 (val: 1 exact, 0 near; test: 1 exact, 2 near)" in (
+        captured.out
+    )
+    assert captured.err == (
+        f"ferlab: warning: {planted}: left out 2 unreadable file(s) (first: val/sad/empty.png: "
+        "empty file); listed in clean-dropped.csv\n"
     )
     with (tmp_path / "clean-dropped.csv").open(newline="") as handle:
         dropped = {row["path"]: row for row in csv.DictReader(handle)}
+    assert dropped.pop("val/sad/empty.png")["kind"] == "unreadable"
+    assert dropped.pop("test/happy/broken.png")["kind"] == "unreadable"
     assert set(dropped) == {
         "val/happy/moved.png",
         "test/happy/copy.png",
@@ -146,11 +155,44 @@ def test_dedupe_drops_the_later_split_copy(
     assert "train/happy/again.png" in kept and "train/happy/000.png" in kept
     assert not kept & set(dropped)
     clean = inspect_dataset(manifest).report
-    assert clean["split_sizes"] == {"train": 19, "val": 9, "test": 10}
+    assert clean["split_sizes"] == {"train": 19, "val": 9, "test": 9}
+    assert clean["unreadable"] == []
     assert all(
         entry == {"exact": 0, "near": 0}
         for entry in (clean["duplicates"]["in_other_splits"].values())
     )
+    before = manifest.read_bytes()
+    again = ["data", "dedupe", str(manifest), "--out"]
+    (tmp_path / "taken.csv").write_text("mine")
+    for out, message in [
+        (manifest, "this is one of the inputs"),
+        (tmp_path / "taken.csv", "already exists; give --exist-ok"),
+        (tmp_path / "clean.txt", "--out must end in .csv"),
+        (tmp_path / "new.csv", None),
+    ]:
+        code = main([*again, str(out)])
+        err = capsys.readouterr().err
+        if message is None:
+            assert code == 0 and err == ""
+        else:
+            assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert main([*again, str(manifest), "--exist-ok"]) == 2
+    assert "this is one of the inputs" in capsys.readouterr().err
+    assert manifest.read_bytes() == before
+    assert (tmp_path / "taken.csv").read_text() == "mine"
+    assert (tmp_path / "new.csv").read_bytes() == before
+
+
+def test_dedupe_refuses_a_file_name_a_manifest_cannot_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = make_pattern_tree(tmp_path / "data", {"train": 3, "val": 2})
+    odd = next((tree / "train" / "happy").iterdir())
+    odd.rename(os.fsdecode(os.path.join(os.fsencode(odd.parent), b"caf\xe9.png")))
+    assert main(["data", "dedupe", str(tree), "--out", str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "not UTF-8, which a CSV manifest cannot hold" in err
+    assert not (tmp_path / "m.csv").exists() and not (tmp_path / "m-dropped.csv").exists()
 
 
 def test_inspect_writes_report_files(planted: Path, tmp_path: Path) -> None:
@@ -287,6 +329,12 @@ def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "already exists (give --exist-ok" in capsys.readouterr().err
     assert main(["data", "convert", str(tmp_path / "tree"), str(tmp_path / "x")]) == 2
     assert "needs a .csv destination" in capsys.readouterr().err
+    (tmp_path / "tree" / "train" / "happy" / "notes.png").write_text("not an image")
+    assert main(["data", "convert", str(tmp_path / "tree"), str(tmp_path / "back.csv")]) == 1
+    captured = capsys.readouterr()
+    assert "train 21, val 7, test 14" in captured.out
+    assert captured.err.splitlines()[0] == "ferlab: skipped 1 unreadable input(s):"
+    assert "notes.png" in captured.err.splitlines()[1]
 
 
 @pytest.mark.slow

@@ -155,6 +155,7 @@ def test_face_options_from_an_object_keywords_and_flags(
         ({"min_face": 0}, r"min_face \(--min-face\) must be a number of at least 1 \(px\), got 0"),
         ({"min_score": 2.0}, r"min_score \(--min-score\) must be a number in \[0, 1\], got 2\.0"),
         ({"margin": float("nan")}, r"margin \(--margin\) .* got nan"),
+        ({"margin": 100}, r"margin \(--margin\) must be a number in \[0, 1\], got 100"),
         ({"detect_side": "big"}, r"detect_side \(--detect-side\) .* got 'big'"),
     ):
         with pytest.raises(ConfigError, match=message):

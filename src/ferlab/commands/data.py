@@ -4,11 +4,13 @@ class folders."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from ferlab.commands.exist_ok_option import add_exist_ok_option
-from ferlab.outputs import check_new, check_writable, numbered
+from ferlab.errors import ConfigError
+from ferlab.outputs import check_new, check_not_input, check_writable, numbered
 from ferlab.progress import add_quiet_option
 
 
@@ -43,6 +45,7 @@ def add_parser(commands: Any) -> None:
     dedupe.add_argument("src", help="class-folder tree or manifest")
     dedupe.add_argument("--out", type=Path, required=True, metavar="CSV", help="manifest to write")
     _add_near_threshold(dedupe)
+    add_exist_ok_option(dedupe, "the manifest and its -dropped.csv")
     dedupe.set_defaults(handler=_run_dedupe)
 
     crop = actions.add_parser(
@@ -110,8 +113,12 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _run_dedupe(args: argparse.Namespace) -> int:
-    from ferlab.data.dedupe import deduplicate, write_deduplicated
+    from ferlab.data.dedupe import deduplicate, dropped_path, write_deduplicated
 
+    if args.out.suffix.lower() != ".csv":
+        raise ConfigError(f"{args.out}: --out must end in .csv (the manifest is a CSV file)")
+    check_not_input(args.out, {Path(args.src).expanduser().resolve()})
+    check_new([args.out, dropped_path(args.out)], args.exist_ok)
     check_writable(args.out.parent)
     result = deduplicate(args.src, near_threshold=args.near_threshold)
     report = write_deduplicated(result, args.out)
@@ -123,8 +130,15 @@ def _run_dedupe(args: argparse.Namespace) -> int:
         f"{args.src}: kept {len(result.rows)} images, dropped {len(result.dropped)}"
         f" ({dropped or 'no cross-split duplicates'})"
     )
+    if result.unreadable:
+        first = result.unreadable[0]
+        print(
+            f"ferlab: warning: {args.src}: left out {len(result.unreadable)} unreadable "
+            f"file(s) (first: {first['file']}: {first['reason']}); listed in {report.name}",
+            file=sys.stderr,
+        )
     print(f"wrote {args.out} and {report}")
-    return 0
+    return 1 if result.unreadable else 0
 
 
 def _run_crop_faces(args: argparse.Namespace) -> int:
@@ -134,7 +148,13 @@ def _run_crop_faces(args: argparse.Namespace) -> int:
     summary = crop_faces(args.src, args.dst, multi=args.multi, min_face=args.min_face)
     print(f"{args.src} -> {args.dst}: {summary.line()}")
     print(f"wrote {args.dst / REPORT_NAME} ({len(summary.problems)} files listed)")
-    return 0
+    if summary.unreadable:
+        print(
+            f"ferlab: {summary.unreadable} of {summary.images} images could not be read "
+            f"(listed in {REPORT_NAME})",
+            file=sys.stderr,
+        )
+    return 1 if summary.unreadable else 0
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -146,7 +166,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     if result.val_from_train:
         print("note: no val split in the source; val was split off train")
     if result.skipped:
-        print(f"skipped {len(result.skipped)}:")
+        print(f"ferlab: skipped {len(result.skipped)} unreadable input(s):", file=sys.stderr)
         for file, reason in result.skipped[:5]:
-            print(f"  {file}: {reason}")
-    return 0
+            print(f"  {file}: {reason}", file=sys.stderr)
+    return 1 if result.skipped else 0

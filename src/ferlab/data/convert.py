@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,22 +71,41 @@ def _remove(path: Path) -> None:
 
 def _check_replaceable(dst: Path, to_folders: bool) -> None:
     """Refuse to replace ``dst`` unless it looks like an earlier output of this conversion: a
-    folder of split folders (for class folders) or a file (for a CSV)."""
+    file (for a CSV), or a folder holding nothing but ``<split>/<class>/<Usage>_<row>.png``
+    files (for class folders), so that --exist-ok never deletes a data set of the user's."""
     if not to_folders:
         if dst.is_dir() and not dst.is_symlink():
             raise DataError(f"{dst}: is a folder; --exist-ok replaces only a CSV file here")
         return
     if not dst.is_dir() or dst.is_symlink():
         raise DataError(f"{dst}: not a folder; --exist-ok replaces only an earlier output folder")
-    foreign = sorted(
-        entry.name for entry in dst.iterdir() if entry.name not in USAGE or not entry.is_dir()
-    )
+    foreign = _foreign_files(dst)
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise DataError(
             f"{dst}: holds files 'ferlab data convert' does not write ({shown}); "
             "--exist-ok replaces only an earlier output: move them or choose another destination"
         )
+
+
+def _foreign_files(dst: Path) -> list[str]:
+    """Entries below ``dst`` (relative paths) that converting a FER2013 CSV does not write."""
+    foreign = []
+    for split in sorted(dst.iterdir()):
+        if split.name not in USAGE or not split.is_dir() or split.is_symlink():
+            foreign.append(split.name)
+            continue
+        written = re.compile(rf"{USAGE[split.name]}_\d+\.png")
+        for folder in sorted(split.iterdir()):
+            if folder.name not in FER2013_CLASSES or not folder.is_dir() or folder.is_symlink():
+                foreign.append(f"{split.name}/{folder.name}")
+                continue
+            foreign += [
+                f"{split.name}/{folder.name}/{file.name}"
+                for file in sorted(folder.iterdir())
+                if not written.fullmatch(file.name) or not file.is_file() or file.is_symlink()
+            ]
+    return foreign
 
 
 def _write_folders(source: DatasetSource, out: Path) -> dict[str, int]:
@@ -154,6 +174,7 @@ def convert_dataset(src: str | Path, dst: str | Path, *, force: bool = False) ->
     `force`; the old `dst` is replaced only once the new one is complete.
     """
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    dst = Path(os.path.abspath(dst)) if not dst.name else dst
     if dst.resolve() == src.resolve():
         raise DataError(f"{dst}: is the source itself")
     if dst.resolve() in src.resolve().parents:

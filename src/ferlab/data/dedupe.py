@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ferlab.data.inspect import inspect_dataset, shown_path
 from ferlab.data.sources import SPLITS, load_dataset
-from ferlab.errors import ConfigError
+from ferlab.errors import ConfigError, DataError
 from ferlab.outputs import write_atomic
 
 MANIFEST_HEADER = ("path", "label", "split")
@@ -29,6 +30,8 @@ class Deduplicated:
     rows: list[tuple[str, str, str]]
     dropped: dict[tuple[str, str], tuple[str, dict[str, str]]] = field(default_factory=dict)
     labels: dict[tuple[str, str], str] = field(default_factory=dict)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    """Files (or manifest rows) left out because they could not be read: file, reason."""
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Dropped images per split and kind (exact, near)."""
@@ -80,21 +83,33 @@ def deduplicate(path: str | Path, *, near_threshold: int = 4, seed: int = 0) -> 
             f"{path}: dedupe writes a manifest of image files; convert the FER2013 CSV to "
             "folders first (ferlab data convert)"
         )
-    report = inspect_dataset(path, near_threshold=near_threshold, seed=seed).report
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # load_dataset above has warned about the data already
+        report = inspect_dataset(path, near_threshold=near_threshold, seed=seed).report
     dropped = _leaks(report)
-    result = Deduplicated(rows=[], dropped=dropped)
+    result = Deduplicated(rows=[], dropped=dropped, unreadable=report["unreadable"])
+    unreadable = {entry["file"] for entry in report["unreadable"]}
     for split, table in source.splits.items():
         assert table.paths is not None
         for label, file in zip(table.labels, table.paths, strict=True):
-            key = (split, shown_path(str(file), source))
+            shown = shown_path(str(file), source)
+            key = (split, shown)
             if key in dropped:
                 result.labels[key] = label
-            else:
+            elif shown not in unreadable:
                 result.rows.append((str(file.resolve()), label, split))
     return result
 
 
 def _csv_bytes(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> bytes:
+    for row in rows:
+        try:
+            row[0].encode()
+        except UnicodeEncodeError:
+            raise DataError(
+                f"{row[0]}: a file name that is not UTF-8, which a CSV manifest cannot hold; "
+                "rename the file"
+            ) from None
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(header)
@@ -102,14 +117,21 @@ def _csv_bytes(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> bytes:
     return text.getvalue().encode()
 
 
+def dropped_path(manifest: Path) -> Path:
+    """Where ``write_deduplicated`` lists what it left out: ``<stem>-dropped.csv`` beside it."""
+    return manifest.with_name(f"{manifest.stem}-dropped.csv")
+
+
 def write_deduplicated(result: Deduplicated, manifest: Path) -> Path:
-    """Write the manifest and, beside it, ``<stem>-dropped.csv`` (what was dropped and the copy
-    kept); the latter's path."""
-    write_atomic(manifest, _csv_bytes(MANIFEST_HEADER, result.rows))
+    """Write the manifest and, beside it, ``<stem>-dropped.csv`` (each duplicate dropped and the
+    copy kept, then each unreadable file, of kind ``unreadable``); the latter's path."""
     dropped_rows = [
         (key[1], result.labels.get(key, ""), key[0], kind, kept["id"], kept["split"])
         for key, (kind, kept) in sorted(result.dropped.items())
-    ]
-    report = manifest.with_name(f"{manifest.stem}-dropped.csv")
-    write_atomic(report, _csv_bytes(DROPPED_HEADER, dropped_rows))
+    ] + [(entry["file"], "", "", "unreadable", "", "") for entry in result.unreadable]
+    kept = _csv_bytes(MANIFEST_HEADER, result.rows)
+    left_out = _csv_bytes(DROPPED_HEADER, dropped_rows)
+    report = dropped_path(manifest)
+    write_atomic(manifest, kept)
+    write_atomic(report, left_out)
     return report

@@ -121,6 +121,7 @@ def _scan(source: DatasetSource, seed: int) -> tuple[_Scan, dict[str, list[np.nd
                     size, mode, fmt = f"{image.width}x{image.height}", image.mode, image.format
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = reason.replace(f" {str(path)!r}", "")
                 scan.unreadable.append({"file": item, "reason": reason})
                 continue
             scan.sizes[size] += 1

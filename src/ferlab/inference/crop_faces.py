@@ -23,9 +23,9 @@ from ferlab.data.sources import load_dataset
 from ferlab.errors import ConfigError, DataError, FerlabError, OutputError
 from ferlab.inference.batch import ImageFile, find_images
 from ferlab.inference.detect import Face, detect_faces, square_crop
-from ferlab.inference.face_options import DEFAULT_MARGIN
+from ferlab.inference.face_options import DEFAULT_MARGIN, FaceOptions
 from ferlab.inference.images import load_image
-from ferlab.outputs import write_atomic
+from ferlab.outputs import check_outside_data, write_atomic
 
 MULTI_CHOICES = ("largest", "skip", "all")
 REPORT_NAME = "crop-faces.csv"
@@ -40,6 +40,7 @@ class CropSummary:
 
     images: int = 0
     crops: int = 0
+    unreadable: int = 0
     problems: list[tuple[str, str, int]] = field(default_factory=list)
 
     def line(self) -> str:
@@ -110,7 +111,7 @@ def _sources(src: Path) -> tuple[list[ImageFile], list[dict[str, str]] | None]:
 def _csv_bytes(rows: Iterable[Iterable[object]]) -> bytes:
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
-    return text.getvalue().encode()
+    return text.getvalue().encode(errors="surrogateescape")  # file names as their bytes
 
 
 def crop_faces(
@@ -130,9 +131,11 @@ def crop_faces(
     """
     if multi not in MULTI_CHOICES:
         raise ConfigError(f"--multi must be one of {', '.join(MULTI_CHOICES)}, got '{multi}'")
+    FaceOptions(min_face=min_face, margin=margin)
     source, target = Path(src), Path(dst)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise OutputError(f"{target}: exists and is not an empty folder")
+    check_outside_data(target, source)
     files, rows = _sources(source)
     summary = CropSummary(images=len(files))
     manifest: list[list[str]] = []
@@ -141,6 +144,11 @@ def crop_faces(
             image = load_image(file.path)
         except DataError as exc:
             summary.problems.append((str(file.name), f"unreadable: {exc}", 0))
+            summary.unreadable += 1
+            if summary.unreadable == len(files):
+                raise DataError(
+                    f"{source}: none of its {len(files)} images could be read ({exc})"
+                ) from None
             continue
         faces = detect_faces(image, min_size=min_face)
         kept, status = _chosen(faces, multi)

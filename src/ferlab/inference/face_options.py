@@ -19,6 +19,8 @@ DEFAULT_MARGIN = 0.0
 # Longer side images are shrunk to for detection: libfacedetection's time grows with the pixel
 # count, and its recall of small faces falls with the size (MODEL_CARD.md, detector table).
 DEFAULT_DETECT_SIDE = 480
+MAX_MARGIN = 1.0
+"""The widest crop border: a square three times the face box's side, the face a ninth of it."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class FaceOptions:
     margin: float = field(
         default=DEFAULT_MARGIN,
         metadata={
-            "help": "extra crop border per side, as a fraction of the face box",
+            "help": "extra crop border per side, as a fraction of the face box (0-1)",
             "metavar": "F",
         },
     )
@@ -60,7 +62,7 @@ class FaceOptions:
     def __post_init__(self) -> None:
         checks = (
             ("min_face", lambda v: v >= 1, "a number of at least 1 (px)"),
-            ("margin", lambda v: v >= 0, "a number of at least 0"),
+            ("margin", lambda v: 0 <= v <= MAX_MARGIN, f"a number in [0, {MAX_MARGIN:g}]"),
             ("min_score", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
             ("detect_side", lambda v: v >= 32, "a number of at least 32 (px)"),
         )
