@@ -1104,3 +1104,43 @@ def test_a_channels_first_array_is_refused_with_a_hint(model_file: Path, tmp_pat
         recognizer.predict(np.zeros((64, 64, 5), np.uint8))
     with pytest.raises(DataError, match="a folder, not an image file"):
         recognizer.predict(tmp_path)
+
+
+def test_explain_draws_a_file_name_in_another_encoding(
+    model_file: Path, tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    (photo,) = _photos(tmp_path / "in", ["a.png"])
+    photo.rename(os.fsdecode(bytes(tmp_path / "in") + b"/caf\xe9.png"))
+    out = tmp_path / "explained"
+    argv = ["explain", str(tmp_path / "in"), "--model", str(model_file), "--no-detect"]
+    code = main([*argv, "--out", str(out), "-q"])
+    printed = capfdbinary.readouterr()
+    assert code == 0, printed.err
+    assert sorted(os.fsencode(p.name) for p in out.iterdir())[0] == b"caf\xe9_explained.png"
+
+
+@pytest.mark.parametrize("command", ["inspect", "train"])
+def test_a_class_folder_named_in_another_encoding_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    from conftest import make_pattern_tree
+
+    tree = make_pattern_tree(tmp_path / "data", {"train": 3, "val": 2})
+    (tree / "train" / "sad").rename(os.fsdecode(bytes(tree / "train") + b"/f\xe9ar"))
+    argv = {
+        "inspect": ["data", "inspect", str(tree), "--out", str(tmp_path / "report")],
+        "train": [
+            "train",
+            "--data",
+            str(tree),
+            "--model",
+            "baseline_cnn",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    }[command]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    line = assert_one_line(err, f"{tree}/train/f\\xe9ar: a class folder whose name is not UTF-8")
+    assert "rename it" in line
+    assert not (tmp_path / "report").exists() and not (tmp_path / "runs").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def test_dedupe_drops_the_later_split_copy(
     for out, message in [
         (manifest, "this is one of the inputs"),
         (tmp_path / "taken.csv", "already exists; give --exist-ok"),
-        (tmp_path / "clean.txt", "--out must end in .csv"),
+        (tmp_path / "clean.txt", "--out must be a file name ending in .csv"),
         (tmp_path / "new.csv", None),
     ]:
         code = main([*again, str(out)])
@@ -218,6 +219,17 @@ def test_cli_inspect(planted: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (tmp_path / "report" / "samples-happy.png").is_file()
     assert main(["data", "inspect", str(tmp_path / "missing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    inside = planted / "train" / "happy" / "report"
+    assert main(["data", "inspect", str(planted), "--out", str(inside)]) == 2
+    assert "inside the data folder" in capsys.readouterr().err and not inside.exists()
+    fewer = tmp_path / "fewer"
+    shutil.copytree(planted, fewer)
+    for split in ("train", "val", "test"):
+        shutil.rmtree(fewer / split / "happy")
+    report = ["data", "inspect", str(fewer), "--out", str(tmp_path / "report"), "--exist-ok"]
+    assert main(report) == 0
+    assert not (tmp_path / "report" / "samples-happy.png").exists()
+    assert (tmp_path / "report" / "samples-sad.png").is_file()
 
 
 def write_fer_csv(path: Path, seed: int = 0) -> list[list[str]]:

@@ -76,6 +76,31 @@ def test_the_ensemble_averages_what_its_members_answer(
     assert torch.load(out, weights_only=True)["spec"]["members"][1]["name"] == "mobilenet_v2"
 
 
+@pytest.mark.parametrize("weight", ["1e308", "1e-320", "3e38"])
+def test_extreme_equal_weights_average_as_equal_ones(
+    members: list[Path], tmp_path: Path, weight: str
+) -> None:
+    equal, extreme = tmp_path / "equal.pt", tmp_path / "extreme.pt"
+    assert main(["ensemble", *map(str, members), "--out", str(equal)]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                *map(str, members),
+                "--weights",
+                f"{weight},{weight}",
+                "--out",
+                str(extreme),
+            ]
+        )
+        == 0
+    )
+    crops = _crops()
+    got = _probs(extreme, crops)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, _probs(equal, crops), atol=1e-6)
+
+
 def test_an_ensemble_exports_to_onnx_and_explains(members: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "ensemble.pt"
     assert main(["ensemble", *map(str, members), "--out", str(out)]) == 0
@@ -126,6 +151,8 @@ def test_models_that_cannot_be_averaged_are_refused_in_one_line(
         ([str(members[0]), "fer2013"], "an ensemble's models answer the same classes"),
         ([*map(str, members), "--out", str(members[0])], "this is one of the inputs"),
         ([*map(str, members), "--out", str(out)], "--exist-ok"),
+        ([*map(str, members), "--out", str(tmp_path / "e.onnx")], "ending in .pt"),
+        ([*map(str, members), "--out", str(tmp_path / ".pt")], "ending in .pt"),
     ]
     for args, message in cases:
         capsys.readouterr()

@@ -143,6 +143,19 @@ def test_cli_models_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(lines[: lines.index("")]) == 14  # the header and 13 models, then their weights
     mobilenet = next(line for line in lines if line.startswith("mobilenet_v2 "))
     assert "2.23M" in mobilenet and " 96 " in mobilenet
+    shipped = lines[lines.index(next(line for line in lines if line.startswith("Trained"))) :]
+    assert [line.split()[0] for line in shipped[1:]] == ["fer2013", "ferplus"]
+    assert "(default)" in shipped[1] and "8 classes" in shipped[2]
+
+
+def test_a_reader_that_leaves_stops_a_command_quietly() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ferlab", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # as `| head -0` does
+    assert process.wait(timeout=300) == 141
+    assert process.stderr.read() == b""
 
 
 def test_model_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
@@ -218,6 +231,14 @@ def test_evaluate_and_compare_onnx_exports(
     assert main(["export", str(pattern_run), "--format", "onnx", "--out", str(fp32)]) == 0
     argv = ["export", str(pattern_run), "--format", "onnx", "--quantize", "int8"]
     assert main([*argv, "--out", str(int8)]) == 0
+    capsys.readouterr()
+    for wrong in ("model.pt", "model.txt", "folder"):
+        (tmp_path / "folder.onnx").mkdir(exist_ok=True)
+        assert main([*argv, "--out", str(tmp_path / wrong)]) == 2
+        assert "--out must be a file name ending in .onnx" in capsys.readouterr().err
+        assert not (tmp_path / wrong).exists()
+    assert main([*argv, "--out", str(tmp_path / "folder.onnx"), "--exist-ok"]) == 2
+    assert "folder.onnx: a folder; --out names the .onnx file" in capsys.readouterr().err
     trained = load_model_file(pattern_run / "model.pt").spec
     assert OnnxModel(fp32).spec == trained.for_export()
     reference = evaluate(pattern_run, pattern_tree, out=tmp_path / "torch")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,30 @@ def test_compare_two_models(
     page = (out / "compare.html").read_text()
     assert page.count("<tr>") == 2 + 2 + 1 and "random.pt" in page  # headers, models, pair
     assert main(["compare", str(random_model), str(random_model), "--data", "x"]) == 2
+    capsys.readouterr()
+    spelt_twice = [str(quadrant_run), str(quadrant_run / "model.pt"), "--data", str(quadrant_tree)]
+    assert main(["compare", *spelt_twice, "--out", str(tmp_path / "twice")]) == 2
+    assert f"{quadrant_run / 'model.pt'}: the same model file as {quadrant_run}" in (
+        capsys.readouterr().err
+    )
+
+
+def test_compare_maps_classes_for_every_model_and_names_the_one_that_cannot(
+    quadrant_run: Path, random_model: Path, quadrant_tree: Path, tmp_path: Path, capsys
+) -> None:
+    extra = tmp_path / "extra"
+    shutil.copytree(quadrant_tree, extra)
+    for split in ("train", "val", "test"):
+        shutil.copytree(extra / split / QUADRANT_CLASSES[0], extra / split / "contempt")
+    refs = [str(quadrant_run), str(random_model), "--data", str(extra)]
+    assert main(["compare", *refs, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ferlab: error: {quadrant_run}: the data has classes the model does")
+    assert "contempt" in err and len(err.splitlines()) == 1
+    keep = ",".join(QUADRANT_CLASSES)
+    assert main(["compare", *refs, "--keep", keep, "--out", str(tmp_path / "b")]) == 0
+    comparison = compare_models([quadrant_run, random_model], extra, keep=keep)
+    assert [score.samples for score in comparison.scores] == [24, 24]
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +242,30 @@ def test_explain_writes_one_overlay_per_face(
         assert overlay.mode == "RGB" and overlay.size == (crop.shape[1], crop.shape[0])
     with Image.open(whole) as figure:
         assert figure.width > 600 and _has_colour_bar(np.asarray(figure.convert("RGB")))
+
+
+def test_explain_writes_all_of_a_photos_pictures_or_none(
+    astronaut: Path, quadrant_run: Path, tmp_path: Path, capsys
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(astronaut, photos / "astronaut.png")
+    out = tmp_path / "out"
+    args = ["explain", str(photos), "--model", str(quadrant_run), "--out", str(out)]
+    for target in QUADRANT_CLASSES:
+        code = main([*args, "--target-class", target])
+        if target == QUADRANT_CLASSES[0]:
+            assert code == 0
+            first = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "astronaut_explained.png: already exists" in err and len(err.splitlines()) == 1
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == first
+    inside = ["explain", str(photos), "--model", str(quadrant_run), "--out", str(photos / "x")]
+    for own in ([], ["--exist-ok"]):
+        assert main([*inside, *own]) == 2
+        assert "inside the data folder" in capsys.readouterr().err
+    assert [path.name for path in photos.iterdir()] == ["astronaut.png"]
 
 
 def _has_colour_bar(figure: np.ndarray) -> bool:

@@ -419,6 +419,14 @@ def test_int8_export_keeps_the_leading_convolutions_float(
     assert main([*plain, "--out", str(tmp_path / "y.onnx")]) == 2
     assert "--float-convs is for --quantize int8" in capsys.readouterr().err
 
+    (crops / "9.png").write_bytes(b"\x89PNG not really")
+    with pytest.warns(UserWarning) as warned:
+        assert main([*argv, "--out", str(tmp_path / "z.onnx")]) == 0
+    messages = [str(w.message) for w in warned]
+    assert any("left out 1 unreadable file(s) (first: " in m and "9.png" in m for m in messages)
+    assert any("8 crop(s) are few to set int8 ranges" in m for m in messages)
+    assert "on 8 calibration crops" in capsys.readouterr().out
+
 
 # --- the command line --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import os
 import signal
 import sys
 import typing
@@ -17,6 +18,7 @@ from typing import Any
 
 from ferlab.commands.completion import add_completion_parser
 from ferlab.errors import FerlabError, os_error_line
+from ferlab.names import printable
 from ferlab.progress import shown
 from ferlab.signals import Stopped, raise_stopped
 from ferlab.suggest import did_you_mean
@@ -104,13 +106,6 @@ def _name_safe_streams() -> None:
             stream.reconfigure(errors=errors)
 
 
-def _printable(text: object) -> str:
-    """``text`` with the undecodable bytes of file names (surrogate escapes) shown as ``\\xNN``,
-    so that printing it cannot fail on any stream."""
-    raw = str(text).encode("utf-8", "surrogateescape")
-    return raw.decode("utf-8", "backslashreplace")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; user errors become one line on stderr and exit code 2,
     SIGINT and SIGTERM one line and 130 or 143; progress bars on stderr unless ``--quiet``."""
@@ -122,10 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with shown(not getattr(args, "quiet", False)):
             return args.handler(args)
     except FerlabError as exc:
-        print(f"ferlab: error: {_printable(exc)}", file=sys.stderr)
+        print(f"ferlab: error: {printable(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader left (| head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # a read-only or full disk, a file where a folder should be, ...
-        print(f"ferlab: error: {_printable(os_error_line(exc))}", file=sys.stderr)
+        print(f"ferlab: error: {printable(os_error_line(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ferlab: interrupted", file=sys.stderr)

@@ -66,6 +66,15 @@ def check_new(paths: Iterable[Path], exist_ok: bool, flag: str = "--exist-ok") -
             raise OutputError(f"{path}: already exists; give {flag} to write over it")
 
 
+def check_suffix(out: Path, suffix: str, what: str) -> None:
+    """Raise OutputError unless ``out`` is a file name ending in ``suffix`` (the file it names
+    is ``what``): a misnamed file would fail wherever its suffix is trusted."""
+    if out.suffix.lower() != suffix or not out.stem:
+        raise OutputError(f"{out}: --out must be a file name ending in {suffix} ({what})")
+    if out.is_dir():
+        raise OutputError(f"{out}: a folder; --out names the {suffix} file to write")
+
+
 def check_not_input(out: Path, inputs: Collection[Path]) -> None:
     """Raise OutputError when ``out`` is one of ``inputs`` (resolved paths): not even
     ``--exist-ok`` lets a command write over what it reads."""

@@ -9,6 +9,7 @@ from typing import Any
 from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.commands.recognizer_options import add_backend_option
 from ferlab.commands.split_options import add_split_options
+from ferlab.commands.train import FLAG_HELP, METAVARS
 from ferlab.commands.tta_option import add_tta_option
 from ferlab.outputs import check_new, check_outside_data, check_writable
 from ferlab.progress import add_quiet_option
@@ -42,6 +43,8 @@ def add_parser(commands: Any) -> None:
         metavar="VOTES.csv",
         help="score against crowd votes laid over the data (as 'ferlab evaluate --labels')",
     )
+    for name in ("keep", "rename", "merge"):
+        parser.add_argument(f"--{name}", metavar=METAVARS[name], help=FLAG_HELP[name])
     add_tta_option(parser)
     add_backend_option(parser)
     add_exist_ok_option(parser, "compare.md and compare.html")
@@ -64,8 +67,12 @@ def _run_compare(args: argparse.Namespace) -> int:
         tta=args.tta,
         labels=args.labels,
         backend=args.backend,
+        keep=args.keep,
+        rename=args.rename,
+        merge=args.merge,
     )
+    written = comparison.write(args.out)  # the files first: a closed stdout loses only the table
     print(comparison.markdown())
-    for path in comparison.write(args.out):
+    for path in written:
         print(f"wrote {path}")
     return 0

@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.commands.exist_ok_option import add_exist_ok_option
-from ferlab.errors import ConfigError
-from ferlab.outputs import check_new, check_not_input, check_writable, numbered
+from ferlab.outputs import (
+    check_new,
+    check_not_input,
+    check_outside_data,
+    check_suffix,
+    check_writable,
+    numbered,
+)
 from ferlab.progress import add_quiet_option
 
 
@@ -101,13 +107,15 @@ def _run_inspect(args: argparse.Namespace) -> int:
     from ferlab.data.inspect import format_summary, inspect_dataset, write_inspection
 
     if args.out is not None:  # before the long work; a default folder is numbered instead
+        check_outside_data(args.out, args.path)
         check_new([args.out / "inspect.json", args.out / "inspect.md"], args.exist_ok)
     check_writable(args.out or Path("."))
     inspection = inspect_dataset(args.path, near_threshold=args.near_threshold)
     name = Path(inspection.report["dataset"]).stem or "data"
     out = args.out or numbered(Path(f"inspect-{name}"))
+    check_outside_data(out, args.path)
+    write_inspection(inspection, out)  # the files first: a closed stdout loses only the digest
     print(format_summary(inspection.report))
-    write_inspection(inspection, out)
     print(f"\nwrote {out / 'inspect.json'}, {out / 'inspect.md'} and plots")
     return 0
 
@@ -115,8 +123,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def _run_dedupe(args: argparse.Namespace) -> int:
     from ferlab.data.dedupe import deduplicate, dropped_path, write_deduplicated
 
-    if args.out.suffix.lower() != ".csv":
-        raise ConfigError(f"{args.out}: --out must end in .csv (the manifest is a CSV file)")
+    check_suffix(args.out, ".csv", "the manifest")
     check_not_input(args.out, {Path(args.src).expanduser().resolve()})
     check_new([args.out, dropped_path(args.out)], args.exist_ok)
     check_writable(args.out.parent)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.errors import ConfigError
-from ferlab.outputs import check_new, check_not_input, check_writable, numbered
+from ferlab.outputs import check_new, check_not_input, check_suffix, check_writable, numbered
 
 
 def add_parser(commands: Any) -> None:
@@ -56,6 +56,7 @@ def _run_ensemble(args: argparse.Namespace) -> int:
     weights = parse_weights(args.weights)
     inputs = {resolve_model_file(model).resolve() for model in args.models}
     out = args.out or numbered(Path("ensemble.pt"), file=True)
+    check_suffix(out, ".pt", "a ferlab model file")
     check_not_input(out, inputs)
     check_new([out], args.exist_ok)
     check_writable(out.parent)

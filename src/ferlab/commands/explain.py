@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.commands.recognizer_options import add_face_options, face_options
 from ferlab.errors import DataError, FerlabError
-from ferlab.outputs import check_new, check_not_input, check_writable, numbered, write_atomic
+from ferlab.outputs import (
+    check_new,
+    check_not_input,
+    check_outside_data,
+    check_writable,
+    numbered,
+    write_atomic,
+)
 from ferlab.progress import add_quiet_option, track
 
 if TYPE_CHECKING:
@@ -79,13 +86,14 @@ def _pictures(
     from PIL import Image
 
     from ferlab.inference.explain_figure import explanation_figure
+    from ferlab.names import printable
 
     stem = name.with_suffix("")
     count = f"{len(explanations)} face{'s' if len(explanations) > 1 else ''}"
     pictures = [
         (
             stem.with_name(f"{stem.name}_explained.png"),
-            explanation_figure(image, explanations, method, margin=margin, title=str(path)),
+            explanation_figure(image, explanations, method, margin=margin, title=printable(path)),
             f"{count}, {_probabilities(explanations[0].tta)}  ({method}, {path})",
         )
     ]
@@ -112,6 +120,8 @@ def _run_explain(args: argparse.Namespace) -> int:
     files, problems = find_images(args.sources)
     if not files:
         raise DataError("; ".join(problems))
+    for source in args.sources:
+        check_outside_data(args.out, source)
     check_writable(args.out)
     bundle = load_explainable(args.model)
     options = face_options(args)
@@ -137,20 +147,23 @@ def _run_explain(args: argparse.Namespace) -> int:
             print(f"{file.path}  no face found")
             continue
         pictures = _pictures(file.name, file.path, image, explanations, args.method, options.margin)
-        for name, data, line in pictures:
+        targets = []
+        for name, _, _ in pictures:
             out = args.out / name
             if out in this_run:  # a same-named input in another folder
                 out = numbered(out, file=True)
-            this_run.add(out)
-            try:
+            targets.append(out)
+        try:  # all of a photo's pictures or none: never old ones mixed with new
+            for out in targets:
                 check_new([out], args.exist_ok)
                 check_not_input(out, inputs)
+            for out, (_, data, line) in zip(targets, pictures, strict=True):
                 write_atomic(out, data)
-            except FerlabError as exc:
-                errors.append(str(exc))
-                continue
-            written += 1
-            print(f"{out}  {line}")
+                this_run.add(out)
+                written += 1
+                print(f"{out}  {line}")
+        except FerlabError as exc:
+            errors.append(str(exc))
     for message in errors:
         print(f"ferlab: error: {message}", file=sys.stderr)
     return 2 if not written else 1 if errors else 0

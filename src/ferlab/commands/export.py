@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ferlab.commands.exist_ok_option import add_exist_ok_option
 from ferlab.errors import ConfigError, DataError
-from ferlab.outputs import check_new, check_not_input, check_writable, numbered
+from ferlab.outputs import check_new, check_not_input, check_suffix, check_writable, numbered
 from ferlab.progress import add_quiet_option
 
 AGREEMENT_FLOOR = 0.99
 """Top-1 agreement of an int8 export with its float model below which export warns."""
+CALIBRATION_CROPS = 512
+"""The most calibration images used, spread over the folder given."""
+FEW_CALIBRATION_CROPS = 64
+"""Fewer calibration images than this get a warning."""
 
 
 def add_parser(commands: Any) -> None:
@@ -53,7 +58,6 @@ def add_parser(commands: Any) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from ferlab.inference.batch import find_images
     from ferlab.inference.onnx_export import export_onnx
     from ferlab.models.artifact import resolve_model_file
 
@@ -61,6 +65,7 @@ def _run_export(args: argparse.Namespace) -> int:
     suffix = "-int8" if args.quantize else ""
     name = f"{_model_name(args.model, model_file)}{suffix}.onnx"
     out = args.out or numbered(Path(name), file=True)
+    check_suffix(out, ".onnx", "an ONNX model")
     check_not_input(out, {model_file.resolve()})
     check_new([out], args.exist_ok)
     check_writable(out.parent)
@@ -68,11 +73,7 @@ def _run_export(args: argparse.Namespace) -> int:
     if args.calibration is not None:
         if args.quantize is None:
             raise ConfigError("--calibration is for --quantize int8")
-        files, problems = find_images([str(args.calibration)])
-        if not files:
-            raise DataError("; ".join(problems))
-        step = max(1, len(files) // 512)
-        calibration = [file.path for file in files[::step][:512]]
+        calibration = _calibration_crops(args.calibration)
     if args.float_convs is not None and args.quantize is None:
         raise ConfigError("--float-convs is for --quantize int8")
     written = export_onnx(
@@ -82,6 +83,41 @@ def _run_export(args: argparse.Namespace) -> int:
     if calibration is not None:
         _report_agreement(model_file, written, calibration)
     return 0
+
+
+def _calibration_crops(folder: Path) -> list[Path]:
+    """Up to CALIBRATION_CROPS readable images spread over ``folder`` (or the one file given);
+    unreadable ones are left out with a warning, and a warning says when there are few."""
+    from ferlab.inference.batch import find_images
+    from ferlab.inference.images import check_image_source
+
+    files, problems = find_images([str(folder)])
+    if not files:
+        raise DataError("; ".join(problems))
+    step = max(1, len(files) // CALIBRATION_CROPS)
+    readable, unreadable = [], []
+    for file in files[::step][:CALIBRATION_CROPS]:
+        try:
+            check_image_source(file.path)
+        except DataError as exc:
+            unreadable.append(str(exc))
+        else:
+            readable.append(file.path)
+    if unreadable:
+        warnings.warn(
+            f"--calibration: left out {len(unreadable)} unreadable file(s) (first: "
+            f"{unreadable[0]})",
+            stacklevel=2,
+        )
+    if not readable:
+        raise DataError(f"{folder}: no readable calibration image")
+    if len(readable) < FEW_CALIBRATION_CROPS:
+        warnings.warn(
+            f"--calibration: {len(readable)} crop(s) are few to set int8 ranges and to check "
+            f"the export on; give at least {FEW_CALIBRATION_CROPS} face crops",
+            stacklevel=2,
+        )
+    return readable
 
 
 def _model_name(ref: str, model_file: Path) -> str:

@@ -375,7 +375,8 @@ def _markdown(report: dict[str, Any], pictures: dict[str, str]) -> str:
 
 
 def write_inspection(inspection: Inspection, out: Path) -> list[Path]:
-    """Write inspect.json, inspect.md, class_distribution.png and samples-<class>.png to `out`."""
+    """Write inspect.json, inspect.md, class_distribution.png and samples-<class>.png to `out`
+    (removing the samples-<class>.png of classes an earlier report there had)."""
     from ferlab.data.inspect_plots import plot_class_distribution, plot_sample_grid
 
     report = inspection.report
@@ -390,4 +391,6 @@ def write_inspection(inspection: Inspection, out: Path) -> list[Path]:
             pictures[name] = file
     write_atomic(out / "inspect.json", (json.dumps(report, indent=1) + "\n").encode())
     write_atomic(out / "inspect.md", _markdown(report, pictures).encode())
+    for stale in set(out.glob("samples-*.png")) - set(written):  # an earlier report's classes
+        stale.unlink()
     return [out / "inspect.json", out / "inspect.md", *written]

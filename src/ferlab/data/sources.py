@@ -22,6 +22,7 @@ from ferlab.data.affectnet import is_affectnet, read_affectnet
 from ferlab.data.classes import CANONICAL_CLASSES, canonical_order
 from ferlab.data.tables import IMAGE_EXTENSIONS, SplitTable
 from ferlab.errors import ConfigError, DataError
+from ferlab.names import is_utf8, printable
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -270,6 +271,11 @@ def _read_class_folders(folder: Path, name: str, bad: _BadFiles) -> SplitTable:
     paths: list[Path] = []
     for entry in _scandir(folder):
         if entry.is_dir():
+            if not is_utf8(entry.name):
+                raise DataError(
+                    f"{printable(entry.path)}: a class folder whose name is not UTF-8; rename "
+                    "it (class names go into model files and reports as text)"
+                )
             for file in _images_below(Path(entry.path), set()):
                 if file.stat().st_size == 0:
                     bad(file.path, "empty file")

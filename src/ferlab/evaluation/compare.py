@@ -18,8 +18,9 @@ import torch
 from scipy.stats import binomtest, chi2
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
+from ferlab.data.classes import ClassMapping
 from ferlab.data.sources import DatasetSource
-from ferlab.errors import ConfigError
+from ferlab.errors import ConfigError, DataError
 from ferlab.evaluation.calibration import expected_calibration_error
 from ferlab.evaluation.evaluate import (
     SplitScorer,
@@ -202,10 +203,9 @@ def _score(
     split: str,
     bad: str,
     tta: str | bool | None,
-    voted: bool,
+    mapping: ClassMapping,
 ) -> tuple[ModelScore, np.ndarray, np.ndarray]:
     """The model's row, its per-sample correctness and the source rows of the samples."""
-    mapping, _ = crowd_mapping(runner.spec, source, None, None, None, voted)
     scorer = SplitScorer(runner, mapping, runner.spec.prior_tau)
     mode = tta_mode(runner.spec.tta if tta is None else tta)
     data = trained_split(runner.spec, source, split, mapping, bad)
@@ -241,24 +241,35 @@ def compare_models(
     tta: str | bool | None = None,
     labels: str | Path | None = None,
     backend: str = "auto",
+    keep: str | None = None,
+    rename: str | None = None,
+    merge: str | None = None,
 ) -> Comparison:
     """Score each model reference (opened on ``backend`` by :func:`ferlab.load_model`) or runner
     in ``refs`` on ``split`` of ``data``; test each pair on the samples both scored. ``tta``: as
     in ``evaluate`` (None: each model's own); ``labels``: crowd votes scored as ``evaluate``
-    does."""
+    does; ``keep``/``rename``/``merge``: the data's classes mapped onto every model's, as in
+    ``evaluate``."""
     names = [str(ref) if isinstance(ref, str | Path) else str(ref.source) for ref in refs]
     if not refs or len(set(names)) < len(names):
         raise ConfigError(f"compare needs distinct models, got {', '.join(names) or 'none'}")
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
     runners = [load_model(ref, backend) for ref in refs]
+    files = [runner.source.resolve() for runner in runners]
+    for k, file in enumerate(files):
+        if file in files[:k]:
+            first = names[files.index(file)]
+            raise ConfigError(f"{names[k]}: the same model file as {first} ({file})")
     source = labelled_source(runners[0].spec, data, on_bad_file, labels)
     check_split(source, split)
     scores, correct, rows = [], {}, {}
     for name, runner in zip(names, runners, strict=True):
-        score, hits, sample_rows = _score(
-            name, runner, source, split, on_bad_file, tta, labels is not None
-        )
+        try:
+            mapping, _ = crowd_mapping(runner.spec, source, keep, rename, merge, labels is not None)
+        except (ConfigError, DataError) as exc:
+            raise type(exc)(f"{name}: {exc}") from None
+        score, hits, sample_rows = _score(name, runner, source, split, on_bad_file, tta, mapping)
         scores.append(score)
         correct[score.ref], rows[score.ref] = hits, sample_rows
     pairs = []

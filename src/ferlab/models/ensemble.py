@@ -77,8 +77,9 @@ class EnsembleModel(FaceClassifier):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.inputs = nn.ModuleList(MemberInput(prep, target) for target in member_preps)
-        shares = torch.tensor(weights, dtype=torch.float32)
-        self.register_buffer("shares", shares / shares.sum(), persistent=False)
+        shares = torch.tensor(weights, dtype=torch.float64)
+        shares = shares / shares.max()  # in range first: 1e308 or 1e-320 weights sum badly
+        self.register_buffer("shares", (shares / shares.sum()).float(), persistent=False)
         self.num_classes = members[0].num_classes
         self.va = all(member.va for member in members)
         self.info = members[0].info

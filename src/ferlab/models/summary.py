@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ferlab.models.artifact import DEFAULT_MODEL, SHIPPED_MODELS
 from ferlab.models.imagenet_files import find_imagenet_file, missing_hint
 from ferlab.models.registry import create_model, list_models, model_info
 
@@ -45,4 +46,12 @@ def registry_table(num_classes: int = 7) -> list[str]:
     details.append(
         "(where there is a network, torchvision downloads its missing weights on first use)"
     )
-    return lines + details
+    shipped = [
+        "",
+        "Trained models that ship with ferlab (ferlab predict --model NAME, "
+        "Recognizer.load(NAME)):",
+    ]
+    for name, description in SHIPPED_MODELS.items():
+        marker = "(default)" if name == DEFAULT_MODEL else ""
+        shipped.append(f"{name:<20} {marker:<10} {description}")
+    return lines + details + shipped
