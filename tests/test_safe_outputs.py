@@ -12,7 +12,7 @@ import pytest
 from conftest import make_pattern_tree
 from ferlab.cli import main
 from ferlab.errors import OutputError
-from ferlab.outputs import check_new, check_not_input, numbered
+from ferlab.outputs import check_new, check_not_input, check_writable, numbered
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
@@ -52,6 +52,19 @@ def test_check_new_and_check_not_input(tmp_path: Path) -> None:
         check_new([tmp_path / "free.json", taken], exist_ok=False)
     with pytest.raises(OutputError, match="one of the inputs"):
         check_not_input(tmp_path / "." / "metrics.json", {taken.resolve()})
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_unwritable_folder_is_named_with_the_output_it_stops(tmp_path: Path) -> None:
+    with pytest.raises(OutputError) as raised:
+        check_writable("/proc/ferlab-x/out")
+    assert str(raised.value) == (
+        "/proc: cannot write to this folder (no such file or directory), "
+        "so /proc/ferlab-x/out cannot be made"
+    )
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match=r"file: not a folder, so .*file/out cannot be made"):
+        check_writable(tmp_path / "file" / "out")
 
 
 def test_evaluate_numbers_default_folders_and_keeps_reports(

@@ -19,8 +19,8 @@ def check_writable(folder: str | Path) -> None:
         if existing.is_symlink():
             raise OutputError(f"{existing}: a broken link, not a folder")
         existing = existing.parent
+    tail = "" if existing == target else f", so {target} cannot be made"
     if not existing.is_dir():
-        tail = "" if existing == target else f", so {target} cannot be made"
         raise OutputError(f"{existing}: not a folder{tail}")
     try:
         handle, probe = tempfile.mkstemp(dir=existing, prefix=".ferlab-write-check-")
@@ -28,7 +28,7 @@ def check_writable(folder: str | Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         problem = (exc.strerror or type(exc).__name__).lower()
-        raise OutputError(f"{existing}: cannot write to this folder ({problem})") from None
+        raise OutputError(f"{existing}: cannot write to this folder ({problem}){tail}") from None
 
 
 def write_atomic(path: Path, data: bytes) -> None:
