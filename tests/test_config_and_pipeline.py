@@ -70,8 +70,12 @@ def test_bad_config_files_name_the_file(tmp_path: Path, text: str, message: str)
     [
         ({}, "no data set given"),
         ({"data": "x", "scheduler": "cosine"}, "scheduler: 'cosine' is not one of"),
-        ({"data": "x", "epochs": 0}, "epochs must be at least 1"),
-        ({"data": "x", "label_smoothing": 1.5}, "label_smoothing"),
+        ({"data": "x", "epochs": 0}, r"epochs \(--epochs\) must be at least 1"),
+        ({"data": "x", "label_smoothing": 1.5}, r"label_smoothing \(--label-smoothing\)"),
+        ({"data": "x", "num_workers": 100000}, r"num_workers \(--num-workers\) must be at most"),
+        ({"data": "x", "name": "../escape"}, r"name \(--name\) must be a folder name"),
+        ({"data": "x", "name": "a/b"}, "not a path: 'a/b'"),
+        ({"data": "x", "name": "."}, "must be a folder name"),
     ],
 )
 def test_validate_rejects_bad_values(overrides: dict, message: str) -> None:

@@ -273,6 +273,7 @@ def test_manifest_with_splits_valence_and_missing_file(tmp_path: Path) -> None:
         "imgs/d.png,sad,abc,0.3,val\n"
         "imgs/e.png,sad,0.0,0.0,validation\n"
         "imgs/f.png,happy,,0.9,test\n"
+        "imgs/a.png,happy,5,-7,train\n"
     )
 
     with pytest.warns(UserWarning, match=r"manifest\.csv: split 'test' has no samples of sad"):
@@ -283,6 +284,10 @@ def test_manifest_with_splits_valence_and_missing_file(tmp_path: Path) -> None:
     assert source.skipped == [
         (str(tmp_path / "imgs" / "missing.png"), "file not found"),
         (f"{manifest}:line 7", "valence/arousal is not a number: abc, 0.3"),
+        (
+            f"{manifest}:line 10",
+            "valence 5, arousal -7 outside [-1, 1] (rescale a rating scale to it)",
+        ),
     ]
     train = source.splits["train"]
     assert train.paths == [tmp_path / "imgs" / "a.png", tmp_path / "imgs" / "b.png", absolute]
@@ -478,6 +483,7 @@ def test_class_mapping_round_trip() -> None:
         ({"rename": {"anger": "angry"}}, "rename: class 'anger' not in the data"),
         ({"merge": {"neg": ["angry", "sadness"]}}, "merge: class 'sadness' not in the data"),
         ({"merge": {"a": ["angry"], "b": ["angry"]}}, "'angry' is in both 'a' and 'b'"),
+        ({"merge": {"a": ["angry", "angry"]}}, "class 'angry' listed twice in 'a'"),
         ({"keep": ["happy"]}, "need at least 2 classes, got 1: happy"),
         ({"keep": ["happy", "happy"]}, "listed twice: happy"),
     ],

@@ -54,7 +54,7 @@ def test_training_console_reads_as_ferlab(
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert lines[0] == f"data: {pattern_tree} (folders), 3 classes: happy, sad, surprise"
-    assert lines[1] == "images: train 24, val 24 (train at most 8 per class)"
+    assert lines[1] == "images: train 24, val 24, test 24 held out (train at most 8 per class)"
     assert lines[2].startswith("pixels: 48x48 gray, model input 48x48; ")
     epochs = [line for line in lines if line.startswith("epoch ")]
     assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]

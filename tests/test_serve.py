@@ -217,6 +217,28 @@ def test_empty_missing_and_broken_uploads(client: TestClient, astronaut: bytes) 
     assert (not_found.status_code, not_found.json()) == (404, {"error": "Not Found"})
 
 
+def test_nothing_a_client_sends_is_silently_dropped(client: TestClient, blank: bytes) -> None:
+    assert client.head("/healthz").status_code == 200
+    photo = ("photo.png", blank, "image/png")
+    two = client.post("/v1/predict", files=[("file", photo), ("file", photo)])
+    assert (two.status_code, two.json()) == (422, {"error": "file: one image per request"})
+    for path, query, message in [
+        ("/v1/predict", "?prior_tau=5", "unknown query parameter(s) prior_tau; takes boxes"),
+        ("/v1/predict", "?boxes=0,0,5,5&boxes=1,1,6,6", "boxes: given more than once"),
+        ("/v1/explain", "?top_k=2", "unknown query parameter(s) top_k; takes face, method, target"),
+    ]:
+        response = client.post(path + query, files=upload(blank))
+        assert response.status_code == 422 and response.json()["error"].startswith(message)
+    assert client.post("/v1/predict?boxes=0,0,5,5", files=upload(blank)).status_code == 200
+
+
+def test_images_over_the_decoder_limit_get_413(client: TestClient) -> None:
+    huge = png_bytes(Image.new("1", (10_000, 10_000)))  # 100 MP: over PIL's bomb warning, too
+    response = client.post("/v1/predict", files=upload(huge))
+    assert response.status_code == 413
+    assert response.json()["error"].startswith("image too large: upload: refused as a decompress")
+
+
 def test_api_key_from_the_environment_or_settings(
     service: ModelService, blank: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -433,6 +455,14 @@ def declared_png(width: int, height: int) -> bytes:
     data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
     return bytes(data)
+
+
+def test_reduced_images_report_their_own_size(service: ModelService) -> None:
+    with local_client(create_app(service, ServerSettings(api_key=None))) as client:
+        for size in ((4999, 5861), (20_000, 10)):
+            image = png_bytes(Image.new("L", size, 90))
+            result = client.post("/v1/predict", files=upload(image)).json()
+            assert (result["width"], result["height"]) == size
 
 
 def test_large_images_decode_reduced_within_the_memory_budget(

@@ -197,7 +197,7 @@ def test_yaml_config_with_overrides(pattern_tree: Path, tmp_path: Path) -> None:
         ({"strategy": "sideways"}, ConfigError, "strategy"),
         ({"keep": "happy,joy"}, ConfigError, "joy"),
         ({"head": "tower"}, ModelError, "tower"),
-        ({"mixup": -0.2}, ConfigError, "mixup must be in"),
+        ({"mixup": -0.2}, ConfigError, r"mixup \(--mixup\) must be in"),
         ({"mixup": 0.2, "head": "multitask"}, ConfigError, "mixup: not with head multitask"),
     ],
 )
@@ -369,3 +369,31 @@ def test_a_failed_resume_changes_no_file(pattern_tree: Path, tmp_path: Path) -> 
         assert _files(first.run_dir) == before
     with pytest.raises(ConfigError, match="no such run folder"):
         train(resume=tmp_path / "nowhere")
+
+
+def test_a_loss_that_stops_being_finite_stops_training_and_exports_nothing(
+    pattern_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ferlab.errors import DivergedError
+
+    step = FERClassifier._step
+
+    def diverging(self: FERClassifier, batch: tuple, stage: str) -> tuple:
+        loss, logits, labels = step(self, batch, stage)
+        late = stage == "train" and self.current_epoch == 1
+        return (loss * float("nan") if late else loss), logits, labels
+
+    monkeypatch.setattr(FERClassifier, "_step", diverging)
+    with pytest.raises(DivergedError) as raised:
+        train(**quick(pattern_tree, tmp_path, epochs=3, scheduler="none", name="nan"))
+    run = tmp_path / "runs" / "nan"
+    assert str(raised.value).startswith("the training loss became nan in epoch 2, batch 1")
+    assert f"continue with: ferlab train --resume {run}" in str(raised.value)
+    assert not (run / "model.pt").exists() and epochs_logged(run) == [0]
+
+
+def test_a_class_left_without_training_images_is_warned_about(
+    pattern_tree: Path, tmp_path: Path
+) -> None:
+    with pytest.warns(UserWarning, match="no training image of .* left by --limit/--limit-per-cl"):
+        train(**quick(pattern_tree, tmp_path, epochs=1, limit=2))

@@ -294,9 +294,9 @@ def test_multitask_head_needs_va_labels(pattern_tree: Path, tmp_path: Path) -> N
 def test_config_checks_the_va_options() -> None:
     with pytest.raises(ConfigError, match="va_loss: 'mae' is not one of mse, ccc"):
         load_config(data="x", va_loss="mae").validate()
-    with pytest.raises(ConfigError, match="valence_weight must be at least 0"):
+    with pytest.raises(ConfigError, match=r"valence_weight \(--valence-weight\) must be at"):
         load_config(data="x", valence_weight=-1).validate()
-    with pytest.raises(ConfigError, match="limit must be at least 1"):
+    with pytest.raises(ConfigError, match=r"limit \(--limit\) must be at least 1"):
         load_config(data="x", limit=0).validate()
 
 

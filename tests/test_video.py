@@ -337,10 +337,15 @@ def test_stream_smooths_valence_and_arousal_and_the_csv_has_them() -> None:
 
 
 def test_bad_stream_arguments_fail_at_once(recognizer: Recognizer) -> None:
-    with pytest.raises(ConfigError, match="fps > 0"):
+    with pytest.raises(ConfigError, match="fps must be a number above 0, got 0"):
         recognizer.stream(iter([]), fps=0)
-    with pytest.raises(ConfigError, match="smoothing"):
-        recognizer.stream(iter([]), fps=FPS, smooth=-1)
+    for smooth in (-1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"smooth \(--smooth\) must be a number of sec"):
+            recognizer.stream(iter([]), fps=FPS, smooth=smooth)
+    with pytest.raises(ConfigError, match=r"every \(--every\) must be at least 1, got 0"):
+        recognizer.stream(iter([]), fps=FPS, every=0)
+    with pytest.raises(ConfigError, match=r"batch_size \(--batch-size\) must be at least 1"):
+        recognizer.stream(iter([]), fps=FPS, batch_size=0)
     with pytest.raises(ConfigError, match="stream takes an iterable of frames, got str"):
         recognizer.stream("clip.mp4", fps=FPS)  # type: ignore[arg-type]
 
@@ -548,6 +553,15 @@ def test_cli_video_refuses_outputs_that_collide_or_would_write_over_earlier_plot
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report-track1.png"]
     assert main([*args, "--csv", str(tmp_path / "report.csv"), "--exist-ok"]) == 0
     assert cv2.imread(str(notes)) is not None
+    capsys.readouterr()
+    for flag, name in (("--csv", "d.csv"), ("--out", "d.mp4")):
+        (tmp_path / name).mkdir()
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert main([*args, flag, str(tmp_path / name), "--exist-ok"]) == 2
+        assert capsys.readouterr().err == (
+            f"ferlab: error: {tmp_path / name}: a folder, not a file; name the file to write\n"
+        )
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_video_names_that_are_not_utf8_are_one_line_errors(

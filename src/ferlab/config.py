@@ -126,28 +126,32 @@ class TrainConfig:
                 raise ConfigError(f"{name}: '{value}' is not one of {', '.join(allowed)}")
         for name, value in self.to_dict().items():
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number, got {value}")
+                raise ConfigError(f"{_named(name)} must be a finite number, got {value}")
         parse_devices(self.devices)
         positive = ("epochs", "batch_size", "unfreeze_every", "num_nodes")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{_named(name)} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.lr < 10:
-            raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
+            raise ConfigError(f"{_named('lr')} must be in (0, 10), got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise ConfigError(
+                f"{_named('label_smoothing')} must be in [0, 1), got {self.label_smoothing}"
+            )
         if not 0 <= self.mixup <= MAX_MIXUP:
-            raise ConfigError(f"mixup must be in [0, {MAX_MIXUP:g}] (0: off), got {self.mixup}")
+            raise ConfigError(
+                f"{_named('mixup')} must be in [0, {MAX_MIXUP:g}] (0: off), got {self.mixup}"
+            )
         if self.mixup and self.head == "multitask":
             raise ConfigError("mixup: not with head multitask (valence and arousal do not mix)")
         optional_positive = ("limit", "limit_per_class", "max_steps_per_epoch", "max_val_batches")
         for name in optional_positive:
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{_named(name)} must be at least 1, got {getattr(self, name)}")
         if self.input_size is not None and not 8 <= self.input_size <= 1024:
-            raise ConfigError(f"input_size must be in 8-1024 px, got {self.input_size}")
+            raise ConfigError(f"{_named('input_size')} must be in 8-1024 px, got {self.input_size}")
         if not 8 <= self.image_size <= 1024:
-            raise ConfigError(f"image_size must be in 8-1024 px, got {self.image_size}")
+            raise ConfigError(f"{_named('image_size')} must be in 8-1024 px, got {self.image_size}")
         not_negative = (
             "grad_clip",
             "weight_decay",
@@ -159,15 +163,34 @@ class TrainConfig:
         )
         for name in not_negative:
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be at least 0, got {getattr(self, name)}")
+                raise ConfigError(f"{_named(name)} must be at least 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed must be in 0-{2**32 - 1}, got {self.seed}")
+            raise ConfigError(f"{_named('seed')} must be in 0-{2**32 - 1}, got {self.seed}")
         if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"{_named('dropout')} must be in [0, 1), got {self.dropout}")
         if self.backbone_lr_factor < 0 or self.stage_lr_decay <= 0:
-            raise ConfigError("backbone_lr_factor must be at least 0 and stage_lr_decay above 0")
+            raise ConfigError(
+                "backbone_lr_factor (--backbone-lr-factor) must be at least 0 and "
+                "stage_lr_decay (--stage-lr-decay) above 0"
+            )
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
-            raise ConfigError("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
+            raise ConfigError(
+                "val_fraction (--val-fraction) must be in (0, 1) and test_fraction "
+                "(--test-fraction) in [0, 1)"
+            )
+        workers = 4 * (os.cpu_count() or 1)
+        if self.num_workers is not None and self.num_workers > workers:
+            raise ConfigError(
+                f"{_named('num_workers')} must be at most {workers} (four per CPU here), "
+                f"got {self.num_workers}"
+            )
+        if self.name is not None and (
+            self.name in ("", ".", "..") or Path(self.name).name != self.name
+        ):
+            raise ConfigError(
+                f"{_named('name')} must be a folder name (the run goes in --runs-dir), "
+                f"not a path: {self.name!r}"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,6 +207,11 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _named(field_name: str) -> str:
+    """How messages name an option: its config key and its flag, ``lr (--lr)``."""
+    return f"{field_name} (--{field_name.replace('_', '-')})"
 
 
 def _field_types() -> dict[str, Any]:

@@ -21,6 +21,10 @@ class OutputError(FerlabError):
     """An output file or folder cannot be written (read-only, full, or not a folder)."""
 
 
+class DivergedError(FerlabError):
+    """Training's loss stopped being a finite number; nothing is exported from such a run."""
+
+
 def os_error_line(exc: OSError, where: object = None) -> str:
     """``<where>: <problem>`` for an OSError, e.g. ``out/metrics.json: read-only file system``;
     without ``where``, the file the error names."""

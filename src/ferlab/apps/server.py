@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import hmac
 import io
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -47,7 +48,13 @@ from ferlab.apps.uploads import IMAGE_TYPES, BodyLimit, sniff_image_type
 from ferlab.errors import ConfigError, DataError, ModelError
 from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.image_results import ImageResult
-from ferlab.inference.images import MAX_PIXELS, decode_cost, load_image, source_name
+from ferlab.inference.images import (
+    MAX_PIXELS,
+    ImageTooLarge,
+    decode_cost,
+    load_image,
+    source_name,
+)
 from ferlab.inference.motion import Box
 from ferlab.inference.results import Explanation, FaceResult
 
@@ -117,11 +124,17 @@ class ServerSettings:
     explain_queue: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1 or min(self.timeout_s, self.explain_timeout_s) <= 0:
+        if self.max_upload_bytes < 1:
+            megabytes = self.max_upload_bytes / 2**20
             raise ConfigError(
-                f"need max_upload_bytes >= 1 and timeouts > 0, got {self.max_upload_bytes}, "
-                f"{self.timeout_s} and {self.explain_timeout_s}"
+                f"max_upload_bytes (--max-upload-mb) must be above 0, got {megabytes:g} MB"
             )
+        for name, flag in (("timeout_s", "timeout"), ("explain_timeout_s", "explain-timeout")):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(
+                    f"{name} (--{flag}) must be a number of seconds above 0, "
+                    f"got {getattr(self, name)}"
+                )
         if self.max_side < 1 or self.decode_budget_bytes < 1 or self.explain_queue < 0:
             raise ConfigError(
                 f"need max_side >= 1, decode_budget_bytes >= 1 and explain_queue >= 0, got "
@@ -196,6 +209,7 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
 
     @api.post("/predict", responses={200: {"content": {"application/json": _PREDICT_EXAMPLE}}})
     async def predict(
+        request: Request,
         file: ImageUpload,
         boxes: Annotated[
             str | None,
@@ -207,6 +221,7 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
     ) -> dict[str, Any]:
         """Faces (left to right) with box (x1, y1, x2, y2), label, probabilities and, where the
         model has them, valence and arousal; ``faces`` is empty when none is found."""
+        await _check_request(request, {"boxes"})
         given = None if boxes is None else _parse_boxes(boxes)
         data = await _image_bytes(file)
         started = time.perf_counter()
@@ -227,6 +242,7 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
         responses={200: {"content": {"image/png": {}}, "description": "the overlay as PNG"}},
     )
     async def explain(
+        request: Request,
         file: ImageUpload,
         face: Annotated[int, Query(ge=1, description="face number, left to right")] = 1,
         method: Annotated[str, Query(description="gradcam | gradcam++ | eigencam | scorecam")] = (
@@ -239,6 +255,7 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
         """Grad-CAM heatmap over one face crop, as PNG; headers ``X-Label``, ``X-Score``,
         ``X-Face`` and ``X-Faces`` (faces in the image) describe it. Heatmaps are made one at a
         time: 429 while one is being made (and the queue, if any, is full)."""
+        await _check_request(request, {"face", "method", "target_class"})
         data = await _image_bytes(file)
         upload = _Upload(data, settings, budget)
         explained, count, png = await _in_thread(
@@ -265,6 +282,7 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
 def _pages(app: FastAPI) -> APIRouter:
     pages = APIRouter()
 
+    @pages.api_route("/healthz", methods=["HEAD"], include_in_schema=False)
     @pages.get("/healthz")
     def healthz() -> dict[str, str]:
         """Liveness: answers once the model is loaded."""
@@ -303,6 +321,20 @@ def _key_check(expected: str | None) -> Callable[..., None]:
     return check
 
 
+async def _check_request(request: Request, parameters: set[str]) -> None:
+    """422 for a query parameter the endpoint does not take or one given twice, and for more
+    than one ``file`` part: nothing a client sends is silently dropped."""
+    unknown = sorted(set(request.query_params) - parameters)
+    if unknown:
+        takes = ", ".join(sorted(parameters))
+        raise HTTPException(422, f"unknown query parameter(s) {', '.join(unknown)}; takes {takes}")
+    for name in parameters:
+        if len(request.query_params.getlist(name)) > 1:
+            raise HTTPException(422, f"{name}: given more than once")
+    if len((await request.form()).getlist("file")) > 1:
+        raise HTTPException(422, "file: one image per request")
+
+
 async def _image_bytes(file: UploadFile) -> bytes:
     data = await file.read()
     if not data:
@@ -338,11 +370,15 @@ class _Upload:
     budget: MemoryBudget
 
     @contextmanager
-    def decoded(self, deadline: float) -> Iterator[tuple[np.ndarray, float]]:
-        """The image, reduced to ``max_side``, and the factor it was reduced by, while it holds
-        its share of the memory budget; 413 for images that cannot have one."""
-        with _as_upload():
-            cost = decode_cost(self.data, max_side=self.settings.max_side)
+    def decoded(self, deadline: float) -> Iterator[tuple[np.ndarray, float, tuple[int, int]]]:
+        """The image, reduced to ``max_side``, the factor it was reduced by and the upload's own
+        (width, height), while it holds its share of the memory budget; 413 for images that
+        cannot have one."""
+        try:
+            with _as_upload():
+                cost = decode_cost(self.data, max_side=self.settings.max_side)
+        except ImageTooLarge as exc:
+            raise HTTPException(413, f"image too large: {exc}") from None
         (width, height), budget = cost.size, self.budget.total
         if width * height > MAX_PIXELS:
             raise HTTPException(
@@ -358,7 +394,9 @@ class _Upload:
             with _as_upload():
                 image = load_image(self.data, max_side=self.settings.max_side)
             shrink(_HELD_COPIES * image.nbytes)
-            yield image, max(width, height) / max(image.shape[:2])
+            if (image.shape[1] >= image.shape[0]) != (width >= height):  # EXIF turned it
+                width, height = height, width
+            yield image, max(width, height) / max(image.shape[:2]), (width, height)
 
 
 @contextmanager
@@ -367,7 +405,7 @@ def _as_upload() -> Iterator[None]:
     try:
         yield
     except DataError as exc:
-        raise DataError(f"upload: {str(exc).removeprefix(source_name(b'') + ': ')}") from None
+        raise type(exc)(f"upload: {str(exc).removeprefix(source_name(b'') + ': ')}") from None
 
 
 def _parse_boxes(text: str) -> list[Box]:
@@ -391,10 +429,9 @@ def _predict_job(
 ) -> ImageResult:
     """The upload's faces (or those at ``boxes``, in its pixels), boxes and size in its own
     pixels (also where it was decoded reduced)."""
-    with upload.decoded(deadline) as (image, scale):
+    with upload.decoded(deadline) as (image, scale, (width, height)):
         inside = None if boxes is None else _boxes_inside(boxes, scale, image.shape)
         faces = service.predict(image, boxes=inside, timeout=deadline - time.monotonic())
-    height, width = (round(side * scale) for side in image.shape[:2])
     if scale != 1:
         faces = [_rescaled(face, scale, width, height) for face in faces]
     return ImageResult(None, width, height, faces)
@@ -431,7 +468,7 @@ def _explain_job(
     deadline: float,
 ) -> tuple[Explanation, int, bytes]:
     try:
-        with upload.decoded(deadline) as (image, _):
+        with upload.decoded(deadline) as (image, _, _):
             explained, count = service.explain(
                 image,
                 face=face,

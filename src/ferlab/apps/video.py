@@ -21,7 +21,7 @@ import numpy as np
 
 from ferlab.apps.capture import Capture, open_video, opencv_path
 from ferlab.apps.timeline import TrackTimeline, add_frame, plot_timeline
-from ferlab.errors import ConfigError, DataError
+from ferlab.errors import ConfigError, DataError, OutputError
 from ferlab.inference.image_results import FrameResult, csv_header
 from ferlab.inference.recognizer import Recognizer
 
@@ -60,6 +60,9 @@ def check_video_outputs(out: Path | None, csv_path: Path | None) -> None:
         check_video_out(out)
     if csv_path is not None and csv_path.suffix.lower() != ".csv":
         raise ConfigError(f"{csv_path}: the timeline is a CSV file; give a name ending in .csv")
+    for path in (out, csv_path):
+        if path is not None and path.is_dir():
+            raise OutputError(f"{path}: a folder, not a file; name the file to write")
 
 
 def timeline_plots(csv_path: Path) -> list[Path]:

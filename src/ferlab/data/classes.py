@@ -81,6 +81,8 @@ class ClassMapping:
                     raise ConfigError(f"merge: group '{group}' lists no classes")
                 _check_known("merge", members, available)
                 for member in members:
+                    if group_of.get(member) == group:
+                        raise ConfigError(f"merge: class '{member}' listed twice in '{group}'")
                     if member in group_of:
                         raise ConfigError(
                             f"merge: class '{member}' is in both '{group_of[member]}' and '{group}'"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,15 @@ def load_labelled_split(
         data = data.subset(limit_per_class(data.labels, per_class, seed))
     if limit is not None:
         data = data.subset(stratified_limit(data.labels, limit, seed))
+    counts = torch.bincount(data.labels, minlength=len(mapping.names))
+    unseen = [name for name, count in zip(mapping.names, counts.tolist(), strict=True) if not count]
+    if split == "train" and unseen:
+        warnings.warn(
+            f"{source.root}: no training image of {', '.join(unseen)}"
+            + (" left by --limit/--limit-per-class" if limit or per_class else "")
+            + "; the model cannot learn to answer it",
+            stacklevel=2,
+        )
     return data
 
 

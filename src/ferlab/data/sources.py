@@ -439,6 +439,10 @@ def _read_manifest(
         except ValueError:
             bad(where, "valence/arousal is not a number: " + ", ".join(row[n] for n in dims))
             continue
+        outside = [f"{name} {value:g}" for name, value in floats.items() if abs(value) > 1]
+        if outside:
+            bad(where, f"{', '.join(outside)} outside [-1, 1] (rescale a rating scale to it)")
+            continue
         image = path.parent / row["path"]  # an absolute path replaces the CSV's folder
         try:
             info = image.stat()

@@ -37,6 +37,10 @@ _SHRUNK_AS = {"1": "L", "PA": "RGBA", **{mode: "I" for mode in _WIDE_MODES[1:5]}
 _AFTER_DECODE_BYTES = 16
 
 
+class ImageTooLarge(DataError):
+    """An image with more pixels than ferlab decodes (a decompression bomb, or over the limit)."""
+
+
 @dataclass(frozen=True)
 class DecodeCost:
     """An encoded image's ``size`` (width, height, as stored) and about the most memory, in
@@ -114,7 +118,7 @@ def _check_kind(source: ImageSource, name: str) -> None:
 
 def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
     if image.width * image.height > max_pixels:
-        raise DataError(
+        raise ImageTooLarge(
             f"{name}: {image.width}x{image.height} image is over the "
             f"{max_pixels / 1e6:g} MP limit (decompression bomb?)"
         )
@@ -146,7 +150,7 @@ def _reading(name: str) -> Iterator[None]:
             raise DataError(f"{name}: a video, not an image (use 'ferlab video')") from None
         raise DataError(f"{name}: not an image file (or a format PIL cannot read)") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise DataError(f"{name}: refused as a decompression bomb ({exc})") from None
+        raise ImageTooLarge(f"{name}: refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{name}: cannot read image ({reason})") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,11 +77,13 @@ def stream_results(
     detection score under which the next frame is detected too. Arguments are checked at once;
     frames are read only as results are asked for.
     """
-    if not fps > 0 or min(every, batch_size, frames_per_batch) < 1:
-        raise ConfigError(
-            f"need fps > 0 and every, batch_size, frames_per_batch >= 1, "
-            f"got {fps}, {every}, {batch_size}, {frames_per_batch}"
-        )
+    if not 0 < fps < math.inf:
+        raise ConfigError(f"fps must be a number above 0, got {fps}")
+    counts = {"every": every, "batch_size": batch_size, "frames_per_batch": frames_per_batch}
+    for name, value in counts.items():
+        if value < 1:
+            flag = name.replace("_", "-")
+            raise ConfigError(f"{name} (--{flag}) must be at least 1, got {value}")
     smoother = ProbabilitySmoother(smooth)
     schedule = _Schedule(recognizer, FaceTracker(max_missed=max_missed), every, sure_score)
     return _loop(recognizer, frames, schedule, smoother, fps, batch_size, frames_per_batch, rgb)

@@ -121,8 +121,10 @@ class ProbabilitySmoother:
     """
 
     def __init__(self, seconds: float) -> None:
-        if not seconds >= 0:
-            raise ConfigError(f"smoothing time must be >= 0 seconds, got {seconds}")
+        if not 0 <= seconds < math.inf:
+            raise ConfigError(
+                f"smooth (--smooth) must be a number of seconds, at least 0, got {seconds}"
+            )
         self.seconds = seconds
         self._state: dict[int, tuple[np.ndarray, float]] = {}
 

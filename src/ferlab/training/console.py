@@ -33,7 +33,7 @@ def data_summary(prepared: Any) -> str:
     test = prepared.source.splits.get("test")
     if test is not None and "test" not in datamodule.splits:
         held_out = sum(prepared.mapping.label_of(label) is not None for label in test.labels)
-        counts += f", test {held_out} held out (ferlab evaluate … --split test)"
+        counts += f", test {held_out} held out"
     limits = []
     if config.limit_per_class is not None:
         limits.append(f"train at most {config.limit_per_class} per class")

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import ConcordanceCorrCoef
 
+from ferlab.errors import DivergedError
 from ferlab.models.registry import FERModel
 from ferlab.training.losses import MultiTaskLoss
 
@@ -136,6 +137,12 @@ class FERClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss, logits, labels = self._step(batch, "train")
+        if not torch.isfinite(loss.detach()):
+            epoch, value = self.current_epoch + 1, float(loss.detach())
+            raise DivergedError(
+                f"the training loss became {value:g} in epoch {epoch}, batch {batch_idx + 1}: "
+                "training diverged"
+            )
         self.train_acc(logits, labels)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)

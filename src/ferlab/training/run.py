@@ -22,7 +22,7 @@ from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import FERDataModule
 from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
-from ferlab.errors import ConfigError, DataError, FerlabError, ModelError
+from ferlab.errors import ConfigError, DataError, DivergedError, FerlabError, ModelError
 from ferlab.models.artifact import ModelBundle, save_model_file
 from ferlab.models.registry import FERModel, check_input_size, create_model, model_info
 from ferlab.models.spec import SPEC_TRAINING_OPTIONS, ModelSpec
@@ -378,6 +378,11 @@ def _fit(prepared: PreparedRun, run: RunFolder, resumed: dict[str, Any] | None) 
             if stop.signum is None:
                 raise
             raise Stopped(stop.signum, _resume_hint(run)) from None
+        except DivergedError as exc:
+            raise DivergedError(
+                f"{exc}; nothing was exported (try a lower --lr, or --precision 32-true); "
+                f"{_resume_hint(run)}"
+            ) from None
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
         if trainer.is_global_zero:
