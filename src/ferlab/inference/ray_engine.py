@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ def connect(address: str | None = None) -> Any:
 
     A local Ray starts with token authentication (Ray's default) without announcing it, and Ray
     Data's note that its progress bars are off (ferlab draws its own) is not shown."""
-    if address is None:
+    if address is None and "ray" not in sys.modules:  # Ray reads it once, on import
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default, without its warning
     try:
         import ray
