@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ferlab.cache_dir import default_cache_dir
-from ferlab.data.tables import SplitTable
+from ferlab.data.tables import SplitTable, unreadable_reason
 from ferlab.errors import DataError
 from ferlab.progress import track
 
@@ -100,8 +100,7 @@ def _decode_table(table: SplitTable, image_size: int, color: str, on_bad_file: s
         try:
             images[len(rows)] = _decode_file(path, image_size, mode)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            reason = reason.replace(f" {str(path)!r}", "")
+            reason = unreadable_reason(exc, path)
             if on_bad_file == "error":
                 raise DataError(f"{path}: cannot read image ({reason})") from None
             skipped.append((str(path), reason))

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ferlab.data.classes import CANONICAL_CLASSES
 from ferlab.data.sources import DatasetSource, load_dataset
+from ferlab.data.tables import unreadable_reason
 from ferlab.errors import DataError, OutputError, os_error_line
 from ferlab.outputs import check_writable
 from ferlab.progress import track
@@ -159,7 +160,7 @@ def _write_csv(source: DatasetSource, out: Path) -> tuple[dict[str, int], list[t
                 try:
                     pixels = _gray48(path)
                 except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                    skipped.append((str(path), str(exc).splitlines()[0] or type(exc).__name__))
+                    skipped.append((str(path), unreadable_reason(exc, path)))
                     continue
                 text = " ".join([_PIXEL_TEXT[v] for v in pixels.ravel().tolist()])
                 writer.writerow([codes[label], text, USAGE[split]])

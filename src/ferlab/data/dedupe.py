@@ -17,6 +17,7 @@ from typing import Any
 from ferlab.data.inspect import inspect_dataset, shown_path
 from ferlab.data.sources import SPLITS, load_dataset
 from ferlab.errors import ConfigError, DataError
+from ferlab.names import is_utf8
 from ferlab.outputs import write_atomic
 
 MANIFEST_HEADER = ("path", "label", "split")
@@ -103,13 +104,11 @@ def deduplicate(path: str | Path, *, near_threshold: int = 4, seed: int = 0) -> 
 
 def _csv_bytes(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> bytes:
     for row in rows:
-        try:
-            row[0].encode()
-        except UnicodeEncodeError:
+        if not is_utf8(row[0]):
             raise DataError(
                 f"{row[0]}: a file name that is not UTF-8, which a CSV manifest cannot hold; "
                 "rename the file"
-            ) from None
+            )
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(header)

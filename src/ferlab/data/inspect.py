@@ -18,6 +18,7 @@ from PIL import Image
 
 from ferlab.data.duplicates import MAX_THRESHOLD, duplicate_pairs, phash, pixel_digest
 from ferlab.data.sources import DatasetSource, load_dataset
+from ferlab.data.tables import unreadable_reason
 from ferlab.errors import ConfigError
 from ferlab.outputs import write_atomic
 from ferlab.progress import track
@@ -120,8 +121,7 @@ def _scan(source: DatasetSource, seed: int) -> tuple[_Scan, dict[str, list[np.nd
                     hash_value = phash(image)
                     size, mode, fmt = f"{image.width}x{image.height}", image.mode, image.format
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                reason = reason.replace(f" {str(path)!r}", "")
+                reason = unreadable_reason(exc, path)
                 scan.unreadable.append({"file": item, "reason": reason})
                 continue
             scan.sizes[size] += 1

@@ -58,3 +58,10 @@ class SplitTable:
         """Samples per source class, in canonical order."""
         counts = Counter(self.labels)
         return {name: counts[name] for name in canonical_order(counts)}
+
+
+def unreadable_reason(exc: BaseException, path: str | Path) -> str:
+    """Why ``path`` could not be read, in one line: the first line of ``exc`` without the quoted
+    path PIL repeats in it (the report names the file already), else the exception's type."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return reason.replace(f" {str(path)!r}", "") or type(exc).__name__
