@@ -10,7 +10,6 @@ subprocess.
 from __future__ import annotations
 
 import builtins
-import copy
 import errno
 import io
 import json
@@ -293,18 +292,14 @@ MUTATIONS: dict[str, Mutation] = {
 RAW_FILES = ["empty", "text", "truncated-10", "truncated-50", "truncated-99", "zip-not-torch"]
 
 
-@pytest.fixture(scope="module")
-def malformed(model_file: Path, work: Path) -> dict[str, Path]:
-    """Each mutation of the model file's payload, and damaged files, by name."""
-    folder = work / "malformed"
-    folder.mkdir()
-    payload = torch.load(model_file, weights_only=True)
-    files = {}
-    for name, mutate in MUTATIONS.items():
-        changed = copy.deepcopy(payload)
-        mutate(changed)
-        files[name] = folder / f"{name}.pt"
-        torch.save(changed, files[name])
+def write_malformed(model_file: Path, name: str, folder: Path) -> Path:
+    """Write the model file with mutation (or damage) ``name`` applied, into ``folder``."""
+    path = folder / f"{name}.pt"
+    if name in MUTATIONS:
+        payload = torch.load(model_file, weights_only=True)
+        MUTATIONS[name](payload)
+        torch.save(payload, path)
+        return path
     raw = model_file.read_bytes()
     contents = {
         "empty": b"",
@@ -313,13 +308,18 @@ def malformed(model_file: Path, work: Path) -> dict[str, Path]:
         "truncated-50": raw[: len(raw) // 2],
         "truncated-99": raw[: len(raw) * 99 // 100],
     }
-    for name, data in contents.items():
-        files[name] = folder / f"{name}.pt"
-        files[name].write_bytes(data)
-    files["zip-not-torch"] = folder / "zip-not-torch.pt"
-    with zipfile.ZipFile(files["zip-not-torch"], "w") as archive:
-        archive.writestr("hello.txt", "not a model")
-    return files
+    if name in contents:
+        path.write_bytes(contents[name])
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("hello.txt", "not a model")
+    return path
+
+
+@pytest.fixture
+def malformed(model_file: Path, tmp_path: Path) -> Callable[[str], Path]:
+    """Writes a malformed model file by name into the test's own folder (freed when it passes)."""
+    return lambda name: write_malformed(model_file, name, tmp_path)
 
 
 def test_the_untouched_model_file_predicts(
@@ -332,17 +332,18 @@ def test_the_untouched_model_file_predicts(
 
 @pytest.mark.parametrize("name", [*MUTATIONS, *RAW_FILES])
 def test_malformed_model_file_is_one_line(
-    name: str, malformed: dict[str, Path], face: Path, capsys: pytest.CaptureFixture[str]
+    name: str, malformed: Callable[[str], Path], face: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert len(MUTATIONS) + len(RAW_FILES) >= 60
-    code, out, err = run_cli(capsys, "predict", face, "--model", malformed[name], "--no-detect")
+    path = malformed(name)
+    code, out, err = run_cli(capsys, "predict", face, "--model", path, "--no-detect")
     assert code == 2
     assert out == ""
-    assert_one_line(err, malformed[name])
+    assert_one_line(err, path)
 
 
 def test_bounded_values_name_the_key(
-    malformed: dict[str, Path], face: Path, capsys: pytest.CaptureFixture[str]
+    malformed: Callable[[str], Path], face: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     expected = {
         "decode-huge": "spec.image_size: 1000000 is outside 8-1024",
@@ -352,9 +353,10 @@ def test_bounded_values_name_the_key(
         "text": "not a torch zip archive",
     }
     for name, text in expected.items():
-        code, _, err = run_cli(capsys, "predict", face, "--model", malformed[name], "--no-detect")
+        path = malformed(name)
+        code, _, err = run_cli(capsys, "predict", face, "--model", path, "--no-detect")
         assert code == 2
-        assert text in assert_one_line(err, malformed[name])
+        assert text in assert_one_line(err, path)
 
 
 def test_input_size_too_small_for_the_model(
@@ -371,16 +373,19 @@ def test_input_size_too_small_for_the_model(
 
 
 @pytest.mark.slow
-def test_malformed_model_file_in_a_real_process(malformed: dict[str, Path], face: Path) -> None:
+def test_malformed_model_file_in_a_real_process(
+    malformed: Callable[[str], Path], face: Path
+) -> None:
+    path = malformed("text")
     done = subprocess.run(
-        ferlab_command("predict", face, "--model", malformed["text"], "--no-detect"),
+        ferlab_command("predict", face, "--model", path, "--no-detect"),
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
     assert done.returncode == 2
-    assert_one_line(done.stderr, malformed["text"])
+    assert_one_line(done.stderr, path)
 
 
 # --- ONNX exports with malformed metadata --------------------------------------------------

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,8 +165,12 @@ class Workspace:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """A fresh clone's layout: the repository's files, linked or copied, beside ``shared``."""
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    """A fresh clone's layout: the repository's files, linked or copied, beside ``shared``.
+
+    The examples write converted copies of FER2013 (hundreds of MB): the folder is removed after
+    the module, so a run of the suite does not fill a small disk.
+    """
     fer2013 = fer2013_path()
     shared = fer2013.parent.parent if fer2013 is not None else None
     if shared is None or not (shared / "data" / "photos" / "astronaut.png").is_file():
@@ -197,10 +202,13 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
     workspace = Workspace(repo, tmp, env)
-    for block in EXAMPLES:
-        if "setup" in block.markers:
-            _run_block(block, workspace)
-    return workspace
+    try:
+        for block in EXAMPLES:
+            if "setup" in block.markers:
+                _run_block(block, workspace)
+        yield workspace
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _port(command: str) -> int:
