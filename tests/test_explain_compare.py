@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +207,14 @@ def test_compare_maps_classes_for_every_model_and_names_the_one_that_cannot(
     assert err.startswith(f"ferlab: error: {quadrant_run}: the data has classes the model does")
     assert "contempt" in err and len(err.splitlines()) == 1
     keep = ",".join(QUADRANT_CLASSES)
-    assert main(["compare", *refs, "--keep", keep, "--out", str(tmp_path / "b")]) == 0
+    (extra / "test" / QUADRANT_CLASSES[0] / "broken.png").write_bytes(b"not an image")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["compare", *refs, "--keep", keep, "--out", str(tmp_path / "b")]) == 0
+    skipped = [
+        w for w in caught if "skipped 1 unreadable file(s) in test: broken" in str(w.message)
+    ]
+    assert len(skipped) == 1  # once, not once per model
     comparison = compare_models([quadrant_run, random_model], extra, keep=keep)
     assert [score.samples for score in comparison.scores] == [24, 24]
 

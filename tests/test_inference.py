@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -312,8 +313,40 @@ def test_bad_images_are_data_errors_naming_the_source(tmp_path: Path) -> None:
             load_image(path)
     with pytest.raises(DataError, match=r"big\.png: 64x64 image is over the 0.001 MP limit"):
         load_image(tmp_path / "big.png", max_pixels=1000)
-    with pytest.raises(DataError, match="unsupported pixel values"):
+    with pytest.raises(DataError, match=r"<array>: float64 pixel values from -1 to -1, outside"):
         load_image(np.full((4, 4), -1.0))
+
+
+def test_array_pixel_types_are_taken_or_refused_never_guessed() -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    rgb[0, 0, :2] = 0, 255
+    for same in (rgb.astype(np.int64), rgb.astype(np.int16), rgb.astype(np.uint16) * 257):
+        assert np.array_equal(load_image(same, rgb=True), rgb)
+    assert np.array_equal(load_image(rgb.astype(np.float32) / 255, rgb=True), rgb)
+    refused = {
+        "int32 pixel values from 45 to 300, outside 0-255": rgb.astype(np.int32) + 45,
+        "int64 pixel values from -1 to": rgb.astype(np.int64) - 1,
+        "uint16 array whose values are all at most 255": rgb.astype(np.uint16),
+        "float64 pixel values from 0 to 255, outside": rgb.astype(np.float64),
+        "NaN or infinite values": np.full((4, 4), np.nan, np.float32),
+        "bool values": np.ones((4, 4), bool),
+    }
+    for message, array in refused.items():
+        with pytest.raises(DataError, match=re.escape(message)):
+            load_image(array, rgb=True)
+
+
+def test_alpha_is_composited_onto_white_for_arrays_as_for_files() -> None:
+    rgb = np.random.default_rng(4).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    alpha = np.tile(np.array([0, 128, 255, 255], np.uint8), (6, 2))
+    rgba = np.dstack([rgb, alpha])
+    from_pil = load_image(Image.fromarray(rgba, "RGBA"))
+    from_array = load_image(rgba, rgb=True)
+    assert np.abs(from_pil.astype(int) - from_array).max() <= 1
+    assert (from_array[:, 0::4] == 255).all()  # transparent → white
+    assert np.array_equal(from_array[:, 2::4], rgb[:, 2::4])  # opaque → as is
+    bgra = np.dstack([rgb[:, :, ::-1], alpha])
+    assert np.array_equal(load_image(bgra), from_array)
 
 
 def test_decompression_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,20 +3,23 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
+import pickle
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from ferlab.apps.service import ModelService
 from ferlab.cli import build_parser, main
 from ferlab.commands.recognizer_options import face_options
 from ferlab.errors import ConfigError, DataError
-from ferlab.inference import FaceOptions, ImageResult, Recognizer
+from ferlab.inference import Face, FaceOptions, ImageResult, Recognizer
 from ferlab.inference.image_results import CSV_COLUMNS, csv_header
 from ferlab.inference.images import load_image
 
@@ -175,6 +178,64 @@ def test_face_options_from_an_object_keywords_and_flags(
         assert face_options(parser.parse_args([*command, *flags])) == given
     with pytest.raises(SystemExit):
         parser.parse_args(["video", "x.mp4", "--no-detect"])  # video always detects
+
+
+def test_api_misuse_is_a_config_error_that_says_what_to_do(
+    shipped: Recognizer, image: np.ndarray, hopper: Path
+) -> None:
+    with pytest.raises(ConfigError, match="got str; to load a model by name or path use Recog"):
+        Recognizer("default")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="options: expected a FaceOptions, got str; give face"):
+        Recognizer.load("default", "flip")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="options: expected a FaceOptions, got dict"):
+        Recognizer(shipped.classifier, {"min_score": 0.8})  # type: ignore[arg-type]
+    for tau in ("abc", "0.5", True, [0.5]):
+        with pytest.raises(ConfigError, match=r"prior-tau must be a number in \[0, 2\]"):
+            Recognizer(shipped.classifier, prior_tau=tau)  # type: ignore[arg-type]
+    with hopper.open("rb") as stream:
+        for one in (Image.fromarray(image), stream, {str(hopper): 1}):
+            with pytest.raises(ConfigError, match="predict_many takes an iterable of images"):
+                shipped.predict_many(one)  # type: ignore[arg-type]
+    for size in (2.5, True, 0):
+        with pytest.raises(ConfigError, match="batch_size must be a whole number >= 1"):
+            shipped.predict_many([image], batch_size=size)  # type: ignore[arg-type]
+    for box in ((5000, 5000, 5100, 5100), (300, 300, 100, 100)):
+        with pytest.raises(ConfigError, match=rf"face box \({box[0]}, .* overlapping the 512x"):
+            shipped.predict_faces([image], [[Face(box, 1.0)]])
+    with pytest.raises(ConfigError, match="predict_faces: 2 images but 1 lists of faces"):
+        shipped.predict_faces([image, image], [[]])
+    with pytest.raises(ConfigError, match="got generator; for other iterables of images use"):
+        shipped.predict(path for path in [hopper])  # type: ignore[arg-type]
+    with hopper.open() as text, pytest.raises(DataError, match="opened as text; open it with"):
+        shipped.predict(text)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="for a batch of images pass a list of"):
+        shipped.predict(np.stack([image, image]))
+    with pytest.raises(ConfigError, match="model: empty name"):
+        Recognizer.load("")
+    for option in ("min_face", "detect_side"):
+        with pytest.raises(ConfigError, match=f"{option} .* got inf"):
+            FaceOptions(**{option: float("inf")})
+    assert repr(shipped).startswith("Recognizer(model='") and "tta='flip'" in repr(shipped)
+    (face,) = shipped.predict(image, rgb=True)
+    assert face.top(99) == face.top(len(shipped.classes))
+    with pytest.raises(ValueError, match="k must be at least 0"):
+        face.top(-1)
+
+
+def test_a_recognizer_pickles_for_worker_processes(shipped: Recognizer, hopper: Path) -> None:
+    assert shipped.classifier.runtime == "onnxruntime"
+    copied = pickle.loads(pickle.dumps(shipped))
+    assert copied.classifier.session is not shipped.classifier.session
+    assert copied.predict(hopper) == shipped.predict(hopper)
+    assert copy.deepcopy(shipped).predict(hopper) == shipped.predict(hopper)
+
+
+def test_dir_lists_the_lazy_api() -> None:
+    import ferlab
+    import ferlab.inference
+
+    assert {"train", "evaluate", "Recognizer", "load_model", "__version__"} <= set(dir(ferlab))
+    assert {"Face", "FaceOptions", "ImageResult"} <= set(dir(ferlab.inference))
 
 
 def test_the_service_finds_faces_and_heatmaps_with_its_options(image: np.ndarray) -> None:

@@ -9,7 +9,7 @@ The public API is imported lazily, so ``import ferlab`` stays fast::
 
 from __future__ import annotations
 
-from ferlab.lazy import lazy_exports
+from ferlab.lazy import lazy_dir, lazy_exports
 
 __version__ = "0.1.0"
 
@@ -35,3 +35,4 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(__name__, _EXPORTS)

@@ -20,3 +20,13 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
         return value
 
     return getattr_
+
+
+def lazy_dir(package: str, exports: dict[str, str]) -> Callable[[], list[str]]:
+    """A module ``__dir__`` for ``package`` that lists the lazy ``exports`` beside what is
+    already loaded, so that ``dir()`` and tab completion show the whole API."""
+
+    def dir_() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(exports))
+
+    return dir_

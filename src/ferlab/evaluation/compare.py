@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import html
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -148,8 +151,9 @@ class Comparison:
         ]
 
     def caption(self) -> str:
+        threads = f"{self.threads} CPU thread{'s' if self.threads != 1 else ''}"
         return (
-            f"{self.data} [{self.split}]; faces/s: on {self.threads} CPU threads (PyTorch "
+            f"{self.data} [{self.split}]; faces/s: on {threads} (PyTorch "
             f"unless the arch names another runtime), batch {SPEED_BATCH}; McNemar: exact "
             f"binomial when b + c < {EXACT_BELOW}, else chi-square with continuity correction, "
             "no correction for multiple pairs"
@@ -231,6 +235,19 @@ def _score(
     return score, predicted == labels, data.rows.numpy()
 
 
+@contextmanager
+def _each_warning_once() -> Iterator[None]:
+    """Warnings of the block given once each when it ends: every model decodes the split again
+    (at its own input size) and would repeat what the data's files earned."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        for category, text in dict.fromkeys((item.category, str(item.message)) for item in caught):
+            warnings.warn(text, category, stacklevel=3)
+
+
 def compare_models(
     refs: list[str | Path | ModelRunner],
     data: str | Path,
@@ -264,14 +281,19 @@ def compare_models(
     source = labelled_source(runners[0].spec, data, on_bad_file, labels)
     check_split(source, split)
     scores, correct, rows = [], {}, {}
-    for name, runner in zip(names, runners, strict=True):
-        try:
-            mapping, _ = crowd_mapping(runner.spec, source, keep, rename, merge, labels is not None)
-        except (ConfigError, DataError) as exc:
-            raise type(exc)(f"{name}: {exc}") from None
-        score, hits, sample_rows = _score(name, runner, source, split, on_bad_file, tta, mapping)
-        scores.append(score)
-        correct[score.ref], rows[score.ref] = hits, sample_rows
+    with _each_warning_once():
+        for name, runner in zip(names, runners, strict=True):
+            try:
+                mapping, _ = crowd_mapping(
+                    runner.spec, source, keep, rename, merge, labels is not None
+                )
+            except (ConfigError, DataError) as exc:
+                raise type(exc)(f"{name}: {exc}") from None
+            score, hits, sample_rows = _score(
+                name, runner, source, split, on_bad_file, tta, mapping
+            )
+            scores.append(score)
+            correct[score.ref], rows[score.ref] = hits, sample_rows
     pairs = []
     for a, b in combinations([s.ref for s in scores], 2):
         _, in_a, in_b = np.intersect1d(rows[a], rows[b], return_indices=True)

@@ -6,7 +6,7 @@ modules load without PyTorch.
 
 from __future__ import annotations
 
-from ferlab.lazy import lazy_exports
+from ferlab.lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {
     "Face": "ferlab.inference.detect",
@@ -23,3 +23,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(__name__, _EXPORTS)

@@ -7,6 +7,7 @@ Free of PyTorch and OpenCV, so that building the command-line parser stays light
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from ferlab.errors import ConfigError
@@ -61,10 +62,10 @@ class FaceOptions:
 
     def __post_init__(self) -> None:
         checks = (
-            ("min_face", lambda v: v >= 1, "a number of at least 1 (px)"),
+            ("min_face", lambda v: 1 <= v < math.inf, "a number of at least 1 (px)"),
             ("margin", lambda v: 0 <= v <= MAX_MARGIN, f"a number in [0, {MAX_MARGIN:g}]"),
             ("min_score", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-            ("detect_side", lambda v: v >= 32, "a number of at least 32 (px)"),
+            ("detect_side", lambda v: 32 <= v < math.inf, "a number of at least 32 (px)"),
         )
         if not isinstance(self.detect, bool):
             raise ConfigError(f"detect: expected True or False, got {self.detect!r}")

@@ -2,7 +2,8 @@
 
 Sources: a path, encoded bytes, a binary file object, a PIL image or a numpy array. Numpy arrays are
 taken as OpenCV images, (H, W) gray or (H, W, 3|4) **BGR**/BGRA, unless ``rgb=True``; uint8, uint16
-(scaled by 1/257) and floats in [0, 1] are accepted. Decoded files get their EXIF rotation applied;
+(scaled by 1/257), other integers in 0-255 and floats in [0, 1] are accepted; an alpha channel is
+composited onto white, as for files. Decoded files get their EXIF rotation applied;
 16-bit, CMYK, palette, gray and alpha images become plain RGB (alpha composited onto white). Files
 over ``max_pixels`` are refused before decoding (decompression bombs), as are truncated files.
 Files with a side over ``max_side`` are decoded reduced: JPEG at a smaller DCT scale, others shrunk
@@ -110,6 +111,8 @@ def _check_kind(source: ImageSource, name: str) -> None:
             f"{name}: expected a path, bytes, a binary file, a PIL image or a numpy array, "
             f"got {type(source).__name__}"
         )
+    if isinstance(source, io.TextIOBase):
+        raise DataError(f"{name}: a file opened as text; open it with open(path, 'rb')")
     if isinstance(source, str | os.PathLike) and not Path(source).is_file():
         if Path(source).is_dir():
             raise DataError(f"{name}: a folder, not an image file (ferlab predict reads folders)")
@@ -183,7 +186,7 @@ def _pixel_bytes(mode: str) -> int:
 def _to_rgb(image: Image.Image, name: str) -> np.ndarray:
     image = ImageOps.exif_transpose(image)
     if image.mode in _WIDE_MODES:
-        return _gray_to_rgb(_to_uint8(np.asarray(image), name))
+        return _gray_to_rgb(_wide_to_uint8(np.asarray(image), name))
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -206,28 +209,67 @@ def _from_array(array: np.ndarray, *, rgb: bool, name: str) -> np.ndarray:
         hint = ""
         if array.ndim == 3 and array.shape[0] in (1, 3, 4):
             hint = "; for a channels-first (C, H, W) array pass array.transpose(1, 2, 0)"
+        elif array.ndim == 4:
+            hint = "; for a batch of images pass a list of (H, W, 3) arrays"
         raise DataError(f"{name}: expected an (H, W) or (H, W, 3|4) array, got {array.shape}{hint}")
     if array.ndim == 2:
         return _gray_to_rgb(_to_uint8(array, name))
     colour = _to_uint8(array[:, :, :3], name)
+    if array.shape[2] == 4:
+        colour = _onto_white(colour, _to_uint8(array[:, :, 3], name))
     if rgb:
         return np.ascontiguousarray(colour)
     return cv2.cvtColor(np.ascontiguousarray(colour), cv2.COLOR_BGR2RGB)
 
 
+def _onto_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``colour`` composited onto white by ``alpha`` (uint8), as PIL images with alpha are."""
+    if alpha.min() == 255:
+        return colour
+    opacity = alpha[:, :, None].astype(np.float32) / 255
+    return np.round(colour * opacity + 255 * (1 - opacity)).astype(np.uint8)
+
+
+def _wide_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """A 16-bit or 32-bit PIL image's pixels: 16-bit values (above 255) scaled by 1/257."""
+    if array.dtype.kind == "f":
+        return _to_uint8(array, name)
+    sixteen_bit = array.dtype == np.uint16 or array.max() > 255
+    return (array // 257 if sixteen_bit else array).clip(0, 255).astype(np.uint8)
+
+
 def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
-    """uint8 as is; uint16 (and wider ints above 255) scaled by 1/257; floats in [0, 1] by 255."""
+    """An array's pixels as uint8: uint8 as is; uint16 scaled by 1/257; other integers in 0-255
+    as they are; floats in [0, 1] times 255. Anything else is refused, never clipped or guessed."""
     if array.dtype == np.uint8:
         return array
-    low, high = (array.min(), array.max()) if array.dtype.kind in "iuf" else (-1, -1)
-    if array.dtype.kind in "iu" and low >= 0 and high <= 65535:
-        wide = array.dtype == np.uint16 or high > 255
-        return (array // 257 if wide else array).astype(np.uint8)
-    if array.dtype.kind == "f" and low >= 0 and high <= 1:
-        return np.round(array * 255).astype(np.uint8)
-    raise DataError(
-        f"{name}: unsupported pixel values ({array.dtype}); use uint8, uint16 or floats in [0, 1]"
-    )
+    finite = array.dtype.kind != "f" or np.isfinite(array).all()
+    if array.dtype.kind not in "iuf" or not finite:
+        what = f"{array.dtype} values" if finite else "NaN or infinite values"
+        raise DataError(
+            f"{name}: unsupported pixels ({what}); use uint8, uint16 or floats in [0, 1]"
+        )
+    low, high = array.min().item(), array.max().item()
+    if array.dtype == np.uint16:
+        if 0 < high <= 255:
+            raise DataError(
+                f"{name}: a uint16 array whose values are all at most {high} (8-bit pixels in a "
+                "16-bit array?); pass array.astype(np.uint8), or 16-bit pixels in 0-65535"
+            )
+        return (array // 257).astype(np.uint8)
+    if array.dtype.kind in "iu":
+        if low < 0 or high > 255:
+            raise DataError(
+                f"{name}: {array.dtype} pixel values from {low} to {high}, outside 0-255; "
+                "clip them (np.clip(array, 0, 255)) or pass 16-bit images as uint16"
+            )
+        return array.astype(np.uint8)
+    if low < 0 or high > 1:
+        raise DataError(
+            f"{name}: {array.dtype} pixel values from {low:g} to {high:g}, outside [0, 1]; "
+            "floats are taken in [0, 1] (divide 0-255 values by 255)"
+        )
+    return np.round(array * 255).astype(np.uint8)
 
 
 def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ class OnnxModel(ModelRunner):
         import onnxruntime as ort
 
         self.path = self.source = Path(path)
+        self.threads = threads
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -52,6 +53,14 @@ class OnnxModel(ModelRunner):
         self._read_metadata(self.session.get_modelmeta().custom_metadata_map)
         self._check_graph()
         self._warned_logits = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for worker processes) as its file: the session is opened again on load."""
+        return {"path": self.path, "source": self.source, "threads": self.threads}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], threads=state["threads"])  # type: ignore[misc]
+        self.source = state["source"]
 
     def _read_metadata(self, meta: dict[str, str]) -> None:
         """The contract (format 2: ``spec``; format 1: the keys it was spread over) and the int8

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ferlab.data.tta import tta_views
 from ferlab.errors import ConfigError
@@ -46,6 +47,17 @@ class Recognizer:
         prior_tau: float | None = None,
         **face: Any,
     ) -> None:
+        if not all(hasattr(classifier, name) for name in ("spec", "outputs", "default_tta")):
+            hint = (
+                "; to load a model by name or path use Recognizer.load"
+                if isinstance(classifier, str | os.PathLike)
+                else ""
+            )
+            raise ConfigError(
+                f"classifier: expected a loaded model (ferlab.load_model), got "
+                f"{type(classifier).__name__}{hint}"
+            )
+        _check_options(options)
         if not callable(detector):
             raise ConfigError(
                 f"detector: expected a function from an RGB image to its faces, "
@@ -74,11 +86,22 @@ class Recognizer:
         """``ref``: "default" (the model shipped with ferlab), a shipped model's name, a run
         folder, a model file, an ``.onnx`` export or a runner; ``backend``: auto | torch | onnx
         (see :func:`ferlab.inference.runtime.load_model`); the rest as for the constructor."""
+        _check_options(options)
         classifier = load_model(ref, backend)
         return cls(classifier, options, detector=detector, prior_tau=prior_tau, **face)
 
+    def __repr__(self) -> str:
+        source = getattr(self.classifier, "source", None)
+        model = f"{source}" if source is not None else self.classifier.spec.name
+        runtime = getattr(self.classifier, "runtime", "?")
+        return (
+            f"Recognizer(model='{model}' on {runtime}, classes={self.classes}, tta={self.tta!r}, "
+            f"prior_tau={self.prior_tau:g}, options={self.options})"
+        )
+
     @property
     def classes(self) -> list[str]:
+        """The model's class names, in the order of its probabilities."""
         return list(self.classifier.classes)
 
     @property
@@ -101,9 +124,19 @@ class Recognizer:
         rgb: bool = False,
     ) -> list[FaceResult] | list[list[FaceResult]]:
         """The faces in one image, left to right (an empty list when there is none); for a list
-        or tuple of images, that list per image, as ``predict_many`` gives it."""
+        or tuple of images, that list per image, as ``predict_many`` gives it.
+
+        An image is a path, encoded bytes, a binary file object, a PIL image or a numpy array:
+        (H, W) gray or (H, W, 3|4) BGR(A) as OpenCV reads it (RGB with ``rgb=True``), uint8,
+        uint16, or floats in [0, 1]; see :mod:`ferlab.inference.images`.
+        """
         if isinstance(source, list | tuple):
             return self.predict_many(source, rgb=rgb)
+        if isinstance(source, Iterator) and not hasattr(source, "read"):
+            raise ConfigError(
+                f"predict takes one image, a list or a tuple, got {type(source).__name__}; "
+                "for other iterables of images use predict_many"
+            )
         return self.predict_many([source], rgb=rgb)[0]
 
     def predict_many(
@@ -115,7 +148,9 @@ class Recognizer:
         checked (a file by its header) before any is recognized, so a missing or non-image file
         fails at once. ``rgb``: numpy arrays are RGB, not BGR.
         """
-        if isinstance(sources, str | os.PathLike | bytes | np.ndarray):
+        if isinstance(sources, str | os.PathLike | bytes | np.ndarray | Image.Image | Mapping) or (
+            hasattr(sources, "read")
+        ):
             raise ConfigError(
                 f"predict_many takes an iterable of images, got {type(sources).__name__}; "
                 "for one image use predict"
@@ -151,7 +186,18 @@ class Recognizer:
         """Per RGB uint8 image, the expressions of the ``faces`` given for it (boxes found
         earlier or tracked from another frame), cropped as detected faces are; with
         ``detect=False``, of the whole image whatever the faces."""
-        return self._predict(zip(images_rgb, faces, strict=True), batch_size)
+        if (
+            isinstance(images_rgb, Sequence)
+            and isinstance(faces, Sequence)
+            and len(images_rgb) != len(faces)
+        ):
+            raise ConfigError(
+                f"predict_faces: {len(images_rgb)} images but {len(faces)} lists of faces"
+            )
+        pairs = zip(images_rgb, faces, strict=True)
+        return self._predict(
+            ((image, _checked_faces(image, found)) for image, found in pairs), batch_size
+        )
 
     def stream(
         self,
@@ -190,8 +236,8 @@ class Recognizer:
     def _predict(
         self, images: Iterable[tuple[np.ndarray, Sequence[Face]]], batch_size: int
     ) -> list[list[FaceResult]]:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         results: list[list[FaceResult]] = []
         pending: list[tuple[int, Face | None, torch.Tensor]] = []
         for image, faces in images:
@@ -236,3 +282,25 @@ class Recognizer:
                     arousal=None if va is None else float(va[k, 1]),
                 )
             )
+
+
+def _check_options(options: object) -> None:
+    if options is not None and not isinstance(options, FaceOptions):
+        raise ConfigError(
+            f"options: expected a FaceOptions, got {type(options).__name__}; give face "
+            "options as keywords (tta='flip', min_face=40, ...)"
+        )
+
+
+def _checked_faces(image: np.ndarray, faces: Sequence[Face]) -> Sequence[Face]:
+    """``faces`` whose boxes are (x1, y1, x2, y2) with x1 < x2, y1 < y2, overlapping ``image``;
+    ConfigError naming the first box that is not."""
+    height, width = image.shape[:2]
+    for face in faces:
+        x1, y1, x2, y2 = face.box
+        if not (x1 < x2 and y1 < y2 and x2 > 0 and y2 > 0 and x1 < width and y1 < height):
+            raise ConfigError(
+                f"face box {tuple(face.box)}: expected (x1, y1, x2, y2) with x1 < x2 and y1 < y2, "
+                f"overlapping the {width}x{height} image"
+            )
+    return faces

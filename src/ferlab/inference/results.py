@@ -22,7 +22,10 @@ class FaceResult:
     arousal: float | None = None
 
     def top(self, k: int) -> list[tuple[str, float]]:
-        """The ``k`` most probable classes with their probabilities, most probable first."""
+        """The ``k`` most probable classes with their probabilities, most probable first (all of
+        them when ``k`` is larger than their number); ``k`` below 0 is a ValueError."""
+        if k < 0:
+            raise ValueError(f"top: k must be at least 0, got {k}")
         return sorted(self.probs.items(), key=lambda item: -item[1])[:k]
 
     def to_dict(self) -> dict[str, Any]:

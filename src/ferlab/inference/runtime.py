@@ -47,6 +47,11 @@ def load_model(
             f"model: expected a shipped model's name, a run folder or a model file path, got "
             f"{type(ref).__name__}"
         )
+    if not str(ref).strip():
+        raise ConfigError(
+            "model: empty name; give a shipped model's name (see 'ferlab models'), a run folder "
+            "or a model file path"
+        )
     file = resolve_model_file(ref)
     shipped_onnx = file.with_suffix(".onnx")
     if shipped_name(ref) is not None and backend != "torch" and shipped_onnx.is_file():

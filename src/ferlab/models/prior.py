@@ -9,6 +9,7 @@ removes the prior fully.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,13 @@ MAX_PRIOR_TAU = 2.0
 
 
 def check_prior_tau(tau: float) -> float:
-    """``tau`` as a float in [0, MAX_PRIOR_TAU], or ConfigError."""
+    """``tau`` (a real number, not text or a bool) as a float in [0, MAX_PRIOR_TAU], or
+    ConfigError."""
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
+        raise ConfigError(
+            f"prior-tau must be a number in [0, {MAX_PRIOR_TAU:g}], got {type(tau).__name__} "
+            f"{tau!r}"
+        )
     value = float(tau)
     if not 0.0 <= value <= MAX_PRIOR_TAU:
         raise ConfigError(f"prior-tau must be in [0, {MAX_PRIOR_TAU:g}], got {tau}")
