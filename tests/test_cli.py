@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import warnings
 
 import pytest
 
@@ -106,3 +107,18 @@ def test_zsh_completion_is_a_compdef_script_of_the_parser(capsys):
     assert "--top-k" in script and "inspect" in script and "_files" in script
     if shutil.which("zsh"):
         assert subprocess.run(["zsh", "-n"], input=script, text=True).returncode == 0
+
+
+def test_options_a_strategy_does_not_read_are_named(capsys, tmp_path):
+    missing = str(tmp_path / "missing")
+    frozen = ["--strategy", "frozen", "--backbone-lr-factor", "0.5", "--unfreeze-every", "2"]
+    with pytest.warns(UserWarning, match="--backbone-lr-factor, --unfreeze-every: no effect with"):
+        assert main(["train", "--data", missing, *frozen]) == 2
+    finetune = ["--strategy", "finetune", "--backbone-lr-factor", "0.5", "--stage-lr-decay", "0.3"]
+    with pytest.warns(UserWarning, match=r"^--stage-lr-decay: no effect with --strategy finetune$"):
+        assert main(["train", "--data", missing, *finetune]) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        progressive = ["--strategy", "progressive", "--stage-lr-decay", "0.3"]
+        assert main(["train", "--data", missing, *progressive]) == 2
+    assert "missing" in capsys.readouterr().err

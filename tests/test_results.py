@@ -172,7 +172,9 @@ def test_face_options_from_an_object_keywords_and_flags(
     parser = build_parser()
     for command in (["predict", "x.png"], ["explain", "x.png"]):
         args = parser.parse_args([*command, *flags, "--no-detect"])
-        assert face_options(args) == given.replace(detect=False)
+        unused = "--min-face, --min-score, --margin, --detect-side: no effect with --no-detect"
+        with pytest.warns(UserWarning, match=unused):
+            assert face_options(args) == given.replace(detect=False)
         assert face_options(parser.parse_args(command)) == FaceOptions()
     for command in (["video", "x.mp4"], ["webcam"], ["serve"]):
         assert face_options(parser.parse_args([*command, *flags])) == given

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+import warnings
 from typing import Any
 
 from ferlab.commands.prior_option import add_prior_tau_option
 from ferlab.commands.tta_option import add_tta_option
 from ferlab.inference.face_options import FaceOptions
+
+DETECTION_OPTIONS = ("min_face", "min_score", "margin", "detect_side")
+"""Face options that only apply where faces are detected."""
 
 
 def add_top_k_option(parser: argparse.ArgumentParser, shown: str) -> None:
@@ -68,7 +72,7 @@ def add_face_options(parser: argparse.ArgumentParser, *, detect: bool = True) ->
             parser.add_argument(
                 f"--{flag}",
                 type=types[item.name],
-                default=item.default,
+                default=None,
                 metavar=item.metadata["metavar"],
                 help=f"{item.metadata['help']} (default: {item.default:g})",
             )
@@ -78,7 +82,15 @@ def add_face_options(parser: argparse.ArgumentParser, *, detect: bool = True) ->
 def face_options(args: argparse.Namespace) -> FaceOptions:
     """The ``FaceOptions`` that ``add_face_options``' flags give."""
     names = [item.name for item in dataclasses.fields(FaceOptions)]
-    return FaceOptions(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if given.get("detect") is False:
+        unused = [f"--{name.replace('_', '-')}" for name in given if name in DETECTION_OPTIONS]
+        if unused:
+            warnings.warn(
+                f"{', '.join(unused)}: no effect with --no-detect (each image is one face crop)",
+                stacklevel=2,
+            )
+    return FaceOptions(**given)
 
 
 def load_recognizer(args: argparse.Namespace) -> Any:

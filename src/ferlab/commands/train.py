@@ -158,6 +158,20 @@ def _check_lightning_strategy(name: str) -> None:
         )
 
 
+UNUSED_BY_STRATEGY = {
+    "frozen": ("backbone_lr_factor", "stage_lr_decay", "unfreeze_every", "unfreeze_stages"),
+    "finetune": ("stage_lr_decay", "unfreeze_every", "unfreeze_stages"),
+}
+"""The options a transfer strategy does not read (``progressive`` reads them all)."""
+
+
+def _warn_unused_by_strategy(strategy: str, given: list[str]) -> None:
+    unused = [name for name in given if name in UNUSED_BY_STRATEGY.get(strategy, ())]
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        warnings.warn(f"{flags}: no effect with --strategy {strategy}", stacklevel=2)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from ferlab.config import load_config
     from ferlab.training.run import train
@@ -170,6 +184,7 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, **values)
         _warn_if_photos(config.data)
+        _warn_unused_by_strategy(config.strategy, [k for k, v in values.items() if v is not None])
         result = train(config)
     best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
     if result.data_note:
