@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.data.soft_labels import CLASS_ALIASES, NON_CLASS_COLUMNS
+from ferlab.data.classes import CLASS_SPELLINGS
+from ferlab.data.soft_labels import NON_CLASS_COLUMNS
 from ferlab.errors import FerlabError
 from ferlab.outputs import check_new, write_atomic
 
 
 def _class_name(column: str) -> str:
-    return CLASS_ALIASES.get(column.lower(), column.lower())
+    return CLASS_SPELLINGS.get(column.lower(), column.lower())
 
 
 def teacher_labels(

@@ -18,6 +18,7 @@ from ferlab.data.datamodule import EpochSampler, FERDataModule, limit_per_class
 from ferlab.data.sources import load_dataset
 from ferlab.data.transforms import train_transform
 from ferlab.errors import ConfigError, DataError
+from ferlab.inference.images import load_image
 from ferlab.preprocessing import Preprocessing, eval_transform
 
 GRAY = Preprocessing(input_size=48, in_channels=1, mean=(0.5,), std=(0.5,))
@@ -129,6 +130,40 @@ def test_decode_resizes_and_converts_modes(tmp_path: Path) -> None:
     assert gray.images[2].max() > 200  # the 16-bit ramp keeps its range
     rgb = decode_split(table, image_size=32, color="rgb", cache_dir=tmp_path / "c")
     assert rgb.images.shape == (3, 3, 32, 32)
+
+
+def test_training_decodes_files_as_prediction_does(tmp_path: Path) -> None:
+    """EXIF rotation, alpha onto white and 16-bit scaling: the pixels a model learns from are the
+    pixels it is later given."""
+    folder = tmp_path / "data" / "train" / "happy"
+    folder.mkdir(parents=True)
+    sideways = np.zeros((48, 64, 3), np.uint8)
+    sideways[:, :32] = 250  # left half bright as stored; upright (EXIF 6), the top half is
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(sideways).save(folder / "phone.jpg", exif=exif, quality=95)
+    clear = np.zeros((48, 48, 4), np.uint8)
+    Image.fromarray(clear, "RGBA").save(folder / "cutout.png")
+    dark = np.full((48, 48), 4000, np.uint16)
+    Image.fromarray(dark).save(folder / "dark16.png")
+    make_pattern_tree(tmp_path / "data", {"val": 1}, ("happy",))
+    table = load_dataset(tmp_path / "data").splits["train"]
+    decoded = decode_split(table, image_size=48, cache_dir=tmp_path / "c")
+    by_name = {
+        table.paths[row].name: image[0].numpy()
+        for row, image in zip(decoded.rows.tolist(), decoded.images, strict=True)
+    }
+    for name, image in by_name.items():
+        predicted = np.asarray(
+            Image.fromarray(load_image(folder / name))
+            .convert("L")
+            .resize((48, 48), Image.Resampling.BILINEAR)
+        )
+        assert np.array_equal(image, predicted), name
+    phone = by_name["phone.jpg"]
+    assert phone[:16].mean() > 200 and phone[-16:].mean() < 50  # rotated upright
+    assert (by_name["cutout.png"] == 255).all()  # transparent → white
+    assert by_name["dark16.png"].max() == 4000 // 257  # not stretched to 255
 
 
 def test_corrupt_and_truncated_files_are_skipped_with_reasons(tmp_path: Path) -> None:

@@ -62,9 +62,14 @@ def test_folders_with_train_val_test(tmp_path: Path) -> None:
     make_classes(tmp_path / "val", {"happy": 2, "angry": 1})
     make_classes(tmp_path / "test", {"happy": 1, "angry": 2})
     (tmp_path / "train" / "angry" / "notes.txt").write_text("not an image")
-    (tmp_path / "train" / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / "train" / ".DS_Store").write_bytes(b"\0")  # hidden: not even counted
 
-    source = load_quietly(tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        source = load_dataset(tmp_path)
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path}: left out 1 file(s) that are not images by name (.txt 1; read: .bmp, .gif, "
+        ".jfif, .jpe, .jpeg, .jpg, .pbm, .pgm, .png, .pnm, .ppm, .tif, .tiff, .webp)"
+    ]
 
     assert source.kind == "folders"
     assert source.root == tmp_path
@@ -149,7 +154,10 @@ def test_empty_and_stray_files(tmp_path: Path) -> None:
     stray = write_image(tmp_path / "train" / "stray.png")
     (tmp_path / "train" / "happy" / "labels.csv").write_text("x\n")
 
-    source = load_quietly(tmp_path)
+    with pytest.warns(
+        UserWarning, match=r"left out 1 file\(s\) that are not images by name \(\.csv"
+    ):
+        source = load_dataset(tmp_path)
 
     assert source.skipped == [
         (str(empty), "empty file"),
@@ -162,6 +170,40 @@ def test_empty_and_stray_files(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match=r"empty\.png: empty file"):
         load_dataset(tmp_path, on_bad_file="error")
+
+
+def test_what_a_tree_holds_beside_its_images_is_named(tmp_path: Path) -> None:
+    """Netpbm and JFIF files are images; other files, class folders without images and folders
+    beside the splits are named in one warning, never dropped without a word."""
+    make_classes(tmp_path / "train", {"happy": 2, "sad": 2})
+    make_classes(tmp_path / "val", {"happy": 1, "sad": 1})
+    make_classes(tmp_path / "holdout", {"happy": 1})
+    write_image(tmp_path / "train" / "sad" / "face.pgm")
+    write_image(tmp_path / "train" / "happy" / "face.jfif")
+    (tmp_path / "train" / "fear").mkdir()
+    for name in ("a.raw", "b.raw", "c.heic"):
+        (tmp_path / "train" / "happy" / name).write_bytes(b"\0")
+    with pytest.warns(UserWarning) as caught:
+        source = load_dataset(tmp_path)
+    assert source.splits["train"].class_counts() == {"happy": 3, "sad": 3}
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(
+        f"{tmp_path}: left out 3 file(s) that are not images by name (.raw 2,"
+    )
+    assert "class folder(s) without images: train/fear/" in message
+    assert "folder(s) beside the splits: holdout/ (splits are" in message
+
+
+def test_class_names_that_look_like_one_class_are_named(tmp_path: Path) -> None:
+    make_classes(tmp_path, {"Happy": 3, "happiness": 3, "happy": 3, "sad": 3, "Sadness": 3})
+    with pytest.warns(UserWarning) as caught:
+        source = load_dataset(tmp_path)
+    assert source.classes == ["Happy", "Sadness", "happiness", "happy", "sad"]  # as written
+    (message,) = [str(w.message) for w in caught if "look like one" in str(w.message)]
+    assert message == (
+        f"{tmp_path}: classes that look like one: Happy, happiness, happy; Sadness, sad; they "
+        "are learned apart unless merged (--merge 'happy=Happy+happiness+happy;sad=Sadness+sad')"
+    )
 
 
 def test_images_in_subfolders_of_a_class_folder_belong_to_it(tmp_path: Path) -> None:
@@ -274,6 +316,7 @@ def test_manifest_with_splits_valence_and_missing_file(tmp_path: Path) -> None:
         "imgs/e.png,sad,0.0,0.0,validation\n"
         "imgs/f.png,happy,,0.9,test\n"
         "imgs/a.png,happy,5,-7,train\n"
+        "./imgs/b.png,happy,0.1,0.1,train\n"
     )
 
     with pytest.warns(UserWarning, match=r"manifest\.csv: split 'test' has no samples of sad"):
@@ -288,6 +331,7 @@ def test_manifest_with_splits_valence_and_missing_file(tmp_path: Path) -> None:
             f"{manifest}:line 10",
             "valence 5, arousal -7 outside [-1, 1] (rescale a rating scale to it)",
         ),
+        (f"{manifest}:line 11", "second row for ./imgs/b.png (first: line 3)"),
     ]
     train = source.splits["train"]
     assert train.paths == [tmp_path / "imgs" / "a.png", tmp_path / "imgs" / "b.png", absolute]
@@ -541,3 +585,21 @@ def test_real_fer2013_folders() -> None:
     assert source.classes == FER
     assert source.skipped == []
     assert list(source.splits["train"].class_counts()) == FER
+
+
+def test_fer2013_csv_as_spreadsheets_write_it(tmp_path: Path) -> None:
+    """Usage in any case and emotion codes saved as floats read as FER2013's; another field
+    separator gets a hint."""
+    path = tmp_path / "fer.csv"
+    rows = [fer_row(3, "training"), fer_row(4, "TRAINING"), fer_row(3, "publictest")]
+    rows += [fer_row(4, "PublicTest")]
+    rows = [row.replace("3,", "3.0,", 1) if row.startswith("3,") else row for row in rows]
+    path.write_text("\n".join(["emotion,pixels,Usage", *rows]) + "\n")
+    source = load_quietly(path)
+    assert source.skipped == []
+    assert source.splits["train"].labels == ["happy", "sad"]
+    assert source.splits["val"].labels == ["happy", "sad"]
+    semicolons = tmp_path / "semi.csv"
+    semicolons.write_text("emotion;pixels;Usage\n3;" + " ".join(["0"] * 2304) + ";Training\n")
+    with pytest.raises(DataError, match=r"\(fields separated by ';'\? ferlab reads commas\)"):
+        load_dataset(semicolons)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,23 @@ def test_compare_maps_classes_for_every_model_and_names_the_one_that_cannot(
     assert len(skipped) == 1  # once, not once per model
     comparison = compare_models([quadrant_run, random_model], extra, keep=keep)
     assert [score.samples for score in comparison.scores] == [24, 24]
+
+
+def test_compare_warns_when_a_model_drew_other_splits(
+    random_model: Path, quadrant_tree: Path, tmp_path: Path
+) -> None:
+    """Data without fixed splits: a model trained with another seed drew another test split,
+    which may hold images it trained on."""
+    flat = tmp_path / "flat"
+    shutil.copytree(quadrant_tree / "train", flat)
+    other = tmp_path / "seed7.pt"
+    bundle = load_model_file(random_model)
+    save_model_file(other, ModelBundle(bundle.model, replace(bundle.spec, seed=7)))
+    with pytest.warns(UserWarning, match=r"seed7\.pt: trained with seed 7 \(not 0\): this data"):
+        compare_models([random_model, other], flat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compare_models([random_model, other], quadrant_tree)  # fixed splits: nothing to say
 
 
 @pytest.fixture(scope="module")

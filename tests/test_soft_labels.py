@@ -167,20 +167,48 @@ def test_a_bad_row_is_reported_once_and_rows_that_match_nothing_are_an_error(
     assert [reason for where, reason in source.skipped if first in where + reason] == [
         f"a negative vote for {first}"
     ]
-    absolute = write_votes(
-        tmp_path / "absolute.csv",
-        [f"{root / 'train/happy/001.png'},5,0,0,0", f"{root / 'train/sad/001.png'},0,5,0,0"],
+    elsewhere = write_votes(
+        tmp_path / "elsewhere.csv",
+        [f"{tmp_path / 'other/happy/001.png'},5,0,0,0", "train/sad/none.png,0,5,0,0"],
         "file,happy,sad,surprise,unknown",
     )
+    with pytest.raises(DataError, match=r"elsewhere\.csv: none of its 2 rows names an image"):
+        attach_votes(load_dataset(root), read_vote_table(elsewhere))
+
+
+def test_columns_rows_and_paths_are_matched_as_a_user_writes_them(tmp_path: Path) -> None:
+    """Any case of a class name, absolute paths under the root, Windows separators; a numeric
+    column that is no class (an age) and a typo are left out, with a warning naming them."""
+    root = make_pattern_tree(tmp_path / "data", {"train": 4, "val": 2})
+    rows = [
+        f"{root / 'train/happy/001.png'},9,0,0,35",
+        "train\\sad\\001.png,0,9,0,41",
+        "./train/surprise/001.png,0,0,9,29",
+        "train/happy/002.png,0,2,0,35",
+    ]
+    csv_path = write_votes(tmp_path / "votes.csv", rows, "path,Happy,SADNESS,Surprise,age")
+    with pytest.warns(UserWarning, match=r"votes\.csv: left out column\(s\) age: numbers, but"):
+        source, _ = attach_votes(load_dataset(root), read_vote_table(csv_path))
+    assert source.classes == ["happy", "sad", "surprise"]
+    train = source.splits["train"]
+    labelled = dict(zip(map(str, train.paths), train.labels, strict=True))
+    assert labelled == {
+        str(root / "train/happy/001.png"): "happy",
+        str(root / "train/sad/001.png"): "sad",
+        str(root / "train/surprise/001.png"): "surprise",
+        str(root / "train/happy/002.png"): "sad",
+    }
     typo = write_votes(
         tmp_path / "typo.csv",
         [f"train/happy/00{i}.png,5,0,0,1" for i in range(1, 4)],
         "file,happy,sad,surprize,unknown",
     )
-    source, _ = attach_votes(load_dataset(root), read_vote_table(typo))
-    assert str(source.loading_note()).endswith("classes only the labels file names: surprize")
-    with pytest.raises(DataError, match=r"absolute\.csv: none of its 2 rows names an image"):
-        attach_votes(load_dataset(root), read_vote_table(absolute))
+    with pytest.warns(UserWarning) as caught:
+        source, _ = attach_votes(load_dataset(root), read_vote_table(typo))
+    messages = [str(w.message) for w in caught]
+    assert any("left out column(s) surprize" in m for m in messages)
+    assert any("no column for class(es) surprise of the data" in m for m in messages)
+    assert source.classes == ["happy", "sad"]
 
 
 def test_distribution_loss_is_cross_entropy_against_the_votes() -> None:

@@ -20,9 +20,10 @@ from PIL import Image
 from ferlab.cache_dir import default_cache_dir
 from ferlab.data.tables import SplitTable, unreadable_reason
 from ferlab.errors import DataError
+from ferlab.pixels import pil_to_rgb
 from ferlab.progress import track
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: files decoded as prediction decodes them (EXIF, 16-bit, alpha)
 MAX_IMAGE_PIXELS = 64_000_000
 
 
@@ -63,16 +64,22 @@ def cache_file(
 
 
 def _decode_file(path: Path, image_size: int, mode: str) -> np.ndarray:
+    """One image file at ``image_size`` in ``mode`` (L or RGB), its pixels read as prediction
+    reads them (:func:`ferlab.pixels.pil_to_rgb`: EXIF rotation, 16-bit, alpha onto white)."""
     with Image.open(path) as image:
         if image.width * image.height > MAX_IMAGE_PIXELS:
             raise ValueError(f"{image.width}x{image.height} pixels is too large")
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image, dtype=np.float32)
-            image = Image.fromarray((array / max(array.max(), 1.0) * 255.0).astype(np.uint8))
-        converted = image.convert(mode)
-        if converted.size != (image_size, image_size):
-            converted = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        array = np.asarray(converted, dtype=np.uint8)
+        image.load()
+        try:
+            rgb = pil_to_rgb(image, str(path))
+        except DataError as exc:
+            raise ValueError(str(exc).removeprefix(f"{path}: ")) from None
+    converted = Image.fromarray(rgb)
+    if mode != "RGB":
+        converted = converted.convert(mode)
+    if converted.size != (image_size, image_size):
+        converted = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    array = np.asarray(converted, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 

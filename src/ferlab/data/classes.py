@@ -18,6 +18,16 @@ CANONICAL_CLASSES: dict[str, tuple[str, ...]] = {
     "ckplus": ("anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"),
 }
 
+CLASS_SPELLINGS = {
+    "anger": "angry",
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "happiness": "happy",
+    "sadness": "sad",
+    "surprised": "surprise",
+}
+"""Other spellings of the FER2013 class names (lower case), as in CK+, AffectNet or FER+."""
+
 # Orders tried by canonical_order, first match wins; CK+ sets may also hold "neutral" (CK+ code 0).
 _ORDERS: tuple[tuple[str, ...], ...] = (
     CANONICAL_CLASSES["fer2013"],

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ferlab.data.classes import CANONICAL_CLASSES
+from ferlab.data.classes import CANONICAL_CLASSES, CLASS_SPELLINGS
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.tables import unreadable_reason
 from ferlab.errors import DataError, OutputError, os_error_line
@@ -25,15 +25,6 @@ from ferlab.progress import track
 FER2013_SIDE = 48
 USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 FER2013_CLASSES = CANONICAL_CLASSES["fer2013"]
-ALIASES = {
-    "anger": "angry",
-    "disgusted": "disgust",
-    "fearful": "fear",
-    "happiness": "happy",
-    "sadness": "sad",
-    "surprised": "surprise",
-}
-"""Other spellings of the FER2013 class names, as in CK+ or AffectNet folders."""
 _PIXEL_TEXT = [str(value) for value in range(256)]
 
 
@@ -55,7 +46,7 @@ class Conversion:
 def fer2013_class(name: str) -> str | None:
     """The FER2013 class a folder name stands for (case-insensitive, aliases), or None."""
     lowered = name.strip().lower()
-    lowered = ALIASES.get(lowered, lowered)
+    lowered = CLASS_SPELLINGS.get(lowered, lowered)
     return lowered if lowered in FER2013_CLASSES else None
 
 

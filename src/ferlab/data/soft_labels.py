@@ -14,27 +14,24 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ferlab.data.classes import ClassMapping, canonical_order
+from ferlab.data.classes import CANONICAL_CLASSES, CLASS_SPELLINGS, ClassMapping, canonical_order
 from ferlab.data.sources import DatasetSource
 from ferlab.errors import DataError
 
 FILE_COLUMNS = ("file", "path")
 NON_CLASS_COLUMNS = ("unknown", "nf")
 """Votes that name no expression (compared lower-case)."""
-CLASS_ALIASES = {
-    "happiness": "happy",
-    "sadness": "sad",
-    "anger": "angry",
-    "surprised": "surprise",
-    "fearful": "fear",
-    "disgusted": "disgust",
-}
+KNOWN_CLASSES = frozenset(name for names in CANONICAL_CLASSES.values() for name in names)
+"""Expression names of the known data sets: a column named so is a class even where the images'
+folders lack it (FER+'s contempt over FER2013's seven folders)."""
 _HEADER_SHOWN = 120  # characters of a bad header quoted in an error
 
 
@@ -59,9 +56,45 @@ class VoteTable:
         """The columns that are expression classes, in canonical order."""
         return canonical_order(c for c in self.columns if c.lower() not in NON_CLASS_COLUMNS)
 
-    def index(self) -> dict[str, int]:
-        """File (POSIX path relative to the data root) → row."""
-        return {name: i for i, name in enumerate(self.files)}
+    def without_columns(self, dropped: list[str]) -> VoteTable:
+        """A copy without the ``dropped`` columns; rows left with no votes become bad rows."""
+        kept = [k for k, name in enumerate(self.columns) if name not in dropped]
+        votes = self.votes[:, kept]
+        alive = votes.sum(axis=1) > 0
+        bad = [
+            (f"{self.path}:line {self.lines[i]}", f"no votes for {self.files[i]}")
+            for i in np.flatnonzero(~alive)
+        ]
+        return replace(
+            self,
+            files=[f for f, keep in zip(self.files, alive, strict=True) if keep],
+            columns=[self.columns[k] for k in kept],
+            votes=votes[alive],
+            bad_rows=[*self.bad_rows, *bad],
+            lines=[n for n, keep in zip(self.lines, alive, strict=True) if keep],
+            bad_files=self.bad_files | {self.files[i] for i in np.flatnonzero(~alive)},
+        )
+
+    def index(self, root: Path) -> dict[str, int]:
+        """File (POSIX path relative to ``root``, the data root) → row. A row may name its file
+        relative to the root (``./`` or Windows ``\\`` separators allowed) or by an absolute
+        path under it."""
+        roots = {PurePosixPath(os.path.abspath(root)), PurePosixPath(root.resolve())}
+        index = {}
+        for i, name in enumerate(self.files):
+            path = PurePosixPath(name.replace("\\", "/"))
+            under = next((r for r in roots if path.is_absolute() and path.is_relative_to(r)), None)
+            index[str(path.relative_to(under) if under is not None else path)] = i
+        return index
+
+
+def _class_name(column: str) -> str:
+    """A vote column's class: an alias or any case of a known expression name gives ferlab's
+    name (``Happiness``, ``Happy`` → ``happy``); other names stay as written."""
+    lowered = column.lower()
+    if lowered in CLASS_SPELLINGS:
+        return CLASS_SPELLINGS[lowered]
+    return lowered if lowered in KNOWN_CLASSES else column
 
 
 def _number(text: str) -> float | None:
@@ -103,7 +136,7 @@ def read_vote_table(path: str | Path) -> VoteTable:
         if k != file_column
         and any(len(row) > k and _number(row[k].strip()) is not None for row in body)
     ]
-    names = [CLASS_ALIASES.get(lowered[k], header[k]) for k in vote_columns]
+    names = [_class_name(header[k]) for k in vote_columns]
     classes = [n for n in names if n.lower() not in NON_CLASS_COLUMNS]
     if len(set(names)) != len(names):
         raise DataError(f"{file}: two vote columns name the same class: {', '.join(names)}")
@@ -206,8 +239,33 @@ class SoftLabelReport:
 def attach_votes(source: DatasetSource, table: VoteTable) -> tuple[DatasetSource, SoftLabelReport]:
     """A copy of ``source`` whose split tables carry ``votes`` (N, K over the table's columns)
     and whose labels are each image's majority column; images without a row are dropped and
-    reported with the bad rows in ``skipped``. The data set's classes become the table's."""
-    index = table.index()
+    reported with the bad rows in ``skipped``. The data set's classes become the table's.
+
+    A numeric column that names neither a class of the data set nor a known expression (an age,
+    an id) is left out with a warning, as is said of data classes that no column names."""
+    extra = [
+        c
+        for c in table.columns
+        if c.lower() not in NON_CLASS_COLUMNS and c not in KNOWN_CLASSES and c not in source.classes
+    ]
+    if extra:
+        warnings.warn(
+            f"{table.path}: left out column(s) {', '.join(extra)}: numbers, but not a class of "
+            f"the data ({', '.join(source.classes)}) nor a known expression; name the column "
+            "after a class to count its votes",
+            stacklevel=2,
+        )
+        table = table.without_columns(extra)
+        if len(table.classes) < 2:
+            raise DataError(f"{table.path}: fewer than 2 class columns with votes")
+    unnamed = [c for c in source.classes if c not in table.columns]
+    if unnamed:
+        warnings.warn(
+            f"{table.path}: no column for class(es) {', '.join(unnamed)} of the data: the "
+            "labels come from the votes, so those images take the class their votes give",
+            stacklevel=2,
+        )
+    index = table.index(source.root)
     used: set[int] = set()
     without_row: list[str] = []
     majority_excluded: Counter[str] = Counter()

@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ferlab.data.affectnet import is_affectnet, read_affectnet
-from ferlab.data.classes import CANONICAL_CLASSES, canonical_order
+from ferlab.data.classes import CANONICAL_CLASSES, CLASS_SPELLINGS, canonical_order
 from ferlab.data.tables import IMAGE_EXTENSIONS, SplitTable
 from ferlab.errors import ConfigError, DataError
 from ferlab.names import is_utf8, printable
@@ -32,6 +33,7 @@ SPLITS = ("train", "val", "test")
 _UNSPLIT = "all"  # name of a table that still has to be split into train/val/test
 _SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 _FER2013_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+_FER2013_USAGE_LOWER = {usage.lower(): split for usage, split in _FER2013_USAGE.items()}
 _FER2013_CODES = {str(code): name for code, name in enumerate(CANONICAL_CLASSES["fer2013"])}
 _FER2013_SIDE = 48
 _FER2013_PIXELS = _FER2013_SIDE * _FER2013_SIDE
@@ -62,6 +64,8 @@ class DatasetSource:
     label_only_classes: list[str] = field(default_factory=list)
     """Classes that only a labels file's columns name (no class folder of the data set has
     them), such as FER+'s contempt over FER2013's folders."""
+    made_splits: tuple[str, ...] = ()
+    """The splits drawn here from the data (by ``seed`` and the fractions), not read from it."""
 
     def loading_note(self) -> str | None:
         """One line on what was excluded and skipped while reading, or None if nothing was."""
@@ -163,6 +167,7 @@ def load_dataset(
             where = "" if table.name == _UNSPLIT else f" in split '{table.name}'"
             note = f" (excluded: {dict(excluded)})" if excluded else ""
             raise DataError(f"{table.origin}: no samples{where}{note}{_skip_note(bad.skipped)}")
+    made: tuple[str, ...] = ()
     if _UNSPLIT in found:
         rest = found[_UNSPLIT]
         found = {}
@@ -171,14 +176,17 @@ def load_dataset(
         found["train"], found["val"] = _split_off(
             rest, "val", val_fraction / (1 - test_fraction), seed + 1
         )
+        made = ("train", "val", "test") if test_fraction > 0 else ("train", "val")
     elif "train" not in found:
         raise DataError(f"{root}: no train split; found {', '.join(found)}")
     elif "val" not in found:
         found["train"], found["val"] = _split_off(found["train"], "val", val_fraction, seed)
+        made = ("train", "val")
 
     splits = {name: found[name] for name in SPLITS if name in found}
     _check_classes_in_train(splits)
     classes = canonical_order(label for table in splits.values() for label in table.labels)
+    _warn_spellings(root, classes)
     for table in splits.values():
         present = set(table.labels)
         missing = [name for name in classes if name not in present]
@@ -194,7 +202,26 @@ def load_dataset(
         classes=classes,
         skipped=bad.skipped,
         excluded=dict(excluded),
+        made_splits=made,
     )
+
+
+def _warn_spellings(root: Path, classes: list[str]) -> None:
+    """A warning for class names that differ only in case or are spellings of one expression
+    (``Happy``, ``happiness``, ``happy``): a data set read as written would learn them apart."""
+    groups: dict[str, list[str]] = {}
+    for name in classes:
+        lowered = name.lower()
+        groups.setdefault(CLASS_SPELLINGS.get(lowered, lowered), []).append(name)
+    alike = {key: names for key, names in groups.items() if len(names) > 1}
+    if alike:
+        merges = ";".join(f"{key}={'+'.join(names)}" for key, names in alike.items())
+        shown = "; ".join(", ".join(names) for names in alike.values())
+        warnings.warn(
+            f"{root}: classes that look like one: {shown}; they are learned apart unless merged "
+            f"(--merge '{merges}')",
+            stacklevel=3,
+        )
 
 
 def _check_classes_in_train(splits: dict[str, SplitTable]) -> None:
@@ -250,23 +277,53 @@ def _is_image(entry: os.DirEntry[str]) -> bool:
     return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
 
 
-def _images_below(folder: Path, seen: set[str]) -> Iterator[os.DirEntry[str]]:
+class _Ignored:
+    """What a folder tree holds that is not read: files that are not images by name (by
+    extension), class folders without images, folders beside the splits."""
+
+    def __init__(self) -> None:
+        self.extensions: Counter[str] = Counter()
+        self.empty_classes: list[str] = []
+        self.folders: list[str] = []
+
+    def warning(self, root: Path) -> str | None:
+        parts = []
+        if self.extensions:
+            kinds = ", ".join(f"{ext} {n}" for ext, n in self.extensions.most_common())
+            parts.append(
+                f"{sum(self.extensions.values())} file(s) that are not images by name ({kinds}; "
+                f"read: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+        if self.empty_classes:
+            parts.append(f"class folder(s) without images: {', '.join(self.empty_classes)}")
+        if self.folders:
+            parts.append(
+                f"folder(s) beside the splits: {', '.join(self.folders)} (splits are "
+                f"{', '.join(sorted(set(_SPLIT_NAMES)))})"
+            )
+        return f"{root}: left out " + "; ".join(parts) if parts else None
+
+
+def _images_below(folder: Path, seen: set[str], ignored: _Ignored) -> Iterator[os.DirEntry[str]]:
     """Image files in ``folder`` and its visible subfolders, depth first by name (as
     torchvision's ImageFolder reads a class folder); a folder reached twice through links is
-    read once."""
+    read once. Other files are counted in ``ignored``."""
     real = os.path.realpath(folder)
     if real in seen:
         return
     seen.add(real)
     for entry in _scandir(folder):
         if entry.is_dir():
-            yield from _images_below(Path(entry.path), seen)
+            yield from _images_below(Path(entry.path), seen, ignored)
         elif _is_image(entry):
             yield entry
+        else:
+            ignored.extensions[os.path.splitext(entry.name)[1].lower() or "no extension"] += 1
 
 
-def _read_class_folders(folder: Path, name: str, bad: _BadFiles) -> SplitTable:
-    """Images in `folder/<class>/`, subfolders included; other files are ignored."""
+def _read_class_folders(folder: Path, name: str, bad: _BadFiles, ignored: _Ignored) -> SplitTable:
+    """Images in `folder/<class>/`, subfolders included; other files are counted in
+    ``ignored``."""
     labels: list[str] = []
     paths: list[Path] = []
     for entry in _scandir(folder):
@@ -276,12 +333,16 @@ def _read_class_folders(folder: Path, name: str, bad: _BadFiles) -> SplitTable:
                     f"{printable(entry.path)}: a class folder whose name is not UTF-8; rename "
                     "it (class names go into model files and reports as text)"
                 )
-            for file in _images_below(Path(entry.path), set()):
+            found = len(paths)
+            for file in _images_below(Path(entry.path), set(), ignored):
                 if file.stat().st_size == 0:
                     bad(file.path, "empty file")
                 else:
                     labels.append(entry.name)
                     paths.append(Path(file.path))
+            if len(paths) == found:
+                where = entry.name if name == _UNSPLIT else f"{name}/{entry.name}"
+                ignored.empty_classes.append(f"{where}/")
         elif _is_image(entry):
             bad(entry.path, "image outside a class folder")
     return SplitTable(name, labels, paths, None, None, None, origin=str(folder))
@@ -291,6 +352,17 @@ def _read_folders(root: Path, bad: _BadFiles) -> dict[str, SplitTable]:
     entries = _scandir(root)
     if not entries:
         raise DataError(f"{root}: folder is empty")
+    ignored = _Ignored()
+    found = _read_split_folders(root, entries, bad, ignored)
+    note = ignored.warning(root)
+    if note is not None:
+        warnings.warn(note, stacklevel=3)
+    return found
+
+
+def _read_split_folders(
+    root: Path, entries: list[os.DirEntry[str]], bad: _BadFiles, ignored: _Ignored
+) -> dict[str, SplitTable]:
     split_dirs: dict[str, Path] = {}
     for entry in entries:
         split = _SPLIT_NAMES.get(entry.name.lower())
@@ -302,7 +374,7 @@ def _read_folders(root: Path, bad: _BadFiles) -> dict[str, SplitTable]:
                 )
             split_dirs[split] = Path(entry.path)
     if not split_dirs:
-        table = _read_class_folders(root, _UNSPLIT, bad)
+        table = _read_class_folders(root, _UNSPLIT, bad, ignored)
         if not table:
             raise DataError(
                 f"{root}: no images found; expected <class>/<image> or train/<class>/<image>"
@@ -312,7 +384,15 @@ def _read_folders(root: Path, bad: _BadFiles) -> dict[str, SplitTable]:
     if "train" not in split_dirs:
         found = ", ".join(f"{folder.name}/" for folder in split_dirs.values())
         raise DataError(f"{root}: has {found} but no train/ folder")
-    return {split: _read_class_folders(folder, split, bad) for split, folder in split_dirs.items()}
+    ignored.folders = [
+        f"{entry.name}/"
+        for entry in entries
+        if entry.is_dir() and entry.path not in {str(folder) for folder in split_dirs.values()}
+    ]
+    return {
+        split: _read_class_folders(folder, split, bad, ignored)
+        for split, folder in split_dirs.items()
+    }
 
 
 # --- CSV files -----------------------------------------------------------------------------
@@ -342,7 +422,11 @@ def _read_csv(path: Path, bad: _BadFiles) -> tuple[str, dict[str, SplitTable]]:
         raise DataError(f"{path}:line {reader.line_num}: {exc}") from None
     shown = ",".join(header)
     shown = shown if len(shown) <= 80 else f"{shown[:77]}..."
-    raise DataError(f"{path}: unexpected CSV header '{shown}'; accepted: {_ACCEPTED_HEADERS}")
+    hint = next(
+        (f" (fields separated by '{sep}'? ferlab reads commas)" for sep in ";\t|" if sep in shown),
+        "",
+    )
+    raise DataError(f"{path}: unexpected CSV header '{shown}'{hint}; accepted: {_ACCEPTED_HEADERS}")
 
 
 def _rows(
@@ -398,11 +482,11 @@ def _read_fer2013(
     images: list[np.ndarray] = []
     splits: list[str] = []
     for where, row in _rows(path, reader, columns, bad):
-        label = _FER2013_CODES.get(row["emotion"])
+        label = _FER2013_CODES.get(row["emotion"].removesuffix(".0"))
         if label is None:
             bad(where, f"emotion code '{row['emotion']}' not in 0-{len(_FER2013_CODES) - 1}")
             continue
-        split = _FER2013_USAGE.get(row.get("usage", "Training"))
+        split = _FER2013_USAGE_LOWER.get(row.get("usage", "Training").lower())
         if split is None:
             bad(where, f"Usage '{row['usage']}' is not one of {', '.join(_FER2013_USAGE)}")
             continue
@@ -426,6 +510,7 @@ def _read_manifest(
     splits: list[str] = []
     dims = [name for name in ("valence", "arousal") if name in columns]
     values: dict[str, list[float]] = {name: [] for name in dims}
+    listed: dict[str, int] = {}
     for where, row in _rows(path, reader, columns, bad):
         if not row["path"] or not row["label"]:
             bad(where, "empty path or label")
@@ -455,6 +540,11 @@ def _read_manifest(
         if info.st_size == 0:
             bad(str(image), "empty file")
             continue
+        key = os.path.normpath(image)
+        if key in listed:
+            bad(where, f"second row for {row['path']} (first: line {listed[key]})")
+            continue
+        listed[key] = reader.line_num
         labels.append(row["label"])
         paths.append(image)
         splits.append(split)

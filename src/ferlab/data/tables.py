@@ -11,7 +11,10 @@ import numpy as np
 
 from ferlab.data.classes import canonical_order
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_EXTENSIONS = {
+    *(".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp"),
+    *(".pgm", ".ppm", ".pbm", ".pnm"),  # Netpbm, as some face sets (ORL, Yale) ship
+}
 
 
 @dataclass

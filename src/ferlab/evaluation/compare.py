@@ -235,6 +235,27 @@ def _score(
     return score, predicted == labels, data.rows.numpy()
 
 
+def _warn_other_splits(
+    names: list[str], runners: list[ModelRunner], source: DatasetSource, split: str
+) -> None:
+    """A warning for each model that drew its splits from this data otherwise than the first
+    (another ``--seed`` or fraction): the split compared on may hold images it trained on."""
+    if split not in source.made_splits:
+        return
+    first = runners[0].spec.split_options()
+    for name, runner in zip(names[1:], runners[1:], strict=True):
+        own = runner.spec.split_options()
+        if own != first:
+            differ = ", ".join(
+                f"{key} {own[key]} (not {first[key]})" for key in own if own[key] != first[key]
+            )
+            warnings.warn(
+                f"{name}: trained with {differ}: this data has no fixed splits, and the "
+                f"'{split}' split drawn as {names[0]} drew it may hold images {name} trained on",
+                stacklevel=3,
+            )
+
+
 @contextmanager
 def _each_warning_once() -> Iterator[None]:
     """Warnings of the block given once each when it ends: every model decodes the split again
@@ -280,6 +301,7 @@ def compare_models(
             raise ConfigError(f"{names[k]}: the same model file as {first} ({file})")
     source = labelled_source(runners[0].spec, data, on_bad_file, labels)
     check_split(source, split)
+    _warn_other_splits(names, runners, source, split)
     scores, correct, rows = [], {}, {}
     with _each_warning_once():
         for name, runner in zip(names, runners, strict=True):

@@ -23,16 +23,22 @@ from typing import BinaryIO, TypeAlias
 
 import cv2
 import numpy as np
-from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from ferlab.errors import DataError
+from ferlab.pixels import (
+    WIDE_MODES,
+    array_to_uint8,
+    gray_to_rgb,
+    onto_white,
+    pil_to_rgb,
+)
 
 ImageSource: TypeAlias = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
 MAX_PIXELS = 80_000_000
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv")
-_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # Modes PIL cannot shrink (or would average palette indices in) are converted first.
-_SHRUNK_AS = {"1": "L", "PA": "RGBA", **{mode: "I" for mode in _WIDE_MODES[1:5]}}
+_SHRUNK_AS = {"1": "L", "PA": "RGBA", **{mode: "I" for mode in WIDE_MODES[1:5]}}
 # Bytes per output pixel held at once after decoding: the shrunk image and its copies (EXIF
 # rotation, RGB conversion: 4 bytes a pixel each in PIL) and the array (3); measured 12.8.
 _AFTER_DECODE_BYTES = 16
@@ -79,11 +85,11 @@ def load_image(
     _check_kind(source, name)
     if isinstance(source, Image.Image):
         with _reading(name):
-            return _to_rgb(source, name)
+            return pil_to_rgb(source, name)
     opened = io.BytesIO(source) if isinstance(source, bytes) else source
     with _reading(name), Image.open(opened) as image:
         _check_pixels(image, name, max_pixels)
-        return _to_rgb(_decoded(image, max_side), name)
+        return pil_to_rgb(_decoded(image, max_side), name)
 
 
 def check_image_source(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> None:
@@ -183,21 +189,6 @@ def _pixel_bytes(mode: str) -> int:
     return 4 if len(described.bands) > 1 else np.dtype(described.typestr).itemsize
 
 
-def _to_rgb(image: Image.Image, name: str) -> np.ndarray:
-    image = ImageOps.exif_transpose(image)
-    if image.mode in _WIDE_MODES:
-        return _gray_to_rgb(_wide_to_uint8(np.asarray(image), name))
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    try:
-        converted = image.convert("RGB")
-    except ValueError as exc:
-        raise DataError(f"{name}: unsupported colour mode {image.mode} ({exc})") from None
-    return np.ascontiguousarray(np.asarray(converted, dtype=np.uint8))
-
-
 def _from_array(array: np.ndarray, *, rgb: bool, name: str) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -213,64 +204,10 @@ def _from_array(array: np.ndarray, *, rgb: bool, name: str) -> np.ndarray:
             hint = "; for a batch of images pass a list of (H, W, 3) arrays"
         raise DataError(f"{name}: expected an (H, W) or (H, W, 3|4) array, got {array.shape}{hint}")
     if array.ndim == 2:
-        return _gray_to_rgb(_to_uint8(array, name))
-    colour = _to_uint8(array[:, :, :3], name)
+        return gray_to_rgb(array_to_uint8(array, name))
+    colour = array_to_uint8(array[:, :, :3], name)
     if array.shape[2] == 4:
-        colour = _onto_white(colour, _to_uint8(array[:, :, 3], name))
+        colour = onto_white(colour, array_to_uint8(array[:, :, 3], name))
     if rgb:
         return np.ascontiguousarray(colour)
     return cv2.cvtColor(np.ascontiguousarray(colour), cv2.COLOR_BGR2RGB)
-
-
-def _onto_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``colour`` composited onto white by ``alpha`` (uint8), as PIL images with alpha are."""
-    if alpha.min() == 255:
-        return colour
-    opacity = alpha[:, :, None].astype(np.float32) / 255
-    return np.round(colour * opacity + 255 * (1 - opacity)).astype(np.uint8)
-
-
-def _wide_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
-    """A 16-bit or 32-bit PIL image's pixels: 16-bit values (above 255) scaled by 1/257."""
-    if array.dtype.kind == "f":
-        return _to_uint8(array, name)
-    sixteen_bit = array.dtype == np.uint16 or array.max() > 255
-    return (array // 257 if sixteen_bit else array).clip(0, 255).astype(np.uint8)
-
-
-def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
-    """An array's pixels as uint8: uint8 as is; uint16 scaled by 1/257; other integers in 0-255
-    as they are; floats in [0, 1] times 255. Anything else is refused, never clipped or guessed."""
-    if array.dtype == np.uint8:
-        return array
-    finite = array.dtype.kind != "f" or np.isfinite(array).all()
-    if array.dtype.kind not in "iuf" or not finite:
-        what = f"{array.dtype} values" if finite else "NaN or infinite values"
-        raise DataError(
-            f"{name}: unsupported pixels ({what}); use uint8, uint16 or floats in [0, 1]"
-        )
-    low, high = array.min().item(), array.max().item()
-    if array.dtype == np.uint16:
-        if 0 < high <= 255:
-            raise DataError(
-                f"{name}: a uint16 array whose values are all at most {high} (8-bit pixels in a "
-                "16-bit array?); pass array.astype(np.uint8), or 16-bit pixels in 0-65535"
-            )
-        return (array // 257).astype(np.uint8)
-    if array.dtype.kind in "iu":
-        if low < 0 or high > 255:
-            raise DataError(
-                f"{name}: {array.dtype} pixel values from {low} to {high}, outside 0-255; "
-                "clip them (np.clip(array, 0, 255)) or pass 16-bit images as uint16"
-            )
-        return array.astype(np.uint8)
-    if low < 0 or high > 1:
-        raise DataError(
-            f"{name}: {array.dtype} pixel values from {low:g} to {high:g}, outside [0, 1]; "
-            "floats are taken in [0, 1] (divide 0-255 values by 255)"
-        )
-    return np.round(array * 255).astype(np.uint8)
-
-
-def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
