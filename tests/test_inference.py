@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import REPO, RunsCode, conv_inputs_are_float, save_random_model
 from ferlab.cli import main
-from ferlab.data.cache import _decode_file
+from ferlab.data.cache import decode_file
 from ferlab.errors import ConfigError, DataError, ModelError
 from ferlab.evaluation.evaluate import predict_probs
 from ferlab.inference import Face, FaceResult, Recognizer, detect_faces
@@ -237,7 +237,7 @@ def test_whole_image_matches_training_decode_and_tta_averages_the_mirror(
     crop = tmp_path / "crop.png"
     Image.fromarray(rng.integers(0, 256, (61, 53), dtype=np.uint8)).save(crop)
     bundle = load_model_file(model_file)
-    expected = predict_probs(bundle, torch.tensor(_decode_file(crop, 48, "L"))[None])[0]
+    expected = predict_probs(bundle, torch.tensor(decode_file(crop, 48, "L"))[None])[0]
     (face,) = Recognizer.load(model_file, detect=False).predict(crop)
     assert face.box is None and face.detection_score is None
     assert list(face.probs.values()) == pytest.approx(expected.tolist(), abs=1e-6)
@@ -247,7 +247,7 @@ def test_whole_image_matches_training_decode_and_tta_averages_the_mirror(
     for name in FER_CLASSES:
         mean = (face.probs[name] + flipped.probs[name]) / 2
         assert tta.probs[name] == pytest.approx(mean, abs=1e-5)
-    decoded = _decode_file(crop, 48, "L")[0]
+    decoded = decode_file(crop, 48, "L")[0]
     views = []
     for dx, dy in ((0, 0), (-3, 0), (3, 0), (0, -3), (0, 3)):  # content moved by (dx, dy)
         padded = np.pad(decoded, 3, mode="edge")

@@ -63,7 +63,7 @@ def cache_file(
     return directory / f"{table.name}-{cache_key(table, image_size, color)}.pt"
 
 
-def _decode_file(path: Path, image_size: int, mode: str) -> np.ndarray:
+def decode_file(path: Path, image_size: int, mode: str) -> np.ndarray:
     """One image file at ``image_size`` in ``mode`` (L or RGB), its pixels read as prediction
     reads them (:func:`ferlab.pixels.pil_to_rgb`: EXIF rotation, 16-bit, alpha onto white)."""
     with Image.open(path) as image:
@@ -105,7 +105,7 @@ def _decode_table(table: SplitTable, image_size: int, color: str, on_bad_file: s
     skipped: list[tuple[str, str]] = []
     for index, path in enumerate(track(table.paths, f"decode {table.name}", unit="images")):
         try:
-            images[len(rows)] = _decode_file(path, image_size, mode)
+            images[len(rows)] = decode_file(path, image_size, mode)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             reason = unreadable_reason(exc, path)
             if on_bad_file == "error":

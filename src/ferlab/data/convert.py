@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ferlab.data.cache import decode_file
 from ferlab.data.classes import CANONICAL_CLASSES, CLASS_SPELLINGS
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.tables import unreadable_reason
@@ -118,12 +119,9 @@ def _write_folders(source: DatasetSource, out: Path) -> dict[str, int]:
 
 
 def _gray48(path: Path) -> np.ndarray:
-    """An image file as 48x48 gray pixels (stretched if not square)."""
-    with Image.open(path) as image:
-        gray = image.convert("L")
-        if gray.size != (FER2013_SIDE, FER2013_SIDE):
-            gray = gray.resize((FER2013_SIDE, FER2013_SIDE), Image.Resampling.BILINEAR)
-        return np.asarray(gray, dtype=np.uint8)
+    """An image file as 48x48 gray pixels (stretched if not square), decoded as training
+    decodes it."""
+    return decode_file(path, FER2013_SIDE, "L")[0]
 
 
 def _write_csv(source: DatasetSource, out: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
