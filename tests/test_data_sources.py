@@ -183,6 +183,7 @@ def test_what_a_tree_holds_beside_its_images_is_named(tmp_path: Path) -> None:
     (tmp_path / "train" / "fear").mkdir()
     for name in ("a.raw", "b.raw", "c.heic"):
         (tmp_path / "train" / "happy" / name).write_bytes(b"\0")
+    (tmp_path / "train" / "sad" / "moved.png").symlink_to(tmp_path / "nowhere.png")
     with pytest.warns(UserWarning) as caught:
         source = load_dataset(tmp_path)
     assert source.splits["train"].class_counts() == {"happy": 3, "sad": 3}
@@ -190,6 +191,7 @@ def test_what_a_tree_holds_beside_its_images_is_named(tmp_path: Path) -> None:
     assert message.startswith(
         f"{tmp_path}: left out 3 file(s) that are not images by name (.raw 2,"
     )
+    assert f"1 image name(s) that are no file (first: {tmp_path}/train/sad/moved.png)" in message
     assert "class folder(s) without images: train/fear/" in message
     assert "folder(s) beside the splits: holdout/ (splits are" in message
 

@@ -283,6 +283,7 @@ class _Ignored:
 
     def __init__(self) -> None:
         self.extensions: Counter[str] = Counter()
+        self.not_files: list[str] = []
         self.empty_classes: list[str] = []
         self.folders: list[str] = []
 
@@ -294,6 +295,9 @@ class _Ignored:
                 f"{sum(self.extensions.values())} file(s) that are not images by name ({kinds}; "
                 f"read: {', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
+        if self.not_files:
+            first = printable(self.not_files[0])
+            parts.append(f"{len(self.not_files)} image name(s) that are no file (first: {first})")
         if self.empty_classes:
             parts.append(f"class folder(s) without images: {', '.join(self.empty_classes)}")
         if self.folders:
@@ -318,7 +322,11 @@ def _images_below(folder: Path, seen: set[str], ignored: _Ignored) -> Iterator[o
         elif _is_image(entry):
             yield entry
         else:
-            ignored.extensions[os.path.splitext(entry.name)[1].lower() or "no extension"] += 1
+            extension = os.path.splitext(entry.name)[1].lower()
+            if extension in IMAGE_EXTENSIONS:  # an image's name that is no file: a dead link
+                ignored.not_files.append(entry.path)
+            else:
+                ignored.extensions[extension or "no extension"] += 1
 
 
 def _read_class_folders(folder: Path, name: str, bad: _BadFiles, ignored: _Ignored) -> SplitTable:
