@@ -206,7 +206,8 @@ def test_inspect_writes_report_files(planted: Path, tmp_path: Path) -> None:
         json.loads((tmp_path / "out/inspect.json").read_text())["duplicates"]["exact_groups"] == 3
     )
     assert "| train-test | 1 | 0 |" in (tmp_path / "out/inspect.md").read_text()
-    assert "train-test" in format_summary(inspection.report)
+    summary = format_summary(inspection.report)
+    assert "train-test" in summary and "drawn from the data" not in summary
     with pytest.raises(ConfigError, match="near threshold"):
         inspect_dataset(planted, near_threshold=17)
 
@@ -377,3 +378,16 @@ def test_inspect_real_fer2013(
     assert pairs["train-test"]["exact"] > 0 and pairs["train-val"]["exact"] > 0
     assert report["duplicates"]["in_other_splits"]["test"]["exact"] > 0
     assert "train-test" in printed
+
+
+def test_inspect_says_which_splits_it_drew(tmp_path: Path) -> None:
+    flat = make_pattern_tree(tmp_path / "flat", {"train": 10})
+    for name in os.listdir(flat / "train"):
+        (flat / "train" / name).rename(flat / name)
+    (flat / "train").rmdir()
+    report = inspect_dataset(flat).report
+    assert report["drawn_splits"] == {"splits": ["train", "val", "test"], "seed": 0}
+    assert format_summary(report).splitlines()[1] == (
+        "splits train, val, test: drawn from the data (seed 0, default fractions); training "
+        "draws them by its --seed and fractions"
+    )

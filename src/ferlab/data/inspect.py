@@ -223,6 +223,8 @@ def inspect_dataset(path: str | Path, *, near_threshold: int = 4, seed: int = 0)
         "kind": source.kind,
         "classes": source.classes,
         "split_sizes": {name: len(table) for name, table in source.splits.items()},
+        "drawn_splits": {"splits": list(source.made_splits), "seed": seed},
+        "excluded": dict(source.excluded),
         "class_counts": counts,
         "imbalance": {name: imbalance(c) for name, c in counts.items()},
         "images": {
@@ -304,7 +306,19 @@ def format_summary(report: dict[str, Any], unreadable_shown: int = 5) -> str:
     """The printed digest: class table, imbalance, image stats, unreadable files, duplicates."""
     images = report["images"]
     duplicates = report["duplicates"]
-    lines = [f"{report['dataset']} ({report['kind']}): {len(report['classes'])} classes", ""]
+    lines = [f"{report['dataset']} ({report['kind']}): {len(report['classes'])} classes"]
+    drawn = report.get("drawn_splits", {})
+    if drawn.get("splits"):
+        lines.append(
+            f"splits {', '.join(drawn['splits'])}: drawn from the data (seed {drawn['seed']}, "
+            "default fractions); training draws them by its --seed and fractions"
+        )
+    if report.get("excluded"):
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in report["excluded"].items())
+        lines.append(
+            f"excluded by the data set's rules: {sum(report['excluded'].values())} ({reasons})"
+        )
+    lines.append("")
     lines += _text_table(*_count_rows(report))
     lines += ["", "imbalance (balance = class entropy / log(classes); 1 = even)"]
     lines += _text_table(_IMBALANCE_HEADER, _imbalance_rows(report))
