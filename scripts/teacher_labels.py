@@ -25,14 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.data.classes import CLASS_SPELLINGS
-from ferlab.data.soft_labels import NON_CLASS_COLUMNS
+from ferlab.data.soft_labels import NON_CLASS_COLUMNS, vote_class
 from ferlab.errors import FerlabError
 from ferlab.outputs import check_new, write_atomic
-
-
-def _class_name(column: str) -> str:
-    return CLASS_SPELLINGS.get(column.lower(), column.lower())
 
 
 def teacher_labels(
@@ -52,9 +47,9 @@ def teacher_labels(
     if file_column is None:
         raise FerlabError(f"{votes_file}: no file or path column")
     class_columns = {
-        i: _class_name(c)
+        i: vote_class(c)
         for i, c in enumerate(header)
-        if _class_name(c) in teacher_classes and c.lower() not in NON_CLASS_COLUMNS
+        if vote_class(c) in teacher_classes and c.lower() not in NON_CLASS_COLUMNS
     }
     missing = sorted(set(teacher_classes) - set(class_columns.values()))
     if missing:

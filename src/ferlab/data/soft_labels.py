@@ -88,7 +88,7 @@ class VoteTable:
         return index
 
 
-def _class_name(column: str) -> str:
+def vote_class(column: str) -> str:
     """A vote column's class: an alias or any case of a known expression name gives ferlab's
     name (``Happiness``, ``Happy`` → ``happy``); other names stay as written."""
     lowered = column.lower()
@@ -136,7 +136,7 @@ def read_vote_table(path: str | Path) -> VoteTable:
         if k != file_column
         and any(len(row) > k and _number(row[k].strip()) is not None for row in body)
     ]
-    names = [_class_name(header[k]) for k in vote_columns]
+    names = [vote_class(header[k]) for k in vote_columns]
     classes = [n for n in names if n.lower() not in NON_CLASS_COLUMNS]
     if len(set(names)) != len(names):
         raise DataError(f"{file}: two vote columns name the same class: {', '.join(names)}")
