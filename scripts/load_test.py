@@ -11,7 +11,7 @@ first --bombs clients at once post a PNG of 8900x8900 pixels that compresses to 
 --slow clients trickle the photo over --slow-seconds (40, past the server's 30 s limit); then
 --explains clients ask for ScoreCAM heatmaps for --seconds. It prints the server's peak and
 final memory (VmHWM and VmRSS from /proc; Linux), the /v1/predict latency in each phase and the
-answers by status; exit code 1 for any answer but 200 and the intended 408, 413 and 429.
+answers by status; exit code 1 for any answer but 200 and the intended 408, 413, 429 and 503.
 Loopback only: the server it starts, or --url on 127.0.0.1 with --server-pid for its memory.
 
 Without --url it starts `ferlab serve` on a free loopback port in a subprocess and stops it after.
@@ -40,7 +40,7 @@ from PIL import Image
 
 DEFAULT_PHOTO = Path(__file__).resolve().parents[1].parent / "shared/data/photos/astronaut.png"
 BOMB_SIDE = 8900  # 79.2 MP, under the server's 80 MP limit
-INTENDED = {"200", "408", "413", "429"}
+INTENDED = {"200", "408", "413", "429", "503"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 

@@ -132,6 +132,9 @@ def test_predict_classifies_given_boxes_without_detection(
         assert face["probs"] == pytest.approx(expected.probs, abs=1e-5)
     for boxes, message in (
         ("1,2,3", "is not x1,y1,x2,y2"),
+        (f"0,0,{10**400},20", "in integers of up to 9 digits"),  # not a 500 from float()
+        ("0,0,1_0,20", "is not x1,y1,x2,y2"),
+        ("0,0,\uff11\uff10,20", "is not x1,y1,x2,y2"),  # full-width digits
         ("10,10,5,20", "is empty"),
         ("600,0,700,50", "lies outside the image"),
         (";".join(["0,0,9,9"] * 65), "at most 64"),
@@ -206,7 +209,11 @@ def test_non_images_get_415_by_content(client: TestClient, astronaut: bytes) -> 
 def test_empty_missing_and_broken_uploads(client: TestClient, astronaut: bytes) -> None:
     missing = client.post("/v1/predict")
     assert missing.status_code == 422
-    assert missing.json() == {"error": "file: Field required"}
+    assert missing.json()["error"].startswith("file: no image in the form (send it as the mult")
+    text = client.post("/v1/predict", data={"file": "photo.png"})
+    assert text.json() == {
+        "error": "file: a text field, not an uploaded file (send the image as a file)"
+    }
     empty = client.post("/v1/predict", files=upload(b""))
     assert empty.status_code == 400
     assert empty.json() == {"error": "empty upload: the file holds no bytes"}
@@ -222,6 +229,9 @@ def test_nothing_a_client_sends_is_silently_dropped(client: TestClient, blank: b
     photo = ("photo.png", blank, "image/png")
     two = client.post("/v1/predict", files=[("file", photo), ("file", photo)])
     assert (two.status_code, two.json()) == (422, {"error": "file: one image per request"})
+    extra = client.post("/v1/predict", files=[("file", photo), ("other", photo)], data={"x": "1"})
+    assert extra.status_code == 422
+    assert extra.json() == {"error": "form part(s) other, x: takes only file"}
     for path, query, message in [
         ("/v1/predict", "?prior_tau=5", "unknown query parameter(s) prior_tau; takes boxes"),
         ("/v1/predict", "?boxes=0,0,5,5&boxes=1,1,6,6", "boxes: given more than once"),
@@ -236,7 +246,10 @@ def test_images_over_the_decoder_limit_get_413(client: TestClient) -> None:
     huge = png_bytes(Image.new("1", (10_000, 10_000)))  # 100 MP: over PIL's bomb warning, too
     response = client.post("/v1/predict", files=upload(huge))
     assert response.status_code == 413
-    assert response.json()["error"].startswith("image too large: upload: refused as a decompress")
+    assert response.json()["error"] == (
+        "image too large: upload: refused as a decompression bomb (its header claims 100 MP; the "
+        "limit is 80 MP)"
+    )
 
 
 def test_api_key_from_the_environment_or_settings(
@@ -443,6 +456,14 @@ def test_serve_binds_loopback_by_default(
     assert capsys.readouterr().err == ""
     assert main(["serve", "--model", str(pattern_run / "nope")]) == 2
     assert "no such run folder or model file" in capsys.readouterr().err
+    for size in ("nan", "inf", "-1", "1e-9"):
+        assert main(["serve", "--model", str(pattern_run), "--max-upload-mb", size]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ferlab: error: --max-upload-mb must be a number of MiB above 0, got")
+        assert err.count("\n") == 1
+    assert main(["serve", "--model", str(pattern_run), "--host", "203.0.113.9"]) == 2
+    err = capsys.readouterr().err  # no warning about a server that does not start
+    assert err.startswith("ferlab: error: --host 203.0.113.9 --port 8000: cannot listen there")
     for origin in ("app.example", "ftp://app.example", "https://app.example/path", "http://:80"):
         assert main(["serve", "--model", str(pattern_run), "--allow-origin", origin]) == 2
         assert f"ferlab: error: --allow-origin '{origin}': " in capsys.readouterr().err
@@ -536,10 +557,16 @@ def test_heatmaps_run_one_at_a_time_beside_predictions(
             first = pool.submit(client.post, "/v1/explain?method=scorecam", files=upload(astronaut))
             assert started.wait(timeout=30)
             busy = client.post("/v1/explain", files=upload(astronaut))
-            assert busy.status_code == 429
+            assert (busy.status_code, busy.headers["retry-after"]) == (429, "1")
             assert busy.json() == {
                 "error": "too many heatmap jobs asked for at once: try again later"
             }
+            for query, message in (("method=foo", "foo"), ("target_class=bored", "bored")):
+                never = client.post(f"/v1/explain?{query}", files=upload(astronaut))
+                assert never.status_code == 422 and message in never.json()["error"], query
+            too_large = client.post("/v1/explain", files=upload(declared_png(10_000, 10_000)))
+            assert too_large.status_code == 413
+            assert client.get("/healthz").status_code == 200
             assert client.post("/v1/predict", files=upload(blank)).status_code == 200
             release.set()
             assert first.result().status_code == 200
@@ -597,3 +624,70 @@ def test_slow_uploads_get_408() -> None:
     assert json.loads(sent[2]["body"]) == {
         "error": "upload too slow: the body did not arrive within 0.2 s"
     }
+
+
+def test_bodies_in_progress_share_a_budget() -> None:
+    held, sent = anyio.Event(), []
+    release = anyio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["body"] == b"x" * 60
+        held.set()
+        await release.wait()
+
+    def body(size: int) -> Any:
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"x" * size, "more_body": False}
+
+        return receive
+
+    async def record(message: Message) -> None:
+        sent.append(message)
+
+    limit = BodyLimit(app, max_bytes=80, max_seconds=5, in_flight_bytes=100)
+    scope = {"type": "http", "headers": []}
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(limit, scope, body(60), record)
+            await held.wait()
+            await limit(scope, body(60), record)  # 60 + 60 over the 100 bytes in flight
+            assert sent[0]["status"] == 503
+            assert (b"retry-after", b"1") in sent[0]["headers"]
+            assert (b"connection", b"close") in sent[0]["headers"]
+            assert json.loads(sent[1]["body"]) == {
+                "error": "the server holds too many uploads at once: try again later"
+            }
+            release.set()
+        assert limit._held == 0
+        sent.clear()
+        release.set()
+        await limit(scope, body(60), record)  # handed back: fits again
+        assert sent == []
+
+    anyio.run(main)
+
+
+def test_the_api_key_is_checked_before_the_body_is_read(
+    service: ModelService, blank: bytes
+) -> None:
+    app = create_app(service, ServerSettings(api_key="s3cret"))
+    with local_client(app) as client:
+        broken = {"content-type": "multipart/form-data; boundary=x"}
+        refused = client.post("/v1/predict", content=b"--x\r\nnot a form", headers=broken)
+        assert refused.status_code == 401
+        assert refused.headers["connection"] == "close"
+        utf8 = client.get("/v1/models", headers={"X-API-Key": "s3cret"})
+        assert utf8.status_code == 200
+    keyed = create_app(service, ServerSettings(api_key="clé"))
+    with local_client(keyed) as client:
+        accepted = client.get("/v1/models", headers={"X-API-Key": "clé".encode()})
+        assert accepted.status_code == 200
+        assert client.get("/v1/models", headers={"X-API-Key": "cle"}).status_code == 401
+
+
+def test_an_origin_of_another_scheme_is_refused(service: ModelService) -> None:
+    with local_client(create_app(service, ServerSettings(api_key=None))) as client:
+        assert client.get("/v1/models", headers={"Origin": "http://127.0.0.1:8000"}).is_success
+        foreign = client.get("/v1/models", headers={"Origin": "ftp://127.0.0.1:8000"})
+        assert foreign.status_code == 403

@@ -3,6 +3,7 @@ rebinding) and come from its own page or an allowed ``Origin`` (against cross-si
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -74,6 +75,43 @@ class HostOriginGuard:
         if origin.lower() in self.origins:
             return True
         try:
-            return urlsplit(origin).netloc.lower() == host.lower()  # the page this server sent
+            parts = urlsplit(origin)
         except ValueError:
             return False
+        # the page this server sent
+        return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+
+
+class ApiKeyGuard:
+    """ASGI middleware: 401 to a request under ``prefix`` that does not carry ``key`` in the
+    ``X-API-Key`` header or as ``Authorization: Bearer``, before its body is read."""
+
+    def __init__(self, app: ASGIApp, key: str, prefix: str = "/v1/") -> None:
+        self.app = app
+        self.key = key.encode()  # compared with the header's bytes: a UTF-8 key matches
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] != "OPTIONS"
+            and scope["path"].startswith(self.prefix)
+            and not key_matches(Headers(scope=scope), self.key)
+        ):
+            await send_error(send, 401, KEY_REFUSED)
+            return
+        await self.app(scope, receive, send)
+
+
+API_KEY_HEADER = "X-API-Key"
+KEY_REFUSED = f"missing or wrong API key (header {API_KEY_HEADER} or Authorization: Bearer)"
+
+
+def key_matches(headers: Headers, key: bytes) -> bool:
+    """Whether ``headers`` carry ``key`` in ``X-API-Key`` or as ``Authorization: Bearer``
+    (compared in constant time)."""
+    given = headers.get(API_KEY_HEADER)
+    if given is None:
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        given = credentials.strip() if scheme.lower() == "bearer" else ""
+    return hmac.compare_digest(given.encode("latin-1", "replace"), key)  # header bytes as sent

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import hmac
 import io
 import math
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
@@ -35,21 +35,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferlab import __version__
-from ferlab.apps.guard import HostOriginGuard
+from ferlab.apps.guard import API_KEY_HEADER, ApiKeyGuard, HostOriginGuard
 from ferlab.apps.limits import Busy, JobQueue, MemoryBudget, release_free_memory
 from ferlab.apps.service import ModelService
-from ferlab.apps.uploads import IMAGE_TYPES, BodyLimit, sniff_image_type
+from ferlab.apps.uploads import BUSY, IMAGE_TYPES, BodyLimit, sniff_image_type
 from ferlab.errors import ConfigError, DataError, ModelError
 from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.image_results import ImageResult
 from ferlab.inference.images import (
     MAX_PIXELS,
+    DecodeCost,
     ImageTooLarge,
     decode_cost,
     load_image,
@@ -60,7 +61,6 @@ from ferlab.inference.results import Explanation, FaceResult
 
 API_KEY_ENV = "FERLAB_API_KEY"
 MAX_BOXES = 64  # faces one request may give to classify
-API_KEY_HEADER = "X-API-Key"
 STATIC = Path(__file__).parent / "static"
 PAGE_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
@@ -100,6 +100,7 @@ T = TypeVar("T")
 ImageUpload = Annotated[UploadFile, File(description=f"an image file ({', '.join(IMAGE_TYPES)})")]
 _KEY_HEADER = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 _BEARER = HTTPBearer(auto_error=False)
+_PIXEL = re.compile(r"-?[0-9]{1,9}", re.ASCII)  # a box coordinate
 _HELD_COPIES = 3  # a decoded image's array, and the copies a heatmap makes of it
 
 
@@ -178,6 +179,8 @@ def create_app(
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_upload_bytes, max_seconds=settings.timeout_s
     )
+    if settings.api_key:
+        app.add_middleware(ApiKeyGuard, key=settings.api_key)
     if settings.allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -191,6 +194,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_request)
     for kind in _ERROR_STATUS:
         app.add_exception_handler(kind, _ferlab_error)
+    app.add_exception_handler(MemoryError, _out_of_memory)
     app.include_router(_api(service, settings, explainer))
     app.include_router(_pages(app))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -199,11 +203,13 @@ def create_app(
 
 
 def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -> APIRouter:
-    api = APIRouter(prefix="/v1", dependencies=[Depends(_key_check(settings.api_key))])
+    # The guard checks the key before the body is read; these declare it in the API docs.
+    schemes = [Depends(_KEY_HEADER), Depends(_BEARER)] if settings.api_key else []
+    api = APIRouter(prefix="/v1", dependencies=schemes)
     budget = MemoryBudget(settings.decode_budget_bytes)
 
     @api.get("/models")
-    def models() -> dict[str, Any]:
+    async def models() -> dict[str, Any]:
         """The model this server runs."""
         return {"models": [service.describe()]}
 
@@ -256,8 +262,10 @@ def _api(service: ModelService, settings: ServerSettings, explainer: JobQueue) -
         ``X-Face`` and ``X-Faces`` (faces in the image) describe it. Heatmaps are made one at a
         time: 429 while one is being made (and the queue, if any, is full)."""
         await _check_request(request, {"face", "method", "target_class"})
+        service.check_explain(method, target_class)
         data = await _image_bytes(file)
         upload = _Upload(data, settings, budget)
+        upload.cost()  # a bad image gets its answer at once, not a 429 while a heatmap runs
         explained, count, png = await _in_thread(
             settings.explain_timeout_s,
             explainer,
@@ -284,16 +292,16 @@ def _pages(app: FastAPI) -> APIRouter:
 
     @pages.api_route("/healthz", methods=["HEAD"], include_in_schema=False)
     @pages.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: answers once the model is loaded."""
         return {"status": "ok"}
 
     @pages.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
     @pages.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
+    async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=str(app.openapi_url),
             title="ferlab API",
@@ -305,25 +313,9 @@ def _pages(app: FastAPI) -> APIRouter:
     return pages
 
 
-def _key_check(expected: str | None) -> Callable[..., None]:
-    def check(
-        key: Annotated[str | None, Depends(_KEY_HEADER)],
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
-    ) -> None:
-        if expected is None:
-            return
-        given = key if key is not None else bearer.credentials if bearer is not None else ""
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(
-                401, f"missing or wrong API key (header {API_KEY_HEADER} or Authorization: Bearer)"
-            )
-
-    return check
-
-
 async def _check_request(request: Request, parameters: set[str]) -> None:
-    """422 for a query parameter the endpoint does not take or one given twice, and for more
-    than one ``file`` part: nothing a client sends is silently dropped."""
+    """422 for a query parameter the endpoint does not take or one given twice, for more than
+    one ``file`` part and for other parts: nothing a client sends is silently dropped."""
     unknown = sorted(set(request.query_params) - parameters)
     if unknown:
         takes = ", ".join(sorted(parameters))
@@ -331,8 +323,12 @@ async def _check_request(request: Request, parameters: set[str]) -> None:
     for name in parameters:
         if len(request.query_params.getlist(name)) > 1:
             raise HTTPException(422, f"{name}: given more than once")
-    if len((await request.form()).getlist("file")) > 1:
+    form = await request.form()
+    if len(form.getlist("file")) > 1:
         raise HTTPException(422, "file: one image per request")
+    others = sorted(set(form) - {"file"})
+    if others:
+        raise HTTPException(422, f"form part(s) {_short(', '.join(others))}: takes only file")
 
 
 async def _image_bytes(file: UploadFile) -> bytes:
@@ -358,7 +354,7 @@ async def _in_thread(
             queued: Future[T] = queue.submit(call)
             return await asyncio.wrap_future(queued)
     except Busy as exc:
-        raise HTTPException(429, str(exc)) from None
+        raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from None
     except TimeoutError:
         raise HTTPException(504, f"the request took longer than {timeout:g} s") from None
 
@@ -369,11 +365,9 @@ class _Upload:
     settings: ServerSettings
     budget: MemoryBudget
 
-    @contextmanager
-    def decoded(self, deadline: float) -> Iterator[tuple[np.ndarray, float, tuple[int, int]]]:
-        """The image, reduced to ``max_side``, the factor it was reduced by and the upload's own
-        (width, height), while it holds its share of the memory budget; 413 for images that
-        cannot have one."""
+    def cost(self) -> DecodeCost:
+        """What decoding the image takes (read from its header); 413 for an image too large to
+        decode within the limits."""
         try:
             with _as_upload():
                 cost = decode_cost(self.data, max_side=self.settings.max_side)
@@ -390,6 +384,14 @@ class _Upload:
                 f"image too large: decoding {width}x{height} takes about "
                 f"{cost.peak_bytes / 2**20:.0f} MiB, over the {budget / 2**20:.0f} MiB budget",
             )
+        return cost
+
+    @contextmanager
+    def decoded(self, deadline: float) -> Iterator[tuple[np.ndarray, float, tuple[int, int]]]:
+        """The image, reduced to ``max_side``, the factor it was reduced by and the upload's own
+        (width, height), while it holds its share of the memory budget (see :meth:`cost`)."""
+        cost = self.cost()
+        width, height = cost.size
         with self.budget.hold(cost.peak_bytes, timeout=deadline - time.monotonic()) as shrink:
             with _as_upload():
                 image = load_image(self.data, max_side=self.settings.max_side)
@@ -412,16 +414,23 @@ def _parse_boxes(text: str) -> list[Box]:
     """``x1,y1,x2,y2;...`` as boxes; 422 unless each has four integers with x1 < x2, y1 < y2."""
     boxes = []
     for part in text.split(";"):
-        try:
-            x1, y1, x2, y2 = (int(value) for value in part.split(","))
-        except ValueError:
-            raise HTTPException(422, f"boxes: {part!r} is not x1,y1,x2,y2 in integers") from None
+        values = part.split(",")
+        if len(values) != 4 or not all(_PIXEL.fullmatch(value.strip()) for value in values):
+            raise HTTPException(
+                422, f"boxes: {_short(part)!r} is not x1,y1,x2,y2 in integers of up to 9 digits"
+            )
+        x1, y1, x2, y2 = (int(value) for value in values)
         if not (x1 < x2 and y1 < y2):
-            raise HTTPException(422, f"boxes: {part!r} is empty (need x1 < x2 and y1 < y2)")
+            raise HTTPException(422, f"boxes: {_short(part)!r} is empty (need x1 < x2 and y1 < y2)")
         boxes.append((x1, y1, x2, y2))
     if len(boxes) > MAX_BOXES:
         raise HTTPException(422, f"boxes: {len(boxes)} given, at most {MAX_BOXES}")
     return boxes
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _predict_job(
@@ -497,8 +506,22 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"][1:]) or str(error["loc"][0])
-        parts.append(f"{where}: {error['msg']}")
+        message = error["msg"]
+        if tuple(error["loc"]) == ("body", "file"):
+            message = _FILE_PART.get(error["type"], message)
+        parts.append(f"{where}: {message}")
     return _error(422, "; ".join(parts))
+
+
+_FILE_PART = {  # what the request's file part lacks, by pydantic's error type
+    "missing": "no image in the form (send it as the multipart part file; an empty file field "
+    "or an unfinished body holds none)",
+    "value_error": "a text field, not an uploaded file (send the image as a file)",
+}
+
+
+async def _out_of_memory(request: Request, exc: Exception) -> JSONResponse:
+    return _error(503, BUSY, {"Retry-After": "1"})
 
 
 async def _ferlab_error(request: Request, exc: Exception) -> JSONResponse:

@@ -94,6 +94,17 @@ class ModelService:
             found = self.recognizer.predict_faces([image_rgb], [faces])[0]
         return [dataclasses.replace(face, detection_score=None) for face in found]
 
+    def check_explain(self, method: str, target_class: str | None) -> None:
+        """The errors :meth:`explain` gives for its arguments other than the image, at once
+        (before a request waits for its turn)."""
+        if self.bundle is None:
+            raise ModelError(f"this server's model has no heatmaps: {self.why_no_explain}")
+        from ferlab.inference.explain import check_target_class
+        from ferlab.inference.gradcam import check_method
+
+        check_method(method)
+        check_target_class(self.bundle, target_class)
+
     def explain(
         self,
         image_rgb: np.ndarray,
@@ -104,8 +115,8 @@ class ModelService:
         timeout: float,
     ) -> tuple[Explanation, int]:
         """Face number ``face``'s heatmap overlay and how many faces the image holds."""
-        if self.bundle is None:
-            raise ModelError(f"this server's model has no heatmaps: {self.why_no_explain}")
+        self.check_explain(method, target_class)
+        assert self.bundle is not None
         from ferlab.inference.explain import explain_image
 
         with _taken(self.explain_lock, timeout):

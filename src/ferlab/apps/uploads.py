@@ -33,12 +33,19 @@ def sniff_image_type(data: bytes) -> str | None:
 class BodyLimit:
     """ASGI middleware: answers 413 to a request whose body (declared or streamed) exceeds
     ``max_bytes``, and 408 to one whose body takes longer than ``max_seconds`` to arrive, before
-    the application sees it; other bodies are passed on whole."""
+    the application sees it; other bodies are passed on whole. The bodies of the requests in
+    progress share ``in_flight_bytes`` (default: 16 times ``max_bytes``, at least 256 MiB): a
+    request that would take more gets 503 with ``Retry-After``, so memory does not grow with
+    the number of clients."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_seconds: float) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, max_seconds: float, in_flight_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
+        self.in_flight_bytes = max(in_flight_bytes or max(16 * max_bytes, 2**28), max_bytes)
+        self._held = 0  # bytes of bodies in progress (the event loop is one thread)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,32 +55,39 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send)
             return
-        body = bytearray()
-        with anyio.move_on_after(self.max_seconds) as arrival:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                body += message.get("body", b"")
-                if len(body) > self.max_bytes:
-                    await self._refuse(send)
-                    return
-                if not message.get("more_body", False):
-                    break
-        if arrival.cancelled_caught:
-            late = f"upload too slow: the body did not arrive within {self.max_seconds:g} s"
-            await send_error(send, 408, late)
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+        held = 0
+        try:
+            chunks: list[bytes] = []
+            with anyio.move_on_after(self.max_seconds) as arrival:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    if held + len(chunk) > self.max_bytes:
+                        await self._refuse(send)
+                        return
+                    if self._held + len(chunk) > self.in_flight_bytes:
+                        await send_error(send, 503, BUSY, retry_after=1)
+                        return
+                    chunks.append(chunk)
+                    held += len(chunk)
+                    self._held += len(chunk)
+                    if not message.get("more_body", False):
+                        break
+            if arrival.cancelled_caught:
+                late = f"upload too slow: the body did not arrive within {self.max_seconds:g} s"
+                await send_error(send, 408, late)
+                return
+            try:
+                body = b"".join(chunks)
+            except MemoryError:
+                await send_error(send, 503, BUSY, retry_after=1)
+                return
+            chunks.clear()
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            self._held -= held
 
     async def _refuse(self, send: Send) -> None:
         mib = self.max_bytes / 2**20
@@ -81,9 +95,33 @@ class BodyLimit:
         await send_error(send, 413, f"upload too large: the limit is {limit}")
 
 
-async def send_error(send: Send, status: int, message: str) -> None:
-    """Answer ``{"error": message}`` with ``status`` from ASGI middleware."""
-    body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+BUSY = "the server holds too many uploads at once: try again later"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that gives ``body`` whole first, then what the client sends next."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def send_error(send: Send, status: int, message: str, *, retry_after: int = 0) -> None:
+    """Answer ``{"error": message}`` with ``status`` from ASGI middleware, and close the
+    connection (the rest of the request is not read); ``retry_after``: seconds, when above 0."""
+    body = json.dumps({"error": message}, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    if retry_after:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import socket
 import sys
 from typing import Any
@@ -77,6 +78,9 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb * 2**20 >= 1):
+        given = args.max_upload_mb
+        raise ConfigError(f"--max-upload-mb must be a number of MiB above 0, got {given:g}")
     settings = ServerSettings(
         max_upload_bytes=round(args.max_upload_mb * 2**20),
         timeout_s=args.timeout,
@@ -85,13 +89,13 @@ def _run_serve(args: argparse.Namespace) -> int:
         allow_origins=tuple(parse_origin(origin) for origin in args.allow_origin),
         **({"api_key": args.api_key} if args.api_key else {}),
     )
+    check_port_free(args.host, args.port)
     if args.host not in LOOPBACK and settings.api_key is None:
         print(
             f"ferlab: warning: listening on {args.host} without an API key "
             f"(use --api-key or set {API_KEY_ENV} to require one)",
             file=sys.stderr,
         )
-    check_port_free(args.host, args.port)
     options = face_options(args)
     app = create_app(
         args.model, settings, options=options, backend=args.backend, prior_tau=args.prior_tau

@@ -34,6 +34,7 @@ PALETTE = [  # BGR, by class index: strong hues, none of them gray
     (200, 110, 20),  # blue
     (230, 200, 50),  # cyan
     (150, 90, 230),  # pink
+    (30, 105, 180),  # brown
 ]
 
 

@@ -28,6 +28,14 @@ def load_explainable(ref: str | Path | ModelRunner = "default") -> ModelBundle:
     return load_model(ref, "auto" if onnx else "torch").explainable()
 
 
+def check_target_class(bundle: ModelBundle, target_class: str | None) -> None:
+    """ConfigError unless ``target_class`` is None or one of the model's classes."""
+    if target_class is not None and target_class not in bundle.classes:
+        raise ConfigError(
+            f"unknown target class '{target_class}'; model classes: {', '.join(bundle.classes)}"
+        )
+
+
 def explain_image(
     bundle: ModelBundle,
     source: ImageSource,
@@ -45,10 +53,7 @@ def explain_image(
     ``prior_tau`` (its test-time augmentation and prior adjustment included); the heatmap is of
     the crop as it is, one view.
     """
-    if target_class is not None and target_class not in bundle.classes:
-        raise ConfigError(
-            f"unknown target class '{target_class}'; model classes: {', '.join(bundle.classes)}"
-        )
+    check_target_class(bundle, target_class)
     image = load_image(source)
     recognizer = Recognizer(TorchModel(bundle), options, prior_tau=prior_tau)
     faces = recognizer.predict(image, rgb=True)

@@ -69,11 +69,16 @@ def _resolve_layer(
     return name, layer, vit_reshape_transform if tokens else None
 
 
+def check_method(method: str) -> None:
+    """ConfigError unless ``method`` names a CAM method of :data:`METHODS`."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown CAM method '{method}'; available: {', '.join(METHODS)}")
+
+
 def _check(
     bundle: ModelBundle, images: torch.Tensor, targets: list[int] | None, method: str
 ) -> None:
-    if method not in METHODS:
-        raise ConfigError(f"unknown CAM method '{method}'; available: {', '.join(METHODS)}")
+    check_method(method)
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
     if targets is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -159,7 +160,12 @@ def _reading(name: str) -> Iterator[None]:
             raise DataError(f"{name}: a video, not an image (use 'ferlab video')") from None
         raise DataError(f"{name}: not an image file (or a format PIL cannot read)") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageTooLarge(f"{name}: refused as a decompression bomb ({exc})") from None
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed[1]) / 1e6:,.0f} MP" if claimed else "more pixels than that"
+        raise ImageTooLarge(
+            f"{name}: refused as a decompression bomb (its header claims {size}; the limit is "
+            f"{MAX_PIXELS / 1e6:g} MP)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{name}: cannot read image ({reason})") from None

@@ -6,7 +6,9 @@
 // last found, to be classified without detection. Detection comes on the next frame while no face
 // is held, after the number of faces changed, or when one scored under SURE_SCORE.
 
-const PALETTE = ["#e6553c", "#3ca03c", "#aa3caa", "#f0b428", "#2878c8", "#3cc8e6", "#8c8c8c"];
+const PALETTE = [
+  "#e6553c", "#3ca03c", "#aa3caa", "#f0b428", "#2878c8", "#3cc8e6", "#8c8c8c", "#a0642d",
+];
 const byId = (id) => document.getElementById(id);
 const canvas = byId("canvas");
 const context = canvas.getContext("2d");
