@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -208,3 +209,42 @@ def test_engine_ray_without_ray_says_how_to_get_it(
     assert not out.exists()
     assert predict(pattern_model, str(photos_dir), "--workers", "2") == 2
     assert "--ray-address and --workers are for --engine ray" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_files_and_models_and_changes_nothing(
+    pattern_model: Path, photos_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = str(photos_dir / "a" / "00.png")
+    others = {  # (content, the message)
+        "notes.csv": ("name,score\nalice,1\nbob,2", "notes.csv: written with other columns"),
+        "notes.jsonl": ('{"a": 1}\n{"b": 2', "notes.jsonl: line 1 is not a result record"),
+        "model.jsonl": (
+            json.dumps({"path": "x.png", "faces": [{"probs": {"cat": 1.0}}]}) + "\n",
+            "model.jsonl: line 1 holds another model's classes (cat)",
+        ),
+    }
+    for name, (text, message) in others.items():
+        (tmp_path / name).write_text(text)
+        assert predict(pattern_model, source, "--out", str(tmp_path / name), "--resume") == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, name
+        assert (tmp_path / name).read_text() == text, name  # the last line is not cut
+    parts = tmp_path / "old.parquet"
+    parts.mkdir()
+    pq.write_table(pa.table({"path": ["x.png"], "cat": [1.0]}), parts / "part-00000.parquet")
+    assert predict(pattern_model, source, "--out", str(parts), "--resume") == 2
+    assert "part-00000.parquet: written with other columns" in capsys.readouterr().err
+    assert sorted(path.name for path in parts.iterdir()) == ["part-00000.parquet"]
+
+    fresh = tmp_path / "new" / "sub" / "results.csv"  # nothing read: nothing made
+    assert predict(pattern_model, str(tmp_path / "none.png"), "--out", str(fresh)) == 2
+    assert not (tmp_path / "new").exists()
+    assert main(["predict", source, "--model", str(pattern_model), "--batch-size", "0"]) == 2
+    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err
+
+    whole = tmp_path / "whole.csv"
+    assert predict(pattern_model, source, "--out", str(whole)) == 0
+    started = tmp_path / "started.csv"  # a partly written header is this model's: finished
+    started.write_text(whole.read_text()[:10])
+    assert predict(pattern_model, source, "--out", str(started), "--resume") == 0
+    assert started.read_text() == whole.read_text()

@@ -521,6 +521,54 @@ def test_cli_predict_json_and_exit_code_when_nothing_reads(
     assert "2 of 2 inputs could not be read" in err
 
 
+def test_cli_predict_walks_globbed_folders_and_reports_bad_links(
+    model_file: Path, astronaut: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(astronaut).save(folder / "sub" / "a.png")
+    Image.fromarray(astronaut).save(folder / "sub" / "c.png")
+    (folder / "sub" / "loop.png").symlink_to("loop.png")
+    (folder / "sub" / "dead.png").symlink_to("gone.png")
+    argv = ["--model", str(model_file), "--no-detect", "-q"]
+    assert main(["predict", str(folder / "*"), *argv]) == 1  # a glob that matches a folder
+    captured = capsys.readouterr()
+    found = [line.split("  ")[0] for line in captured.out.splitlines()]
+    assert found == [str(folder / "sub" / "a.png"), str(folder / "sub" / "c.png")]
+    errors = captured.err.splitlines()
+    assert f"ferlab: error: {folder / 'sub' / 'dead.png'}: a symbolic link to nothing" in errors
+    assert any(
+        f"{folder / 'sub' / 'loop.png'}: too many levels of symbolic links" in line
+        for line in errors
+    )
+    assert main(["predict", str(folder / "sub" / "loop.png"), *argv]) == 2
+    assert "loop.png: a symbolic link to nothing (or a loop of links)" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "none" / "*"), *argv]) == 2
+    assert "no file or image below a folder matches this pattern" in capsys.readouterr().err
+
+
+def test_cli_predict_annotates_without_overwriting_or_rereading(
+    model_file: Path, astronaut: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(astronaut).save(folder / "a.jfif", format="JPEG")  # OpenCV writes no .jfif
+    Image.fromarray(astronaut).save(folder / "a.jfif.png")
+    kept = (folder / "a.jfif.png").read_bytes()
+    argv = ["predict", str(folder), "--model", str(model_file), "--no-detect", "-q"]
+    assert main([*argv, "--annotate", str(folder)]) == 0  # into the input folder
+    assert (folder / "a.jfif.png").read_bytes() == kept
+    names = ["a.jfif", "a.jfif-2.png", "a.jfif-3.png", "a.jfif.png"]
+    assert sorted(path.name for path in folder.iterdir()) == names
+    capsys.readouterr()
+    inside = folder / "annotated"
+    for _ in range(2):  # the second run finds the first run's copies below its input folder
+        assert main([*argv, "--annotate", str(inside)]) == 0
+        captured = capsys.readouterr()
+        assert not any(str(inside) in line for line in captured.out.splitlines())
+    assert "left out 4 image(s) in the --annotate folder" in captured.err
+
+
 def test_a_big_faceless_photo_gets_a_detect_side_hint(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

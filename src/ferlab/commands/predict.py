@@ -84,7 +84,7 @@ def add_parser(commands: Any) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from ferlab.inference.annotate import write_annotated
+    from ferlab.inference.annotate import annotated_name, write_annotated
     from ferlab.inference.batch import OutputNames
     from ferlab.inference.bulk import parse_shard, pending_images
 
@@ -92,7 +92,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     annotated = None
     if args.annotate is not None:
         check_writable(args.annotate)
-        annotated = OutputNames(args.annotate)
+        annotated = OutputNames(args.annotate, annotated_name)
     shard = None if args.shard is None else parse_shard(args.shard)
     if args.engine == "ray":
         from ferlab.inference.ray_engine import connect
@@ -107,6 +107,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         sink, done = open_results(args.out, recognizer.classes, recognizer.va, resume=args.resume)
     problems: list[str] = []
     files = pending_images(args.sources, problems, list_file=args.list, shard=shard, done=done)
+    skipped: list[Path] = []
+    if args.annotate is not None:
+        files = _outside(files, args.annotate, skipped)
     errors = inputs = unwritten = faces = 0
     try:
         with bar("predict", unit="files") as line:
@@ -129,6 +132,12 @@ def _run_predict(args: argparse.Namespace) -> int:
                         print(f"ferlab: error: {exc}", file=sys.stderr)
     finally:
         sink.close()
+    if skipped:
+        print(
+            f"ferlab: left out {len(skipped)} image(s) in the --annotate folder {args.annotate} "
+            f"(annotated copies; first: {skipped[0]})",
+            file=sys.stderr,
+        )
     code = _report(errors, inputs, problems)
     note = None if annotated is None else annotated.renamed_note()
     if note:
@@ -149,6 +158,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError("--annotate draws in this process; use it with --engine local")
     if args.engine != "ray" and (args.ray_address or args.workers is not None):
         raise ConfigError("--ray-address and --workers are for --engine ray")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.list is not None:
@@ -224,6 +235,19 @@ def _report(errors: int, inputs: int, problems: list[str]) -> int:
     if failed:
         print(f"ferlab: {failed} of {total} inputs could not be read", file=sys.stderr)
     return 2 if failed == total and failed else 1 if failed else 0
+
+
+def _outside(files: Iterable[ImageFile], folder: Path, skipped: list[Path]) -> Iterator[ImageFile]:
+    """``files`` but those in ``folder`` where it lies below the folder they were found in (the
+    annotated copies of an earlier run), which go to ``skipped``."""
+    root = folder.resolve()
+    for file in files:
+        found_in = file.path.parents[len(file.name.parts) - 1].resolve()
+        path = file.path.resolve()
+        if root != found_in and root.is_relative_to(found_in) and path.is_relative_to(root):
+            skipped.append(file.path)
+        else:
+            yield file
 
 
 def _counted(files: Iterable[ImageFile], line: Bar) -> Iterator[ImageFile]:

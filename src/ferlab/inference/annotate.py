@@ -194,12 +194,19 @@ def _draw(canvas: np.ndarray, panel: _Panel, rect: Rect, classes: list[str], sty
         )
 
 
+def annotated_name(name: Path) -> Path:
+    """The name an annotated copy of image ``name`` is written under: ``name``, with ``.png``
+    added where OpenCV cannot write its format."""
+    suffix = name.suffix.lower()
+    if suffix.isascii() and cv2.haveImageWriter(f"image{suffix}"):
+        return name
+    return name.with_name(name.name + ".png")
+
+
 def write_annotated(out: Path, drawn_bgr: np.ndarray) -> Path:
-    """Write an annotated image (``annotate``'s BGR array) to ``out`` (with ``.png`` added where
-    OpenCV cannot write its format), whole or not at all; returns the path written."""
-    suffix = out.suffix.lower()
-    if not (suffix.isascii() and cv2.haveImageWriter(f"image{suffix}")):
-        out = out.with_name(out.name + ".png")
+    """Write an annotated image (``annotate``'s BGR array) to ``out`` (under
+    :func:`annotated_name`), whole or not at all; returns the path written."""
+    out = annotated_name(out)
     ok, encoded = cv2.imencode(out.suffix, drawn_bgr)
     if not ok:
         raise DataError(f"{out}: could not encode the annotated image")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +59,27 @@ def iter_images(sources: Iterable[str], problems: list[str]) -> Iterator[ImageFi
         elif path.exists():
             yield ImageFile(path, Path(path.name))
         elif glob.has_magic(source):
-            matches = sorted(Path(p) for p in glob.glob(source, recursive=True))
-            yield from (ImageFile(p, Path(p.name)) for p in matches if p.is_file())
-            if not matches:
-                problems.append(f"{source}: no file matches this pattern")
+            yield from _glob_images(source, problems)
+        elif path.is_symlink():
+            problems.append(f"{source}: a symbolic link to nothing (or a loop of links)")
         else:
             problems.append(f"{source}: no such file or folder")
+
+
+def _glob_images(pattern: str, problems: list[str]) -> Iterator[ImageFile]:
+    """The files a glob matches, and the image files below the folders it matches (named with
+    the folder), in sorted order."""
+    found = False
+    for match in sorted(Path(p) for p in glob.glob(pattern, recursive=True)):
+        if match.is_dir():
+            for file in _walk_images(match, problems):
+                found = True
+                yield ImageFile(file, file.relative_to(match.parent))
+        elif match.is_file():
+            found = True
+            yield ImageFile(match, Path(match.name))
+    if not found:
+        problems.append(f"{pattern}: no file or image below a folder matches this pattern")
 
 
 def _walk_images(folder: Path, problems: list[str]) -> Iterator[Path]:
@@ -79,25 +94,36 @@ def _walk_images(folder: Path, problems: list[str]) -> Iterator[Path]:
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             yield from _walk_images(Path(entry.path), problems)
-        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
-            yield Path(entry.path)
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            try:
+                is_file = entry.is_file()
+            except OSError as exc:
+                problems.append(f"{entry.path}: {(exc.strerror or type(exc).__name__).lower()}")
+                continue
+            if is_file:
+                yield Path(entry.path)
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                problems.append(f"{entry.path}: a symbolic link to nothing")
 
 
 class OutputNames:
-    """Output paths in ``folder`` named like the inputs: a name given before, or of a file that
+    """Output paths in ``folder`` named like the inputs (as ``written`` turns a name into the
+    one that is written, e.g. with an extension added): a name given before, or of a file that
     exists (an input, an earlier output), gets ``-2``, ``-3``, ... before the extension."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, written: Callable[[Path], Path] = lambda name: name) -> None:
         self.folder = folder
+        self.written = written
         self.taken: set[Path] = set()
         self.renamed: list[tuple[Path, Path]] = []
         """(the name wanted, the path given) for each output that got a number."""
 
     def __call__(self, file: ImageFile) -> Path:
-        out, number = self.folder / file.name, 1
+        name = self.written(file.name)
+        out, number = self.folder / name, 1
         while out in self.taken or out.exists():
             number += 1
-            out = self.folder / file.name.with_name(f"{file.name.stem}-{number}{file.name.suffix}")
+            out = self.folder / name.with_name(f"{name.stem}-{number}{name.suffix}")
         self.taken.add(out)
         if number > 1:
             self.renamed.append((file.name, out))

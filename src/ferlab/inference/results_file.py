@@ -9,8 +9,10 @@
   empty); each part is written whole (renamed into place) every ``PARQUET_ROWS`` rows and at the
   end. pandas, pyarrow or DuckDB read the folder as one table. Needs pyarrow (``ferlab[parquet]``).
 
-``open_results(..., resume=True)`` first drops a partly written last line (an interrupted run)
-and reads which images are done; without ``resume`` an existing output is refused.
+``open_results(..., resume=True)`` reads which images are done, after checking that the output
+holds this model's results (its columns, classes and valence/arousal), and then drops a partly
+written last line (an interrupted run); without ``resume`` an existing output is refused. Nothing
+is created before the first result is written.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from ferlab.errors import ConfigError, DataError
 from ferlab.inference.image_results import ImageResult, csv_header
+from ferlab.outputs import check_writable
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 PARQUET_ROWS = 10_000
@@ -47,43 +51,58 @@ def open_results(
         raise ConfigError(f"{out}: cannot write results here; use {', '.join(FORMATS)}")
     if out.exists() and not resume:
         raise DataError(f"{out}: exists; add --resume to continue it, or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out.parent)
     if suffix == ".parquet":
-        return _ParquetResults(out, classes, va), _parquet_done(out)
-    done = _line_file_done(out, suffix, csv_header(classes, va)) if out.exists() else set()
-    handle = out.open("a", newline="")
+        return _ParquetResults(out, classes, va), _parquet_done(out, csv_header(classes, va))
+    done = _line_file_done(out, suffix, classes, va) if out.exists() else set()
     if suffix == ".csv":
-        return _CsvResults(handle, classes, va), done
-    return _JsonlResults(handle), done
+        return _CsvResults(out, classes, va), done
+    return _JsonlResults(out), done
 
 
-class _JsonlResults:
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+class _LineFile:
+    """A text file opened for appending at the first write (its folder made then)."""
 
-    def write(self, result: ImageResult) -> None:
-        self.handle.write(json.dumps(result.to_dict()) + "\n")
-        self.handle.flush()
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.handle: Any = None
+
+    def _open(self) -> Any:
+        if self.handle is None:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = self.out.open("a", newline="")
+            self._started()
+        return self.handle
+
+    def _started(self) -> None:
+        """What a new file begins with."""
 
     def close(self) -> None:
-        self.handle.close()
+        if self.handle is not None:
+            self.handle.close()
 
 
-class _CsvResults:
-    def __init__(self, handle: Any, classes: list[str], va: bool) -> None:
-        self.handle = handle
+class _JsonlResults(_LineFile):
+    def write(self, result: ImageResult) -> None:
+        handle = self._open()
+        handle.write(json.dumps(result.to_dict()) + "\n")
+        handle.flush()
+
+
+class _CsvResults(_LineFile):
+    def __init__(self, out: Path, classes: list[str], va: bool) -> None:
+        super().__init__(out)
         self.classes = classes
         self.va = va
-        self.table = csv.writer(handle)
-        if handle.tell() == 0:
-            self.table.writerow(csv_header(classes, va))
+
+    def _started(self) -> None:
+        if self.handle.tell() == 0:
+            csv.writer(self.handle).writerow(csv_header(self.classes, self.va))
 
     def write(self, result: ImageResult) -> None:
-        self.table.writerows(result.csv_rows(self.classes, self.va))
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
+        handle = self._open()
+        csv.writer(handle).writerows(result.csv_rows(self.classes, self.va))
+        handle.flush()
 
 
 class _ParquetResults:
@@ -96,7 +115,6 @@ class _ParquetResults:
         header = csv_header(classes, va)
         self.schema = pa.schema([(name, types.get(name, pa.float64())) for name in header])
         self.rows: list[list[Any]] = []
-        out.mkdir(exist_ok=True)
         numbers = (int(part.stem.removeprefix("part-")) for part in out.glob("part-*.parquet"))
         self.part = 1 + max(numbers, default=-1)
 
@@ -121,6 +139,7 @@ class _ParquetResults:
             ],
             schema=self.schema,
         )
+        self.out.mkdir(parents=True, exist_ok=True)
         target = self.out / f"part-{self.part:05d}.parquet"
         partial = self.out / f".{target.name}.partial"
         pq.write_table(table, partial)
@@ -129,46 +148,69 @@ class _ParquetResults:
         self.rows = []
 
 
-def _line_file_done(out: Path, suffix: str, header: list[str]) -> set[str]:
-    """The paths in a JSON Lines or CSV output, after cutting a partly written last line."""
-    _drop_partial_line(out)
-    with out.open(newline="") as handle:
-        if suffix == ".jsonl":
-            return {_jsonl_path(out, number, line) for number, line in enumerate(handle, 1)}
-        rows = csv.reader(handle)
-        found = next(rows, None)
-        if found is not None and found != header:
-            raise DataError(
-                f"{out}: written with other columns (another model or ferlab version?); "
-                "cannot resume it"
-            )
-        return {row[0] for row in rows if row}
+def _line_file_done(out: Path, suffix: str, classes: list[str], va: bool) -> set[str]:
+    """The paths in a JSON Lines or CSV output of this model; a partly written last line is cut
+    once the rest has been read as such (a file of anything else is left as it is)."""
+    tail = _Tail()
+    with out.open("rb") as handle:
+        lines = tail.complete(handle)
+        if suffix == ".csv":
+            header = csv_header(classes, va)
+            rows = csv.reader(lines)
+            found = next(rows, None)
+            if found is None:  # at most a partly written header
+                found = header if ",".join(header).startswith(tail.partial) else []
+            if found != header:
+                raise DataError(
+                    f"{out}: written with other columns (another model, ferlab version or "
+                    "program?); cannot resume it"
+                )
+            done = {row[0] for row in rows if row}
+        else:
+            expected = set(classes)
+            done = {_jsonl_path(out, n, line, expected, va) for n, line in enumerate(lines, 1)}
+            if tail.partial and not tail.partial.startswith('{"path": '):
+                raise DataError(f"{out}: its last line is not a result record; cannot resume")
+    if tail.partial:
+        with out.open("rb+") as handle:
+            handle.truncate(tail.end)
+    return done
 
 
-def _jsonl_path(out: Path, number: int, line: str) -> str:
+class _Tail:
+    """Reads a file's complete lines and keeps what follows the last newline."""
+
+    def __init__(self) -> None:
+        self.partial = ""
+        self.end = 0
+
+    def complete(self, handle: Any) -> Iterator[str]:
+        """``handle``'s lines that end in a newline, decoded; sets ``partial`` and ``end``."""
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                self.partial = raw.decode("utf-8", "replace")
+                return
+            self.end += len(raw)
+            yield raw.decode("utf-8", "replace")
+
+
+def _jsonl_path(out: Path, number: int, line: str, classes: set[str], va: bool) -> str:
     try:
-        return str(json.loads(line)["path"])
+        record = json.loads(line)
+        path = str(record["path"])
+        faces = record["faces"]
+        for face in faces:
+            if set(face["probs"]) != classes or ("valence" in face) != va:
+                raise DataError(
+                    f"{out}: line {number} holds another model's classes "
+                    f"({', '.join(face['probs'])}); cannot resume it with this model"
+                )
     except (ValueError, KeyError, TypeError):
         raise DataError(f"{out}: line {number} is not a result record; cannot resume") from None
+    return path
 
 
-def _drop_partial_line(out: Path) -> None:
-    with out.open("rb+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            handle.seek(start)
-            newline = handle.read(end - start).rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        if end < size:
-            handle.truncate(end)
-
-
-def _parquet_done(out: Path) -> set[str]:
+def _parquet_done(out: Path, header: list[str]) -> set[str]:
     if not out.exists():
         return set()
     _pyarrow(out)
@@ -176,6 +218,12 @@ def _parquet_done(out: Path) -> set[str]:
 
     done: set[str] = set()
     for part in sorted(out.glob("part-*.parquet")):
+        names = pq.read_schema(part).names
+        if names != header:
+            raise DataError(
+                f"{part}: written with other columns (another model or ferlab version?); "
+                "cannot resume it"
+            )
         done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
     return done
 
