@@ -514,11 +514,13 @@ def test_cli_predict_json_and_exit_code_when_nothing_reads(
     assert set(face) == {"box", "label", "score", "probs", "detection_score"}
     assert sum(face["probs"].values()) == pytest.approx(1, abs=1e-4)
     (tmp_path / "bad.png").write_text("nope")
-    argv = ["predict", str(tmp_path / "bad.png"), str(tmp_path / "none.png")]
+    (tmp_path / "empty.png").write_bytes(b"")
+    argv = ["predict", *(str(tmp_path / name) for name in ("bad.png", "none.png", "empty.png"))]
     assert main([*argv, "--model", str(model_file)]) == 2
     err = capsys.readouterr().err
     assert "bad.png: not an image file" in err and "none.png: no such file or folder" in err
-    assert "2 of 2 inputs could not be read" in err
+    assert "empty.png: an empty file (0 bytes), not an image" in err
+    assert "3 of 3 inputs could not be read" in err
 
 
 def test_cli_predict_walks_globbed_folders_and_reports_bad_links(

@@ -124,6 +124,9 @@ def _check_kind(source: ImageSource, name: str) -> None:
         if Path(source).is_dir():
             raise DataError(f"{name}: a folder, not an image file (ferlab predict reads folders)")
         raise DataError(f"{name}: no such file")
+    empty = isinstance(source, bytes) and not source
+    if empty or (isinstance(source, str | os.PathLike) and os.path.getsize(source) == 0):
+        raise DataError(f"{name}: an empty file (0 bytes), not an image")
 
 
 def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
