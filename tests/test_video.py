@@ -27,13 +27,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import pattern_image
-from ferlab.apps.capture import open_camera, open_video
+from ferlab.apps.capture import Capture, open_camera, open_video
 from ferlab.apps.video import check_video_out, check_video_outputs, process_video
 from ferlab.apps.webcam import run_webcam
 from ferlab.cli import main
-from ferlab.errors import ConfigError, DataError
+from ferlab.errors import ConfigError, DataError, OutputError
 from ferlab.inference import FaceResult, Recognizer
 from ferlab.inference.detect import Face
 from ferlab.inference.face_options import FaceOptions
@@ -408,6 +409,71 @@ def test_cli_video_tracks_segments_and_smoothing_removes_flips(
     ]
 
 
+def _write_video(path: Path, frames: Iterable[np.ndarray], fourcc: str = "mp4v") -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), FPS, (640, 480))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _write_gif(path: Path, frames: Iterable[np.ndarray], delays_ms: list[int]) -> Path:
+    images = [Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=delays_ms, loop=0)
+    return path
+
+
+def test_video_times_follow_the_source_timestamps_at_a_variable_frame_rate(
+    clip: Path,
+    fer2013_dir: Path,
+    pattern_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    faces = list(itertools.islice(_clip_frames(fer2013_dir), 6))  # face A on each
+    gif = _write_gif(tmp_path / "phone.gif", faces, [100, 3000, 100, 100, 3000, 100])
+    table = tmp_path / "t.csv"
+    assert main(["video", str(gif), "--model", str(pattern_run), "--csv", str(table)]) == 0
+    rows = _read_csv(table)
+    assert [r["time_s"] for r in rows] == ["0.000", "0.100", "3.100", "3.200", "3.300", "6.300"]
+    assert "    1       6    0.00-6.30  " in capsys.readouterr().out  # track 1's span
+    # a constant frame rate: the timestamps are index / fps, whatever the container or codec
+    avi = _write_video(tmp_path / "clip.avi", _clip_frames(fer2013_dir), "MJPG")
+    for video in (clip, avi):
+        assert (
+            main(
+                [
+                    "video",
+                    str(video),
+                    "--model",
+                    str(pattern_run),
+                    "--csv",
+                    str(table),
+                    "--exist-ok",
+                ]
+            )
+            == 0
+        )
+        times = {int(r["frame"]): r["time_s"] for r in _read_csv(table)}
+        assert times == {i: f"{i / FPS:.3f}" for i in range(50)}, video
+    # OpenCV's own MJPEG reader gives the next frame's position: index / fps is kept instead
+    own = Capture("clip.avi", cv2.VideoCapture(str(avi), cv2.CAP_OPENCV_MJPEG), FPS, 50)
+    assert sum(1 for _ in own.frames()) == 50
+    assert [own.time(i) for i in range(50)] == [i / FPS for i in range(50)]
+
+
+def test_smoothing_follows_the_clock_of_the_frames() -> None:
+    frames = [np.zeros((100, 100, 3), np.uint8)] * 4
+    times = [0.0, 0.1, 10.1, 10.2]
+    results = list(
+        stream_results(_AlternatingVA(), frames, fps=FPS, smooth=1.0, clock=times.__getitem__)
+    )  # type: ignore[arg-type]
+    assert [r.time for r in results] == times
+    smoothed = [r.faces[0].face.valence for r in results]
+    assert 0 < smoothed[1] < 0.95  # 0.1 s after a valence of 1, the -1 is mostly smoothed away
+    assert smoothed[2] == pytest.approx(1.0, abs=1e-3)  # 10 s later the old value is forgotten
+
+
 def test_cli_video_every_n_classifies_the_tracked_boxes_between_detections(
     clip: Path, pattern_run: Path, tmp_path: Path
 ) -> None:
@@ -496,6 +562,94 @@ def test_several_videos_show_one_bar_counting_them(
         "clip.csv",
         "second.csv",
     ]
+
+
+def test_cli_video_reports_a_stream_that_broke_off_alone_or_among_several(
+    clip: Path,
+    fer2013_dir: Path,
+    pattern_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    whole = _write_video(
+        tmp_path / "whole.avi", itertools.islice(_clip_frames(fer2013_dir), 20), "MJPG"
+    )
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    args = ["video", "--model", str(pattern_run), "-q"]
+    assert main([*args, str(cut), "--csv", str(tmp_path / "cut.csv")]) == 1
+    alone = capsys.readouterr().err
+    read = len(_read_csv(tmp_path / "cut.csv"))
+    assert 0 < read < 20
+    line = (
+        f"ferlab: error: {cut}: the stream broke off: {read} of 20 declared frames read "
+        "(the outputs hold those)\n"
+    )
+    assert alone == line
+    assert main([*args, str(clip), str(cut), "--out-dir", str(tmp_path / "od")]) == 1
+    assert capsys.readouterr().err == line
+    assert len(_read_csv(tmp_path / "od" / "cut.csv")) == read
+    assert len({r["frame"] for r in _read_csv(tmp_path / "od" / "clip.csv")}) == 50
+
+
+def test_cli_video_with_exist_ok_removes_the_plots_of_tracks_the_new_run_has_not(
+    clip: Path, fer2013_dir: Path, pattern_run: Path, tmp_path: Path
+) -> None:
+    one_face = _write_video(tmp_path / "one.mp4", itertools.islice(_clip_frames(fer2013_dir), 10))
+    table = tmp_path / "out" / "t.csv"
+    args = ["video", "--model", str(pattern_run), "--csv", str(table), "--exist-ok", "-q"]
+    assert main([*args, str(clip)]) == 0
+    plots = ["t-track1.png", "t-track2.png", "t-track3.png"]
+    assert sorted(p.name for p in table.parent.iterdir()) == [*plots, "t.csv"]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    assert main([*args, str(broken)]) == 2  # a failed run keeps the earlier outputs
+    assert sorted(p.name for p in table.parent.iterdir()) == [*plots, "t.csv"]
+    assert main([*args, str(one_face)]) == 0
+    assert sorted(p.name for p in table.parent.iterdir()) == ["t-track1.png", "t.csv"]
+    assert {r["track"] for r in _read_csv(table)} == {"1"}
+
+
+def test_cli_video_failures_leave_no_folder_they_made(
+    fer2013_dir: Path, pattern_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = _write_video(tmp_path / "v.mp4", itertools.islice(_clip_frames(fer2013_dir), 3))
+    empty = _write_video(tmp_path / "empty.avi", [], "MJPG")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    table = kept / "new" / "deeper" / "t.csv"
+    args = ["video", "--model", str(pattern_run), "--csv", str(table), "-q"]
+    for extra, problem in (
+        (["--every", "0"], "every (--every) must be at least 1, got 0"),
+        (["--smooth", "-1"], "smooth (--smooth) must be a number of seconds, at least 0, got -1.0"),
+        (["--batch-size", "0"], "batch_size (--batch-size) must be at least 1, got 0"),
+        (["--seconds", "inf"], "--seconds must be a finite number above 0, got inf"),
+        (["--seconds", "nan"], "--seconds must be a finite number above 0, got nan"),
+    ):
+        assert main([*args, str(video), *extra]) == 2
+        assert capsys.readouterr().err == f"ferlab: error: {problem}\n"
+        assert list(kept.iterdir()) == []
+    assert main([*args, str(empty)]) == 2
+    assert capsys.readouterr().err == f"ferlab: error: {empty}: no frame could be decoded\n"
+    assert list(kept.iterdir()) == []
+    # more seconds than any video has: the whole video
+    assert main([*args, str(video), "--seconds", "1e308"]) == 0
+    assert sorted({int(r["frame"]) for r in _read_csv(table)}) == [0, 1, 2]
+
+
+def test_cli_video_out_dir_that_is_a_file_fails_before_the_model_loads(
+    clip: Path, recognizer: Recognizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("notes\n")
+    missing_model = tmp_path / "no-such-run"
+    args = ["video", str(clip), str(clip.with_name("other.mp4")), "--model", str(missing_model)]
+    clip.with_name("other.mp4").write_bytes(clip.read_bytes())
+    assert main([*args, "--out-dir", str(afile)]) == 2
+    assert capsys.readouterr().err == f"ferlab: error: {afile}: not a folder\n"
+    with pytest.raises(OutputError, match=f"^{afile}: file exists$"):
+        process_video(recognizer, open_video(clip), csv_path=afile / "t.csv")
+    assert afile.read_text() == "notes\n"
 
 
 def test_interrupted_video_leaves_no_files(
@@ -694,4 +848,4 @@ def test_cli_video_records_a_camera_without_a_window(
         == "ferlab: error: camera 1: cannot open it (no such device, or busy)\n"
     )
     assert main(["video", "--camera", "0", "--seconds", "0"]) == 2
-    assert "--seconds must be > 0" in capsys.readouterr().err
+    assert "--seconds must be a finite number above 0, got 0" in capsys.readouterr().err

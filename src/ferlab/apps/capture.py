@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import signal
 import warnings
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +32,16 @@ DEFAULT_FPS = 30.0
 class Capture:
     """An open video source: ``fps`` (``DEFAULT_FPS`` where the source does not say) and
     ``frame_count`` (0 where unknown, as for cameras); ``stopped``: set to end ``frames`` after the
-    frame being read."""
+    frame being read; ``timestamps``: whether to take each frame's time from the source (see
+    ``time``)."""
 
     name: str
     capture: cv2.VideoCapture
     fps: float
     frame_count: int
+    timestamps: bool = True
     stopped: bool = field(default=False, init=False)
+    _times: array[float] = field(default_factory=lambda: array("d"), init=False, repr=False)
 
     def frames(self, limit: int | None = None) -> Iterator[np.ndarray]:
         """BGR frames until the source ends, ``limit`` frames were read, ``stopped`` is set or the
@@ -48,12 +53,34 @@ class Capture:
                 ok, frame = self.capture.read()
                 if not ok:
                     return
+                self._note_time(count)
                 yield frame
         finally:
             self.close()
 
+    def time(self, index: int) -> float:
+        """Seconds from the first frame to frame ``index`` (read already): the source's own
+        timestamp, so that a variable frame rate is followed, where the source gives consistent
+        ones (0 at the first frame, rising from frame to frame); else ``index / fps``, or 1 / fps
+        per frame after the last consistent timestamp."""
+        return self._times[index] if self.timestamps else index / self.fps
+
     def close(self) -> None:
         self.capture.release()
+
+    def _note_time(self, index: int) -> None:
+        """Keep the time of frame ``index``, just read. Some backends give the position of the
+        next frame or nothing (0, -1): a first frame not at 0 turns ``timestamps`` off."""
+        if not self.timestamps:
+            return
+        seconds = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+        if index == 0:
+            self.timestamps = seconds == 0
+            if self.timestamps:
+                self._times.append(0.0)
+            return
+        previous = self._times[-1]
+        self._times.append(seconds if previous < seconds < math.inf else previous + 1 / self.fps)
 
 
 def opencv_path(path: Path) -> str:
@@ -99,7 +126,8 @@ def open_camera(camera: int | str) -> Capture:
         capture.release()
         raise DataError(f"camera {camera}: cannot open it (no such device, or busy)")
     fps = capture.get(cv2.CAP_PROP_FPS)
-    return Capture(f"camera {camera}", capture, fps if 0 < fps <= 1000 else DEFAULT_FPS, 0)
+    fps = fps if 0 < fps <= 1000 else DEFAULT_FPS
+    return Capture(f"camera {camera}", capture, fps, 0, timestamps=False)
 
 
 @contextlib.contextmanager

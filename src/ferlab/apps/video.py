@@ -1,7 +1,8 @@
 """A video file through the frame loop: annotated video, timeline CSV and plots per track.
 
 Outputs are written under hidden ``.partial`` names beside their targets and renamed into place
-only when the whole video is done, so an error or an interrupt leaves no half-written file.
+only when the whole video is done, so an error or an interrupt leaves no half-written file, nor a
+folder made for them.
 """
 
 from __future__ import annotations
@@ -21,18 +22,21 @@ import numpy as np
 
 from ferlab.apps.capture import Capture, open_video, opencv_path
 from ferlab.apps.timeline import TrackTimeline, add_frame, plot_timeline
-from ferlab.errors import ConfigError, DataError, OutputError
+from ferlab.errors import ConfigError, DataError, OutputError, os_error_line
 from ferlab.inference.image_results import FrameResult, csv_header
 from ferlab.inference.recognizer import Recognizer
+from ferlab.inference.stream import check_stream_options, stream_results
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
 
 @dataclass
 class VideoSummary:
-    """What a video gave: frame count and size, tracks, faceless frames, time taken, files."""
+    """What a video gave: frame count and size, tracks, faceless frames, time taken, files;
+    ``declared``: the frames its source said it had (up to the frames asked for; 0: unknown)."""
 
     frames: int = 0
+    declared: int = 0
     fps: float = 0.0
     size: tuple[int, int] = (0, 0)
     tracks: dict[int, TrackTimeline] = field(default_factory=dict)
@@ -43,6 +47,12 @@ class VideoSummary:
     @property
     def frames_per_s(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def broke_off(self) -> bool:
+        """Whether over 1% of the declared frames could not be read (a declared count may be a
+        little off)."""
+        return self.frames < self.declared - self.declared // 100
 
 
 def check_video_out(path: Path) -> None:
@@ -87,10 +97,13 @@ def process_video(
     max_frames: int | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
 ) -> VideoSummary:
-    """Run ``video`` (its first ``max_frames`` frames, where given) through ``recognizer.stream``;
-    write the annotated video to ``out`` and the timeline to ``csv_path`` with one plot per track
-    beside it (``<csv stem>-track<id>.png``)."""
+    """Run ``video`` (its first ``max_frames`` frames, where given) through the frame loop, with
+    each frame's time from ``video.time``; write the annotated video to ``out`` and the timeline
+    to ``csv_path`` with one plot per track beside it (``<csv stem>-track<id>.png``, the plots of
+    an earlier run's other tracks removed)."""
     check_video_outputs(out, csv_path)
+    check_stream_options(every, smooth, batch_size)
+    made = _missing_folders([path for path in (out, csv_path) if path is not None])
     partials: dict[Path, Path] = {}
     try:
         frames = video.frames(max_frames)
@@ -108,12 +121,22 @@ def process_video(
             on_frame,
         )
     except BaseException:
+        video.close()
         for partial in partials.values():
             partial.unlink(missing_ok=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
+    count = video.frame_count
+    summary.declared = count if max_frames is None else min(count, max_frames)
     for target, partial in partials.items():
         os.replace(partial, target)
         summary.written.append(target)
+    if csv_path is not None:
+        for plot in timeline_plots(csv_path):
+            if plot not in partials:
+                plot.unlink(missing_ok=True)
     return summary
 
 
@@ -149,8 +172,14 @@ def _run(
             table = csv.writer(handle)
             table.writerow(csv_header(classes, recognizer.va))
         writer = None
-        results = recognizer.stream(
-            frames, fps=video.fps, every=every, smooth=smooth, batch_size=batch_size
+        results = stream_results(
+            recognizer,
+            frames,
+            fps=video.fps,
+            every=every,
+            smooth=smooth,
+            batch_size=batch_size,
+            clock=video.time,
         )
         for result in results:
             if out is not None and video_partial is not None:
@@ -176,8 +205,17 @@ def _run(
     return summary
 
 
+def _missing_folders(targets: list[Path]) -> list[Path]:
+    """The folders above ``targets`` that do not exist yet, deepest first."""
+    missing = {folder for target in targets for folder in target.parents if not folder.exists()}
+    return sorted(missing, key=lambda folder: len(folder.parts), reverse=True)
+
+
 def _partial(target: Path, partials: dict[Path, Path]) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(os_error_line(exc, target.parent)) from None
     partial = target.with_name(f".{target.stem}.partial{target.suffix}")
     partials[target] = partial
     return partial

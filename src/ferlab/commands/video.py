@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -113,23 +114,25 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
 def _run_video(args: argparse.Namespace) -> int:
     from ferlab.apps.capture import interrupt_stops, open_camera, open_video
     from ferlab.apps.video import process_video
+    from ferlab.inference.stream import check_stream_options
 
     if args.camera is None and not args.videos:
         raise ConfigError("nothing to read: give video files or --camera CAM")
-    if args.seconds is not None and not args.seconds > 0:
-        raise ConfigError(f"--seconds must be > 0, got {args.seconds:g}")
+    if args.seconds is not None and not 0 < args.seconds < math.inf:
+        raise ConfigError(f"--seconds must be a finite number above 0, got {args.seconds:g}")
+    check_stream_options(args.every, args.smooth, args.batch_size)
     jobs = _jobs(args)
     _check_outputs(jobs, args.exist_ok)
+    targets = [path for job in jobs for path in (job["out"], job["csv_path"]) if path is not None]
+    for folder in sorted({target.parent for target in targets}):
+        check_writable(folder)
     if args.camera is None and (len(jobs) > 1 or args.engine == "ray"):
         if args.seconds is not None:
             raise ConfigError("--seconds is for one video or a camera")
         return _run_videos(args, jobs)
     out, csv_path = jobs[0]["out"], jobs[0]["csv_path"]
-    for target in (out, csv_path):
-        if target is not None:
-            check_writable(target.parent)
     video = open_video(jobs[0]["path"]) if args.camera is None else open_camera(args.camera)
-    limit = None if args.seconds is None else max(1, round(args.seconds * video.fps))
+    limit = None if args.seconds is None else _frame_limit(args.seconds, video.fps)
     recognizer = load_recognizer(args)
     stops = contextlib.nullcontext() if args.camera is None else interrupt_stops(video)
     total = video.frame_count if limit is None else min(limit, video.frame_count or limit)
@@ -147,15 +150,26 @@ def _run_video(args: argparse.Namespace) -> int:
             on_frame=lambda _: line.advance(),
         )
     _print_summary(args, video.name, summary)
-    declared = video.frame_count if limit is None else min(limit, video.frame_count or limit)
-    if args.camera is None and summary.frames < declared - declared // 100:
-        print(
-            f"ferlab: error: {video.name}: the stream broke off: {summary.frames} of {declared} "
-            "declared frames read (the outputs hold those)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return 1 if _broke_off(video.name, summary) else 0
+
+
+def _frame_limit(seconds: float, fps: float) -> int | None:
+    """The frames in the first ``seconds`` of a video at ``fps``; None for more than any video
+    has."""
+    frames = seconds * fps
+    return max(1, round(frames)) if frames < sys.maxsize else None
+
+
+def _broke_off(name: str | Path, summary: VideoSummary) -> bool:
+    """Say so and return True where ``summary``'s stream ended before its declared frames."""
+    if not summary.broke_off:
+        return False
+    print(
+        f"ferlab: error: {name}: the stream broke off: {summary.frames} of {summary.declared} "
+        "declared frames read (the outputs hold those)",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -225,7 +239,7 @@ def _run_videos(args: argparse.Namespace, jobs: list[dict[str, Any]]) -> int:
         done = run_tasks(video_job, tasks, address=args.ray_address)
     else:
         done = _one_by_one(video_job, tasks)
-    failed = 0
+    failed = broken = 0
     with bar("videos", len(jobs), unit="videos") as line:
         for index, summary, error in done:
             line.advance()
@@ -235,9 +249,10 @@ def _run_videos(args: argparse.Namespace, jobs: list[dict[str, Any]]) -> int:
                 print(f"ferlab: error: {error}", file=sys.stderr)
             else:
                 _print_summary(args, jobs[index]["path"], summary)
+                broken += _broke_off(jobs[index]["path"], summary)
     if failed:
         print(f"ferlab: {failed} of {len(jobs)} videos failed", file=sys.stderr)
-    return 2 if failed == len(jobs) else 1 if failed else 0
+    return 2 if failed == len(jobs) else 1 if failed or broken else 0
 
 
 def _one_by_one(

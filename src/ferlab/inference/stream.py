@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,25 +68,37 @@ def stream_results(
     max_missed: int = 5,
     sure_score: float = SURE_SCORE,
     rgb: bool = False,
+    clock: Callable[[int], float] | None = None,
 ) -> Generator[FrameResult, None, None]:
     """One result per frame of ``frames`` (BGR arrays, or RGB with ``rgb=True``), in order.
 
     ``every``: frames from one planned detection to the next; ``smooth``: time constant in
     seconds of the exponential smoothing of each track's probabilities (0: none);
     ``max_missed``: detections a track may go unfound and keep its id; ``sure_score``:
-    detection score under which the next frame is detected too. Arguments are checked at once;
-    frames are read only as results are asked for.
+    detection score under which the next frame is detected too; ``clock``: the time in seconds
+    of frame ``index``, asked once the frame is read (default: ``index / fps``), e.g. a
+    :class:`ferlab.apps.capture.Capture`'s ``time``, which follows a variable frame rate.
+    Arguments are checked at once; frames are read only as results are asked for.
     """
     if not 0 < fps < math.inf:
         raise ConfigError(f"fps must be a number above 0, got {fps}")
+    check_stream_options(every, smooth, batch_size, frames_per_batch)
+    smoother = ProbabilitySmoother(smooth)
+    schedule = _Schedule(recognizer, FaceTracker(max_missed=max_missed), every, sure_score)
+    timing = clock if clock is not None else lambda index: index / fps
+    return _loop(recognizer, frames, schedule, smoother, timing, batch_size, frames_per_batch, rgb)
+
+
+def check_stream_options(
+    every: int, smooth: float, batch_size: int, frames_per_batch: int = 8
+) -> None:
+    """Raise ConfigError naming the first of ``stream_results``'s options that is out of range."""
     counts = {"every": every, "batch_size": batch_size, "frames_per_batch": frames_per_batch}
     for name, value in counts.items():
         if value < 1:
             flag = name.replace("_", "-")
             raise ConfigError(f"{name} (--{flag}) must be at least 1, got {value}")
-    smoother = ProbabilitySmoother(smooth)
-    schedule = _Schedule(recognizer, FaceTracker(max_missed=max_missed), every, sure_score)
-    return _loop(recognizer, frames, schedule, smoother, fps, batch_size, frames_per_batch, rgb)
+    ProbabilitySmoother(smooth)  # raises for a smooth out of range
 
 
 @dataclass
@@ -159,7 +171,7 @@ def _loop(
     frames: Iterable[np.ndarray],
     schedule: _Schedule,
     smoother: ProbabilitySmoother,
-    fps: float,
+    clock: Callable[[int], float],
     batch_size: int,
     frames_per_batch: int,
     rgb: bool,
@@ -176,7 +188,7 @@ def _loop(
             batch_size=batch_size,
         )
         for plan, faces in zip(planned, found, strict=True):
-            time = plan.index / fps
+            time = clock(plan.index)
             smoother.keep(plan.alive)
             tracked = [
                 TrackedFace(
