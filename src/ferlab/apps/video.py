@@ -25,7 +25,7 @@ from ferlab.apps.timeline import TrackTimeline, add_frame, plot_timeline
 from ferlab.errors import ConfigError, DataError, OutputError, os_error_line
 from ferlab.inference.image_results import FrameResult, csv_header
 from ferlab.inference.recognizer import Recognizer
-from ferlab.inference.stream import check_stream_options, stream_results
+from ferlab.inference.stream import check_stream_options
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
@@ -172,8 +172,7 @@ def _run(
             table = csv.writer(handle)
             table.writerow(csv_header(classes, recognizer.va))
         writer = None
-        results = stream_results(
-            recognizer,
+        results = recognizer.stream(
             frames,
             fps=video.fps,
             every=every,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -209,13 +209,16 @@ class Recognizer:
         batch_size: int = 64,
         frames_per_batch: int = 8,
         rgb: bool = False,
+        clock: Callable[[int], float] | None = None,
     ) -> Generator[FrameResult, None, None]:
         """Per-frame results for video frames (BGR arrays unless ``rgb``), lazily, in order.
 
         Faces keep a track id across frames and their probabilities are smoothed over ``smooth``
         seconds (0: off); faces are detected every ``every`` frames (sooner when a track is new,
-        lost or unsure) and classified on every frame, at their tracked boxes in between. See
-        ``ferlab.inference.stream``.
+        lost or unsure) and classified on every frame, at their tracked boxes in between.
+        ``clock``: seconds of frame ``index`` (default ``index / fps``), such as the ``time`` of
+        :func:`ferlab.apps.capture.open_video`'s capture, which follows a variable frame rate.
+        See ``ferlab.inference.stream``.
         """
         if isinstance(frames, str | os.PathLike | np.ndarray) or not hasattr(frames, "__iter__"):
             raise ConfigError(
@@ -230,6 +233,7 @@ class Recognizer:
             smooth=smooth,
             batch_size=batch_size,
             frames_per_batch=frames_per_batch,
+            clock=clock,
             rgb=rgb,
         )
 
