@@ -635,12 +635,30 @@ def test_resume_from_an_empty_or_truncated_checkpoint(
     )
     (run / "checkpoints" / "last.ckpt").write_bytes(content)
     config = (run / "config.yaml").read_bytes()
-    code, _, err = run_cli(capsys, "train", "--resume", run, "--lr", "0.1")
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--num-workers", "0")
     assert code == 2
     assert "not a readable checkpoint" in assert_one_line(err, run / "checkpoints" / "last.ckpt")
     assert (run / "config.yaml").read_bytes() == config
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == content
     assert files_below(run) == ["checkpoints", "checkpoints/last.ckpt", "config.yaml"]
+
+
+def test_resume_refuses_a_config_file_and_other_settings(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig(data=str(tree), model="baseline_cnn", runs_dir=str(tmp_path)).save(
+        run / "config.yaml"
+    )
+    (tmp_path / "other.yaml").write_text("lr: 0.5\n")
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--config", tmp_path / "other.yaml")
+    assert code == 2
+    assert f"--config {tmp_path / 'other.yaml'} is for a new run" in assert_one_line(err)
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--seed", "7")
+    assert code == 2
+    assert "--seed 7 (the run's: 0) would make another run" in assert_one_line(err, run)
+    assert files_below(run) == ["config.yaml"]
 
 
 def test_train_and_val_with_different_class_names(

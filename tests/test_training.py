@@ -359,8 +359,9 @@ def test_a_failed_resume_changes_no_file(pattern_tree: Path, tmp_path: Path) -> 
     first = train(**quick(pattern_tree, tmp_path, epochs=1, scheduler="none"))
     before = _files(first.run_dir)
     bad = (
-        ({"head": "mlp", "epochs": 2}, "does not fit"),
-        ({"strategy": "progressive", "epochs": 2}, "groups"),
+        ({"head": "mlp", "epochs": 2}, r"--head mlp \(the run's: linear\) would make another run"),
+        ({"seed": 7, "epochs": 2}, r"--seed 7 \(the run's: 0\)"),  # other held-out splits
+        ({"lr": 0.5, "runs_dir": "x", "epochs": 2}, "--lr 0.5 .*, --runs-dir x"),
         ({}, r"already finished \(1 of 1 epochs\); nothing to resume"),
     )
     for overrides, text in bad:
@@ -397,3 +398,61 @@ def test_a_class_left_without_training_images_is_warned_about(
 ) -> None:
     with pytest.warns(UserWarning, match="no training image of .* left by --limit/--limit-per-cl"):
         train(**quick(pattern_tree, tmp_path, epochs=1, limit=2))
+
+
+def test_a_resume_takes_the_run_s_own_values_and_hardware_changes(
+    pattern_tree: Path, tmp_path: Path
+) -> None:
+    first = train(**quick(pattern_tree, tmp_path, epochs=1, scheduler="none"))
+    resumed = train(resume=first.run_dir, epochs=2, seed=0, lr=3e-3, num_workers=1)
+    assert resumed.epochs_completed == 2
+    assert yaml.safe_load((first.run_dir / "config.yaml").read_text())["num_workers"] == 1
+
+
+def test_a_run_ended_by_early_stopping_is_finished(pattern_tree: Path, tmp_path: Path) -> None:
+    options = quick(pattern_tree, tmp_path, epochs=6, patience=1, lr=1e-12, scheduler="none")
+    stopped = train(**options)  # val accuracy cannot rise: stopped after the second epoch
+    assert stopped.epochs_completed == 2
+    assert json.loads((stopped.run_dir / "run.json").read_text())["stopped_early"] is True
+    before = _files(stopped.run_dir)
+    with pytest.raises(ConfigError, match=r"early stopping ended it after 2 epochs \(--patience 1"):
+        train(resume=stopped.run_dir)
+    assert _files(stopped.run_dir) == before
+
+
+def test_running_out_of_memory_is_one_line(
+    pattern_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(self: FERClassifier, batch: tuple, stage: str) -> tuple:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+
+    monkeypatch.setattr(FERClassifier, "_step", exhausted)
+    message = r"out of memory while training baseline_cnn at batch 16, input 48 px; try a smaller"
+    with pytest.raises(ConfigError, match=message):
+        train(**quick(pattern_tree, tmp_path, epochs=1))
+
+
+def test_a_failed_fit_ends_the_processes_it_started() -> None:
+    import multiprocessing
+    import signal
+    import time
+
+    from ferlab.training.run import _workers_ended_on_failure
+
+    with pytest.raises(RuntimeError, match="failed"), _workers_ended_on_failure():
+        worker = multiprocessing.get_context("fork").Process(target=_deaf_sleeper, daemon=True)
+        worker.start()
+        time.sleep(0.5)
+        worker_pid = worker.pid
+        raise RuntimeError("failed")
+    assert not worker.is_alive()
+    assert worker.exitcode == -signal.SIGKILL and worker_pid is not None
+
+
+def _deaf_sleeper() -> None:
+    """A data loader worker's stand-in: it ignores stop signals."""
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(60)

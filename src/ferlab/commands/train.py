@@ -179,6 +179,10 @@ def _run_train(args: argparse.Namespace) -> int:
     values = {name: getattr(args, name) for name in config_fields() if name != "strategy"}
     values.update(_split_strategies(args.strategy))
     if args.resume is not None:
+        if args.config is not None:
+            raise ConfigError(
+                f"--resume reads {args.resume}/config.yaml; --config {args.config} is for a new run"
+            )
         overrides = {k: v for k, v in values.items() if v is not None}
         result = train(resume=args.resume, **overrides)
     else:

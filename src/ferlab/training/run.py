@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,13 +185,21 @@ def train(
             raise ConfigError(f"{run.path}: no such run folder")
         if not run.is_run():
             raise ConfigError(f"{run.path}: not a ferlab run folder (no {run.config.name})")
+        saved = load_config(run.config)
         config = load_config(run.config, **overrides)
-        if config.scheduler == "onecycle" and config.epochs != load_config(run.config).epochs:
+        _check_resume_changes(run, saved, config, overrides)
+        if config.scheduler == "onecycle" and config.epochs != saved.epochs:
             raise ConfigError(
                 f"{run.path}: the one-cycle schedule was laid out for its epochs; "
                 "resume with the same --epochs (or train a new run)"
             )
-        done = run.read_summary().get("epochs_completed")
+        summary = run.read_summary()
+        done = summary.get("epochs_completed")
+        if run.model_file.is_file() and summary.get("stopped_early"):
+            raise ConfigError(
+                f"{run.path}: already finished: early stopping ended it after {done} epochs "
+                f"(--patience {saved.patience}); nothing to resume"
+            )
         if run.model_file.is_file() and isinstance(done, int) and done >= config.epochs:
             raise ConfigError(
                 f"{run.path}: already finished ({done} of {config.epochs} epochs); nothing to "
@@ -216,6 +226,46 @@ def train(
     if resume is None:
         run = _new_run(config)
     return _fit(prepared, run, resumed)
+
+
+RESUME_CHANGES = (
+    "data",
+    "epochs",
+    "num_workers",
+    "cache_dir",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "distributed",
+    "precision",
+    "channels_last",
+)
+"""The settings a resumed run may change: where its data and cache are now, its number of epochs
+and the hardware it runs on. Others would make it another run (a new --seed draws other held-out
+splits from data without fixed ones, so that it would be tested on images it trained on)."""
+
+
+def _check_resume_changes(
+    run: RunFolder, saved: TrainConfig, config: TrainConfig, given: dict[str, Any]
+) -> None:
+    """ConfigError for a setting given to a resume that differs from the run's own and is not one
+    of ``RESUME_CHANGES``."""
+    changed = [
+        name
+        for name in given
+        if name not in RESUME_CHANGES and getattr(config, name) != getattr(saved, name)
+    ]
+    if changed:
+        what = ", ".join(
+            f"--{name.replace('_', '-')} {getattr(config, name)} (the run's: "
+            f"{getattr(saved, name)})"
+            for name in changed
+        )
+        allowed = ", ".join("--" + name.replace("_", "-") for name in RESUME_CHANGES)
+        raise ConfigError(
+            f"{run.path}: a resumed run keeps its settings, so {what} would make another run; "
+            f"train a new one for that (a resume may change {allowed})"
+        )
 
 
 def _new_run(config: TrainConfig) -> RunFolder:
@@ -369,7 +419,7 @@ def _fit(prepared: PreparedRun, run: RunFolder, resumed: dict[str, Any] | None) 
         print(data_summary(prepared), flush=True)
     os.environ[RUN_DIR_ENV] = str(run.path)
     started = time.perf_counter()
-    with stop:
+    with stop, _workers_ended_on_failure():
         try:
             trainer.fit(
                 module, datamodule=prepared.datamodule, ckpt_path=last_ckpt, weights_only=True
@@ -383,11 +433,42 @@ def _fit(prepared: PreparedRun, run: RunFolder, resumed: dict[str, Any] | None) 
                 f"{exc}; nothing was exported (try a lower --lr, or --precision 32-true); "
                 f"{_resume_hint(run)}"
             ) from None
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise ConfigError(
+                f"out of memory while training {prepared.config.model} at batch "
+                f"{prepared.config.batch_size}, input {prepared.prep.input_size} px; try a "
+                f"smaller --batch-size or --input-size; {_resume_hint(run)}"
+            ) from None
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
         if trainer.is_global_zero:
             session_start()  # a resumed run with no epoch left to train did not start one
         return _finish(prepared, run, trainer, best, sessions, started)
+
+
+@contextmanager
+def _workers_ended_on_failure() -> Iterator[None]:
+    """Kill the processes the block started (data loader workers, which ignore stop signals) when
+    it fails: a fit that ends by an exception, in the sanity check above all, can leave them to
+    the interpreter's exit, which would wait on them for ever."""
+    before = set(multiprocessing.active_children())
+    try:
+        yield
+    except BaseException:
+        for child in set(multiprocessing.active_children()) - before:
+            child.kill()
+            child.join(timeout=10)
+        raise
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out (host or accelerator)."""
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
 
 
 def _resume_hint(run: RunFolder) -> str:
@@ -435,7 +516,11 @@ def _finish(
     if trainer.is_global_zero:
         _export(prepared, run)
         run.end_session(
-            sessions, epochs_completed, time.perf_counter() - started, best_val_acc=best_val_acc
+            sessions,
+            epochs_completed,
+            time.perf_counter() - started,
+            best_val_acc=best_val_acc,
+            stopped_early=epochs_completed < prepared.config.epochs,
         )
     _end_process_group(trainer)
     return TrainResult(
@@ -501,7 +586,7 @@ def _export(prepared: PreparedRun, run: RunFolder) -> None:
     prepared.model.load_state_dict(weights)
     train_split = prepared.datamodule.splits["train"]
     prior = train_split.class_prior(prepared.mapping.num_classes)
-    config = prepared.config
+    config = prepared.config.with_absolute_paths()  # the model file is read from anywhere
     spec = ModelSpec(
         name=config.model,
         classes=tuple(prepared.mapping.names),
