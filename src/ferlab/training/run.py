@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -434,6 +436,9 @@ def _fit(prepared: PreparedRun, run: RunFolder, resumed: dict[str, Any] | None) 
                 f"{_resume_hint(run)}"
             ) from None
         except (MemoryError, RuntimeError) as exc:
+            # A loader worker that the signal reached while starting dies of it.
+            if stop.signum is not None:
+                raise Stopped(stop.signum, _resume_hint(run)) from None
             if not _out_of_memory(exc):
                 raise
             raise ConfigError(
@@ -457,9 +462,17 @@ def _workers_ended_on_failure() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for child in set(multiprocessing.active_children()) - before:
-            child.kill()
-            child.join(timeout=10)
+        started = set(multiprocessing.active_children()) - before
+        main_thread = threading.current_thread() is threading.main_thread()
+        # PyTorch's SIGCHLD handler would take the workers' end for a crash of theirs.
+        handler = signal.signal(signal.SIGCHLD, signal.SIG_DFL) if main_thread else None
+        try:
+            for child in started:
+                child.kill()
+                child.join(timeout=10)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGCHLD, handler)
         raise
 
 
