@@ -370,6 +370,8 @@ def test_a_failed_resume_changes_no_file(pattern_tree: Path, tmp_path: Path) -> 
         assert _files(first.run_dir) == before
     with pytest.raises(ConfigError, match="no such run folder"):
         train(resume=tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=r"model\.pt: a file; --resume takes the run folder"):
+        train(resume=first.run_dir / "model.pt")
 
 
 def test_a_loss_that_stops_being_finite_stops_training_and_exports_nothing(

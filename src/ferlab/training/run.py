@@ -183,6 +183,8 @@ def train(
     resumed: dict[str, Any] | None = None
     if resume is not None:
         run = RunFolder(Path(resume))
+        if run.path.is_file():
+            raise ConfigError(f"{run.path}: a file; --resume takes the run folder that holds it")
         if not run.path.is_dir():
             raise ConfigError(f"{run.path}: no such run folder")
         if not run.is_run():
