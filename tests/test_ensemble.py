@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ferlab
-from conftest import conv_inputs_are_float
+from conftest import conv_inputs_are_float, save_random_model
 from ferlab.cli import main
 from ferlab.errors import ConfigError, ModelError
 from ferlab.inference.gradcam import gradcam_heatmaps
@@ -133,6 +133,29 @@ def test_an_int8_ensemble_keeps_each_members_leading_convolutions_float(
         export_onnx(out, tmp_path / "x.onnx", "int8", calibration=crops, float_convs=7)
 
 
+def test_twins_with_the_same_weights_export_to_int8(
+    pattern_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two files with the same weights (a run and its resumed twin): the exporter merges their
+    identical leading layers into shared nodes, and each member still keeps its first
+    convolutions float."""
+    twins = [save_random_model(tmp_path / name, CLASSES) for name in ("run.pt", "twin.pt")]
+    out = tmp_path / "twins.pt"
+    assert main(["ensemble", *map(str, twins), "--out", str(out)]) == 0
+    argv = ["export", str(out), "--quantize", "int8", "--calibration", str(pattern_tree / "val")]
+    assert main([*argv, "--out", str(tmp_path / "all.onnx")]) == 0
+    assert main([*argv, "--float-convs", "2", "--out", str(tmp_path / "mixed.onnx")]) == 0
+    assert "agreement with the float model" in capsys.readouterr().out
+    everywhere, mixed = (conv_inputs_are_float(tmp_path / f) for f in ("all.onnx", "mixed.onnx"))
+    assert member_convolutions(load_model_file(out).model) == [6, 6]
+    assert len(mixed) < 12  # the twins' first convolution is one node of the graph
+    assert not any(everywhere) and mixed.count(False) == 2 * (6 - 2)
+    crops = _crops()
+    exported = ferlab.load_model(tmp_path / "mixed.onnx")
+    probs = exported(exported.spec.model_input(crops))
+    np.testing.assert_allclose(probs, _probs(twins[0], crops), atol=0.05)
+
+
 def test_models_that_cannot_be_averaged_are_refused_in_one_line(
     members: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -149,6 +172,11 @@ def test_models_that_cannot_be_averaged_are_refused_in_one_line(
         ([str(members[0]), str(two)], "decodes crops at 64 px gray"),
         ([str(out), str(members[0])], "already an ensemble; list its models instead"),
         ([str(members[0]), "fer2013"], "an ensemble's models answer the same classes"),
+        (
+            [str(members[0]), str(members[0].parent / "." / members[0].name)],
+            f"the same model file as {members[0]}",
+        ),
+        (["default", "fer2013"], "fer2013: the same model file as default"),
         ([*map(str, members), "--out", str(members[0])], "this is one of the inputs"),
         ([*map(str, members), "--out", str(out)], "--exist-ok"),
         ([*map(str, members), "--out", str(tmp_path / "e.onnx")], "ending in .pt"),

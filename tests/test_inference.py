@@ -396,6 +396,29 @@ def test_onnx_backend_gives_the_torch_results(
         Recognizer.load(tmp_path / "bare.onnx")
 
 
+@pytest.mark.parametrize(
+    ("count", "message"),
+    [("-1", "float_convs: must be 0 or more, got -1"), ("999", "float_convs: 999, but the model")],
+)
+def test_float_convs_out_of_range_fail_before_the_calibration_is_read(
+    model_file: Path,
+    tmp_path: Path,
+    count: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ferlab.commands import export
+
+    read: list[Path] = []
+    monkeypatch.setattr(export, "_calibration_crops", read.append)
+    argv = ["export", str(model_file), "--quantize", "int8", "--calibration", str(tmp_path)]
+    assert main([*argv, "--float-convs", count, "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert read == [] and not (tmp_path / "x.onnx").exists()
+
+
 def test_int8_exports_are_smaller_and_still_probabilities(
     model_file: Path, onnx_file: Path, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,51 @@ def test_evaluate_numbers_default_folders_and_keeps_reports(
     assert code == 2 and "give --exist-ok" in error_line(err)
     assert first.read_bytes() == before
     assert run(capsys, *argv, "--out", first.parent, "--exist-ok")[0] == 0
+
+
+def test_evaluate_writes_its_report_whole_or_not_at_all(
+    pattern_model: Path,
+    pattern_tree: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ferlab.evaluation import evaluate
+
+    write_report = evaluate.write_report
+
+    def fail_midway(out_dir: Path, *args: Any) -> None:
+        write_report(out_dir, *args)
+        raise OutputError(f"{out_dir / 'report.html'}: no space left on device")
+
+    def files(folder: Path) -> dict[str, bytes]:
+        found = (p for p in folder.rglob("*") if p.is_file())
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in found}
+
+    out = tmp_path / "eval"
+    argv = ["evaluate", pattern_model, "--data", pattern_tree, "--out", out, "--quiet"]
+    monkeypatch.setattr(evaluate, "write_report", fail_midway)
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and f"{out / 'report.html'}: no space left on device" in error_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+    (tmp_path / ".eval.partial").mkdir()  # what a killed run leaves
+    (tmp_path / ".eval.partial" / "metrics.json").write_text("{")
+    monkeypatch.setattr(evaluate, "write_report", write_report)
+    assert run(capsys, *argv)[0] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["eval"]
+    names = {"metrics.json", "predictions.csv", "report.md", "report.html", "plots"}
+    assert {p.name for p in out.iterdir()} == names
+    (out / "plots" / "stale.png").write_bytes(b"old")
+    before = files(out)
+
+    monkeypatch.setattr(evaluate, "write_report", fail_midway)
+    assert run(capsys, *argv, "--exist-ok")[0] == 2
+    assert files(out) == before and [p.name for p in tmp_path.iterdir()] == ["eval"]
+    monkeypatch.setattr(evaluate, "write_report", write_report)
+    assert run(capsys, *argv, "--exist-ok")[0] == 0
+    assert {p.name for p in out.iterdir()} == names
+    assert files(out).keys() == before.keys() - {"plots/stale.png"}
 
 
 def test_evaluate_without_the_split_suggests_val(

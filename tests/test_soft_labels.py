@@ -176,6 +176,33 @@ def test_a_bad_row_is_reported_once_and_rows_that_match_nothing_are_an_error(
         attach_votes(load_dataset(root), read_vote_table(elsewhere))
 
 
+def test_votes_beyond_float32_are_bad_rows_not_nan_targets(tmp_path: Path) -> None:
+    """Training reads votes as float32: rows whose sum it cannot hold are reported as bad rows,
+    and every target left sums to 1."""
+    root, csv_path = _votes_tree(tmp_path)
+    lines = csv_path.read_text().splitlines()
+    huge, overflowing, tiny = (line.split(",")[0] for line in lines[1:4])
+    lines[1:4] = [
+        f"{huge},1e308,1e308,1e308,0",
+        f"{overflowing},2e38,2e38,0,0",
+        f"{tiny},1e-40,0,0,0",
+    ]
+    csv_path.write_text("\n".join(lines) + "\n")
+    table = read_vote_table(csv_path)
+    reason = "votes sum outside float32's range (1.2e-38 to 3.4e+38)"
+    assert table.bad_rows == [
+        (f"{csv_path}:line {n}", f"{reason} for {name}")
+        for n, name in enumerate((huge, overflowing, tiny), start=2)
+    ]
+    source, report = attach_votes(load_dataset(root), table)
+    assert f"3 bad rows (first: {csv_path}:line 2: {reason} for {huge})" in report.summary()
+    data = load_labelled_split(source, "train", ClassMapping.build(source.classes), image_size=48)
+    assert len(data.labels) == 3 * 24 - 2 - 3
+    dist = data.distributions()
+    assert dist is not None and torch.isfinite(dist).all()
+    torch.testing.assert_close(dist.sum(dim=1), torch.ones(len(dist)))
+
+
 def test_columns_rows_and_paths_are_matched_as_a_user_writes_them(tmp_path: Path) -> None:
     """Any case of a class name, absolute paths under the root, Windows separators; a numeric
     column that is no class (an age) and a typo are left out, with a warning naming them."""

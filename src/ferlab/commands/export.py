@@ -58,7 +58,7 @@ def add_parser(commands: Any) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from ferlab.inference.onnx_export import export_onnx
+    from ferlab.inference.onnx_export import check_float_convs, export_onnx, load_exportable
     from ferlab.models.artifact import resolve_model_file
 
     model_file = resolve_model_file(args.model)
@@ -69,15 +69,16 @@ def _run_export(args: argparse.Namespace) -> int:
     check_not_input(out, {model_file.resolve()})
     check_new([out], args.exist_ok)
     check_writable(out.parent)
-    calibration = None
-    if args.calibration is not None:
-        if args.quantize is None:
-            raise ConfigError("--calibration is for --quantize int8")
-        calibration = _calibration_crops(args.calibration)
+    if args.calibration is not None and args.quantize is None:
+        raise ConfigError("--calibration is for --quantize int8")
     if args.float_convs is not None and args.quantize is None:
         raise ConfigError("--float-convs is for --quantize int8")
+    bundle = load_exportable(model_file)
+    if args.float_convs is not None:
+        check_float_convs(bundle.model, args.float_convs)
+    calibration = None if args.calibration is None else _calibration_crops(args.calibration)
     written = export_onnx(
-        model_file, out, args.quantize, calibration=calibration, float_convs=args.float_convs
+        bundle, out, args.quantize, calibration=calibration, float_convs=args.float_convs
     )
     print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
     if calibration is not None:

@@ -33,6 +33,8 @@ KNOWN_CLASSES = frozenset(name for names in CANONICAL_CLASSES.values() for name 
 """Expression names of the known data sets: a column named so is a class even where the images'
 folders lack it (FER+'s contempt over FER2013's seven folders)."""
 _HEADER_SHOWN = 120  # characters of a bad header quoted in an error
+_VOTE_SUMS = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+"""Training reads votes as float32: a row's sum must be a normal float32 for its shares."""
 
 
 @dataclass
@@ -106,8 +108,9 @@ def _number(text: str) -> float | None:
 
 
 def read_vote_table(path: str | Path) -> VoteTable:
-    """Read a labels CSV; bad rows (negative, non-numeric or all-zero votes, duplicates) are
-    listed in ``bad_rows``, a bad header or an empty file raises DataError."""
+    """Read a labels CSV; bad rows (negative, non-numeric or all-zero votes, votes whose sum is
+    outside float32's range, duplicates) are listed in ``bad_rows``, a bad header or an empty
+    file raises DataError."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"{file}: labels file not found")
@@ -168,6 +171,9 @@ def read_vote_table(path: str | Path) -> VoteTable:
             reason = "a negative vote"
         elif sum(values) <= 0:  # type: ignore[arg-type]
             reason = "no votes"
+        elif not _VOTE_SUMS[0] <= sum(values) <= _VOTE_SUMS[1]:  # type: ignore[arg-type]
+            low, high = _VOTE_SUMS
+            reason = f"votes sum outside float32's range ({low:.1e} to {high:.1e})"
         elif name in seen:
             bad.append((where, f"second row for {name}"))
         else:

@@ -35,6 +35,7 @@ from ferlab.evaluation.evaluate import (
 )
 from ferlab.inference.runner import ModelRunner
 from ferlab.inference.runtime import load_model
+from ferlab.models.ensemble import check_distinct_files
 from ferlab.outputs import write_atomic
 from ferlab.run_folder import RunFolder
 from ferlab.tta_modes import tta_mode
@@ -294,11 +295,7 @@ def compare_models(
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
     runners = [load_model(ref, backend) for ref in refs]
-    files = [runner.source.resolve() for runner in runners]
-    for k, file in enumerate(files):
-        if file in files[:k]:
-            first = names[files.index(file)]
-            raise ConfigError(f"{names[k]}: the same model file as {first} ({file})")
+    check_distinct_files(names, [runner.source.resolve() for runner in runners])
     source = labelled_source(runners[0].spec, data, on_bad_file, labels)
     check_split(source, split)
     _warn_other_splits(names, runners, source, split)

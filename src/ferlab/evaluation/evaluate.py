@@ -7,6 +7,10 @@ The output folder gets ``metrics.json``, ``predictions.csv`` (one row per image)
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from ferlab.data.datamodule import LabelledImages, load_labelled_split
 from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.tta import tta_views
-from ferlab.errors import ConfigError, DataError
+from ferlab.errors import ConfigError, DataError, OutputError, os_error_line
 from ferlab.evaluation.calibration import (
     apply_temperature,
     expected_calibration_error,
@@ -416,15 +420,47 @@ def evaluate(
     )
     if va_pred is not None:
         figures += _valence_arousal(metrics, split_data, va_pred, true, probs, classes)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
-    ids = image_ids(source, split, split_data.rows.numpy())
-    write_predictions(out_dir / "predictions.csv", ids, true, probs, classes)
     notes = [history_note] if history_note else []
     if runner.bundle is None:
         notes.append(
             f"Grad-CAM: needs a PyTorch model file; {model_file.name} runs on {runner.label} "
             "(use the .pt model file or --backend torch)"
         )
-    _, page = write_report(out_dir, metrics, figures, notes)
-    return EvaluationResult(metrics, out_dir, probs, true, page)
+    ids = image_ids(source, split, split_data.rows.numpy())
+    with staged_folder(out_dir) as stage:
+        write_atomic(stage / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+        write_predictions(stage / "predictions.csv", ids, true, probs, classes)
+        write_report(stage, metrics, figures, notes)
+    return EvaluationResult(metrics, out_dir, probs, true, out_dir / "report.html")
+
+
+@contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder to write ``out_dir``'s outputs in, moved into place when the block ends
+    and removed when it fails: ``out_dir`` gets the whole set or nothing new, and an earlier
+    report there stays whole until the new one is complete. A killed run's stage is cleared
+    by the next."""
+    fresh = not out_dir.exists()
+    stage = out_dir.with_name(f".{out_dir.name}.partial") if fresh else out_dir / ".partial"
+    try:
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        yield stage
+        if fresh:
+            os.replace(stage, out_dir)
+        else:
+            for entry in sorted(os.listdir(stage), key=lambda name: name in REPORT_FILES):
+                _replace(stage / entry, out_dir / entry, stage / f".old-{entry}")
+    except OutputError as exc:  # named as the file it was to become
+        raise OutputError(str(exc).replace(str(stage), str(out_dir))) from None
+    except OSError as exc:
+        raise OutputError(os_error_line(exc, out_dir)) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _replace(new: Path, target: Path, aside: Path) -> None:
+    """Move ``new`` to ``target``; a folder at ``target`` is first moved ``aside``."""
+    if target.is_dir() and not target.is_symlink():
+        os.replace(target, aside)
+    os.replace(new, target)

@@ -37,14 +37,15 @@ _CALIBRATION_BATCH = 32
 
 
 def export_onnx(
-    model_ref: str | Path,
+    model_ref: str | Path | ModelBundle,
     out: str | Path,
     quantize: str | None = None,
     *,
     calibration: Sequence[ImageSource] | None = None,
     float_convs: int | None = None,
 ) -> Path:
-    """Write the model of a run folder or model file to ``out`` as ONNX; returns ``out``.
+    """Write the model of a run folder or model file (or one loaded by
+    :func:`load_exportable`) to ``out`` as ONNX; returns ``out``.
 
     ``quantize="int8"``: static QDQ quantization (per-channel weights, activation ranges measured
     on ``calibration``: face crops as paths, bytes, PIL images or RGB arrays) when calibration
@@ -57,14 +58,11 @@ def export_onnx(
         raise ConfigError(f"quantize: unknown mode '{quantize}'; available: int8")
     if float_convs is not None and quantize is None:
         raise ConfigError("float_convs: only for int8 exports (quantize='int8')")
-    if float_convs is not None and float_convs < 0:
-        raise ConfigError(f"float_convs: must be 0 or more, got {float_convs}")
-    file = resolve_model_file(model_ref)
-    if file.suffix.lower() == ".onnx":
-        raise ModelError(f"{file}: already an ONNX export; export its .pt model file instead")
-    bundle = load_model_file(file)
+    bundle = model_ref if isinstance(model_ref, ModelBundle) else load_exportable(model_ref)
     if float_convs is None:
         float_convs = bundle.spec.int8_float_convs
+    if quantize is not None:
+        check_float_convs(bundle.model, float_convs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
@@ -79,6 +77,26 @@ def export_onnx(
         onnx.save(model, final)
         os.replace(final, out)
     return out
+
+
+def load_exportable(model_ref: str | Path) -> ModelBundle:
+    """The model of a run folder, model file or shipped name, to export; ModelError for an
+    ``.onnx`` file."""
+    file = resolve_model_file(model_ref)
+    if file.suffix.lower() == ".onnx":
+        raise ModelError(f"{file}: already an ONNX export; export its .pt model file instead")
+    return load_model_file(file)
+
+
+def check_float_convs(model: torch.nn.Module, float_convs: int) -> None:
+    """Raise ConfigError unless ``float_convs`` is 0 or more and each model the export runs
+    (each ensemble member) has that many convolutions to keep float."""
+    if float_convs < 0:
+        raise ConfigError(f"float_convs: must be 0 or more, got {float_convs}")
+    per_model = member_convolutions(model)
+    if float_convs > min(per_model):
+        where = "the model has" if len(per_model) == 1 else "its smallest member has"
+        raise ConfigError(f"float_convs: {float_convs}, but {where} {min(per_model)} convolutions")
 
 
 class _ProbsAndVA(torch.nn.Module):
@@ -140,29 +158,44 @@ def _leading_nodes(
     """Names of the nodes of the model's first ``convs`` convolutions and the activations and
     sums up to its next one; ``per_model``: each model's convolution count (an ensemble's
     members: each member's first ``convs``, and the averaging of their answers)."""
-    total = sum(node.op_type == "Conv" for node in nodes)
-    if total != sum(per_model):
-        raise ConfigError(
-            f"float_convs: the graph has {total} convolutions, the model {sum(per_model)}"
-        )
-    if convs > min(per_model):
-        where = "the model has" if len(per_model) == 1 else "its smallest member has"
-        raise ConfigError(f"float_convs: {convs}, but {where} {min(per_model)} convolutions")
     if convs == 0:
         return []
+    owners = _owners(nodes) if len(per_model) > 1 else [{0}] * len(nodes)
     seen = [0] * len(per_model)
     names: list[str] = []
-    for node in nodes:
-        member = member_of(node) if len(per_model) > 1 else 0
-        if member is None:
+    for node, members in zip(nodes, owners, strict=True):
+        if not members:
             names.append(node.name)
         elif node.op_type == "Conv":
-            if seen[member] < convs:
+            if any(seen[m] < convs for m in members):
                 names.append(node.name)
-            seen[member] += 1
-        elif seen[member] <= convs:
+            for m in members:
+                seen[m] += 1
+        elif any(seen[m] <= convs for m in members):
             names.append(node.name)
+    if seen != list(per_model):
+        raise ModelError(
+            f"float_convs: the exported graph has {seen} convolutions per model where the model "
+            f"has {list(per_model)}, so the first {convs} cannot be found; export with "
+            "float_convs=0"
+        )
     return names
+
+
+def _owners(nodes: Sequence[onnx.NodeProto]) -> list[set[int]]:
+    """Per node, the ensemble members it computes for: the one its module scope names, and
+    each member whose nodes it feeds (the exporter merges the identical leading layers of
+    members with the same weights into one node); none for the averaging of their answers."""
+    producer = {name: k for k, node in enumerate(nodes) for name in node.output}
+    owners: list[set[int]] = [set() for _ in nodes]
+    for k in reversed(range(len(nodes))):  # graph order: each node's consumers come after it
+        member = member_of(nodes[k])
+        if member is not None:
+            owners[k].add(member)
+        for name in nodes[k].input:
+            if name in producer:
+                owners[producer[name]] |= owners[k]
+    return owners
 
 
 _MEMBER_SCOPE = re.compile(r"(?:'|\.)(?:members|inputs)\.(\d+)(?:'|\.)")

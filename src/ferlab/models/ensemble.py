@@ -164,6 +164,15 @@ def ensemble_spec(
     )
 
 
+def check_distinct_files(names: Sequence[str], files: Sequence[Path]) -> None:
+    """Raise ConfigError naming the first of ``names`` whose model file (``files``, resolved, in
+    the same order) an earlier name already gave: the same model twice, under any spelling."""
+    for k, file in enumerate(files):
+        if file in files[:k]:
+            first = names[files.index(file)]
+            raise ConfigError(f"{names[k]}: the same model file as {first} ({file})")
+
+
 def _mean_prior(specs: Sequence[ModelSpec]) -> tuple[float, ...] | None:
     priors = [spec.class_prior for spec in specs if spec.class_prior is not None]
     if not priors:
