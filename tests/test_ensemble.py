@@ -188,6 +188,8 @@ def test_models_that_cannot_be_averaged_are_refused_in_one_line(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (args, err)
         assert not other.exists()
+    with pytest.raises(ConfigError, match="the same model file as"):  # the Python API too
+        ferlab.combine_models([members[0], members[0].parent / "." / members[0].name])
 
 
 def test_a_hostile_ensemble_file_is_refused_naming_the_key(

@@ -52,11 +52,9 @@ def parse_weights(text: str | None) -> list[float] | None:
 def _run_ensemble(args: argparse.Namespace) -> int:
     from ferlab.models.artifact import resolve_model_file, save_model_file
     from ferlab.models.combine import combine_models
-    from ferlab.models.ensemble import check_distinct_files
 
     weights = parse_weights(args.weights)
     files = [resolve_model_file(model).resolve() for model in args.models]
-    check_distinct_files(args.models, files)
     out = args.out or numbered(Path("ensemble.pt"), file=True)
     check_suffix(out, ".pt", "a ferlab model file")
     check_not_input(out, set(files))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import cast
 
 from ferlab.models.artifact import ModelBundle, load_model_file, resolve_model_file
-from ferlab.models.ensemble import EnsembleModel, ensemble_spec
+from ferlab.models.ensemble import EnsembleModel, check_distinct_files, ensemble_spec
 from ferlab.models.registry import FERModel
 
 
@@ -18,7 +18,9 @@ def combine_models(
     probabilities with ``weights`` (default: equal); it carries the first model's preprocessing,
     test-time augmentation and label options, and the mean of the recorded class priors."""
     sources = [str(model) for model in models]
-    bundles = [load_model_file(resolve_model_file(model)) for model in models]
+    files = [resolve_model_file(model).resolve() for model in models]
+    check_distinct_files(sources, files)
+    bundles = [load_model_file(file) for file in files]
     shares = [1.0] * len(bundles) if weights is None else [float(w) for w in weights]
     spec = ensemble_spec([bundle.spec for bundle in bundles], shares, sources)
     members = [cast(FERModel, bundle.model) for bundle in bundles]  # ensemble_spec refused others
