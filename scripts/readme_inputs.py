@@ -89,9 +89,21 @@ def write_hopper_clip(photo: Path, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=Path("../shared/data"),
+        help="the folder holding photos/ and fer2013/ (default: ../shared/data)",
+    )
     parser.add_argument("--clip", type=Path, default=Path("/tmp/readme/clip.mp4"))
     args = parser.parse_args()
+    needed = [args.shared / "photos" / name for name in PORTRAITS]
+    needed += [args.shared / "fer2013" / "test" / name for name in CLIP_FACES]
+    missing = [path for path in needed if not path.is_file()]
+    if missing:
+        parser.error(
+            f"{missing[0]}: not found; give --shared DIR, the folder holding photos/ and fer2013/"
+        )
     write_photos(args.shared, Path("photos"))
     (Path("my-photos") / "neutral").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path("photos") / "pair.jpg", Path("my-photos") / "neutral" / "pair.jpg")

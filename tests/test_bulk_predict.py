@@ -63,6 +63,7 @@ def test_jsonl_is_resumed_after_an_interruption(
     assert predict(pattern_model, str(photos_dir), "--out", str(cut)) == 2
     assert "cut.jsonl: exists; add --resume" in capsys.readouterr().err
     assert predict(pattern_model, str(photos_dir), "--out", str(cut), "--resume") == 1
+    assert f"8 image(s) written to {cut}; 5 were there already" in capsys.readouterr().err
     resumed = jsonl(cut)
     assert len(resumed) == 13
     for got, want in zip(resumed, records, strict=True):

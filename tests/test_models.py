@@ -112,11 +112,15 @@ def test_model_info_is_consistent(name):
 
 
 def test_unknown_model_lists_available_names():
-    with pytest.raises(ModelError, match="unknown model 'xyz'; available: baseline_cnn, ") as exc:
+    with pytest.raises(ModelError, match=r"unknown model 'xyz' \(available: baseline_cnn, ") as exc:
         model_info("xyz")
     assert all(name in str(exc.value) for name in ALL_MODELS)
     with pytest.raises(ModelError, match="unknown model 'xyz'"):
         create_model("xyz", 7)
+    with pytest.raises(
+        ModelError, match="unknown model 'mobilnet_v2'; did you mean 'mobilenet_v2'"
+    ):
+        model_info("mobilnet_v2")
 
 
 def test_unknown_head_lists_available_heads():

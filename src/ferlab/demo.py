@@ -25,7 +25,12 @@ def bundled_photo() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ferlab.demo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ferlab.demo",
+        description="The shipped model on a bundled public-domain photo (or IMAGE): prints each "
+        "face's box and most probable expressions and writes the annotated image (default: "
+        "demo-output/<image>-annotated.jpg).",
+    )
     parser.add_argument("image", nargs="?", type=Path, default=None, help="default: bundled photo")
     parser.add_argument("--out", type=Path, help="annotated image to write")
     args = parser.parse_args(argv)
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in result.lines():
         print(line)
     print(f"wrote {written}")
-    print(f"same from the command line: ferlab predict {image_path} --annotate {out.parent}")
+    print(f"from the command line: ferlab predict {image_path} --annotate {out.parent}")
     return 0
 
 

@@ -154,7 +154,7 @@ def _run_crop_faces(args: argparse.Namespace) -> int:
     check_writable(args.dst)
     summary = crop_faces(args.src, args.dst, multi=args.multi, min_face=args.min_face)
     print(f"{args.src} -> {args.dst}: {summary.line()}")
-    print(f"wrote {args.dst / REPORT_NAME} ({len(summary.problems)} files listed)")
+    print(f"wrote {args.dst / REPORT_NAME} ({len(summary.problems)} file(s) listed)")
     if summary.unreadable:
         print(
             f"ferlab: {summary.unreadable} of {summary.images} images could not be read "

@@ -19,7 +19,8 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser("evaluate", help="score a trained model on a data split")
     parser.add_argument(
         "model",
-        help='"default" (the shipped model), run folder, model file or .onnx export (fp32 or int8)',
+        help="shipped model (default, fer2013, ferplus), run folder, model file or .onnx export "
+        "(fp32 or int8)",
     )
     add_split_options(
         parser, "default for a run folder or its model.pt: the data and --labels it trained on"

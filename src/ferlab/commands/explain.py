@@ -47,7 +47,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--model",
         default="default",
-        help="run folder or model file (default: the model shipped with ferlab)",
+        help="shipped model (default, fer2013, ferplus), run folder or model file (default: "
+        "default)",
     )
     parser.add_argument("--method", choices=METHOD_CHOICES, default="gradcam")
     parser.add_argument(

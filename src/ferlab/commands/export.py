@@ -23,7 +23,9 @@ FEW_CALIBRATION_CROPS = 64
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("export", help="export a trained model to ONNX")
-    parser.add_argument("model", help="run folder or model file")
+    parser.add_argument(
+        "model", help="shipped model (default, fer2013, ferplus), run folder or model file"
+    )
     parser.add_argument(
         "--format", choices=["onnx"], default="onnx", help="the only format so far (default: onnx)"
     )

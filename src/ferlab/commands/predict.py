@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "predict",
-        help="recognise facial expressions in photos",
+        help="recognize facial expressions in photos",
         description="Find faces and tell their expressions. Prints one line per face, or JSON/CSV, "
         "or writes them to --out as they come; unreadable files are reported on stderr as they "
         "come, sources that gave nothing at the end (exit code 1 when some could not be read, 2 "
@@ -51,11 +51,18 @@ def add_parser(commands: Any) -> None:
     output.add_argument("--json", action="store_true", help="print a JSON list, one item per image")
     output.add_argument("--csv", action="store_true", help="print CSV, one row per face")
     parser.add_argument(
-        "--annotate", type=Path, metavar="DIR", help="write annotated copies here, same file names"
+        "--annotate",
+        type=Path,
+        metavar="DIR",
+        help="write annotated copies here under the inputs' names (-2, -3, ... where taken)",
     )
     add_top_k_option(parser, "shown per face")
     parser.add_argument(
-        "--batch-size", type=int, default=64, metavar="N", help="faces per model batch"
+        "--batch-size",
+        type=int,
+        default=64,
+        metavar="N",
+        help="faces per model batch (default: 64)",
     )
     parser.add_argument(
         "--out",
@@ -139,6 +146,9 @@ def _run_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     code = _report(errors, inputs, problems)
+    if args.out is not None:
+        kept = f"; {len(done)} were there already" if args.resume else ""
+        print(f"ferlab: {inputs - errors} image(s) written to {args.out}{kept}", file=sys.stderr)
     note = None if annotated is None else annotated.renamed_note()
     if note:
         print(f"ferlab: {note}", file=sys.stderr)

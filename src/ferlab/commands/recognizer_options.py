@@ -38,7 +38,8 @@ def add_recognizer_options(parser: argparse.ArgumentParser, *, detect: bool = Tr
     parser.add_argument(
         "--model",
         default="default",
-        help="run folder, model file or .onnx export (default: the model shipped with ferlab)",
+        help="shipped model (default, fer2013, ferplus), run folder, model file or .onnx export "
+        "(default: default)",
     )
     add_backend_option(parser)
     add_face_options(parser, detect=detect)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ferlab.errors import ConfigError, ModelError
+from ferlab.suggest import did_you_mean
 
 from .heads import build_head, list_heads
 from .info import ModelInfo
@@ -126,8 +127,9 @@ def _lookup(name: str) -> tuple[ModelInfo, BackboneBuilder]:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
+        hint = did_you_mean(name, list_models()) if isinstance(name, str) else ""
         available = ", ".join(list_models())
-        raise ModelError(f"unknown model '{name}'; available: {available}") from None
+        raise ModelError(f"unknown model '{name}'{hint} (available: {available})") from None
 
 
 def model_info(name: str) -> ModelInfo:

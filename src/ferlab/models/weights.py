@@ -13,7 +13,10 @@ is refused.  A state dict may be in one of these formats:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,8 +89,11 @@ def _imagenet_state(name: str, weights_name: str) -> dict[str, torch.Tensor]:
     import torchvision.models
 
     weights = torchvision.models.get_weight(weights_name)
+    said = io.StringIO()  # torch hub's "Downloading: ..." line, shown only if it downloaded
     try:
-        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+        with contextlib.redirect_stderr(said):
+            state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+        sys.stderr.write(said.getvalue())
     except Exception as exc:  # no network, proxy, hash mismatch, disk full, ...
         raise ModelError(
             f"could not download pretrained weights for {name} ({_one_line(exc)}) from {url}: "

@@ -205,9 +205,14 @@ def train(
                 f"(--patience {saved.patience}); nothing to resume"
             )
         if run.model_file.is_file() and isinstance(done, int) and done >= config.epochs:
+            more = (
+                "train a new run to train longer (its one-cycle schedule was laid out for them)"
+                if config.scheduler == "onecycle"
+                else "a larger --epochs trains on"
+            )
             raise ConfigError(
                 f"{run.path}: already finished ({done} of {config.epochs} epochs); nothing to "
-                "resume (a larger --epochs trains on, except with the one-cycle schedule)"
+                f"resume ({more})"
             )
         resumed = _read_resume_state(run)
         if not Path(config.data).expanduser().exists():
