@@ -106,6 +106,20 @@ def test_cli_evaluate_defaults_to_the_data_the_run_trained_on(
     assert written["data"] == str(pattern_tree) and written["samples"] == 24
 
 
+def test_cli_evaluate_says_when_it_scores_a_drawn_share_of_the_data(
+    pattern_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flat = make_pattern_tree(tmp_path / "flat", {"": 20})  # <class>/<image>: no fixed splits
+    argv = ["evaluate", str(pattern_model), "--data", str(flat), "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"data: {flat} has no fixed splits: 'test' is the share drawn as the model's training "
+        "drew it (seed 0, val 0.1, test 0.1), 6 of its 60 images"
+    ) in out
+    assert "has no fixed splits" in (tmp_path / "r" / "report.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -74,8 +74,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     )
     how = run_description(result.metrics)
     print(f"{result.metrics['model']} ({how}) on {result.metrics['data']} [{args.split}]")
-    if "data_note" in result.metrics:
-        print(f"data: {result.metrics['data_note']}")
+    for note in ("data_note", "split_note"):
+        if note in result.metrics:
+            print(f"data: {result.metrics[note]}")
     print(format_report(result.metrics))
     print(f"\nwrote {result.out_dir}/: metrics.json, predictions.csv, report.md, report.html")
     return 0

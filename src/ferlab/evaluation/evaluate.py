@@ -404,6 +404,14 @@ def evaluate(
         metrics["unscored_model_classes"] = [c for c in runner.classes if c not in classes]
     if source.loading_note():
         metrics["data_note"] = source.loading_note()
+    if split in source.made_splits:
+        options = runner.spec.split_options()
+        total = sum(len(table) for table in source.splits.values())
+        metrics["split_note"] = (
+            f"{source.root} has no fixed splits: '{split}' is the share drawn as the model's "
+            f"training drew it (seed {options['seed']}, val {options['val_fraction']:g}, test "
+            f"{options['test_fraction']:g}), {len(source.splits[split])} of its {total} images"
+        )
     val: tuple[np.ndarray, np.ndarray] | str = (probs, true)
     if split != "val":
         try:

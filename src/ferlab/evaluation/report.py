@@ -42,7 +42,7 @@ SUMMARY = [
 ]
 PER_CLASS = ["precision", "recall", "f1-score", "support", "roc_auc", "pr_auc"]
 CONFUSED = ["true", "predicted", "count", "rate"]
-NOTE_KEYS = ["data_note", "auc_note", "calibration_note", "va_note"]
+NOTE_KEYS = ["data_note", "split_note", "auc_note", "calibration_note", "va_note"]
 
 
 @dataclass
