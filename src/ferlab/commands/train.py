@@ -191,8 +191,6 @@ def _run_train(args: argparse.Namespace) -> int:
         _warn_unused_by_strategy(config.strategy, [k for k, v in values.items() if v is not None])
         result = train(config)
     best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
-    if result.data_note:
-        print(f"data: {result.data_note}")
     print(f"run: {result.run_dir}")
     print(f"epochs: {result.epochs_completed}  best val accuracy: {best}")
     row = result.best_epoch or {}

@@ -25,8 +25,8 @@ stopped); ferlab's console leaves them out (the accelerator is in config.yaml)."
 
 
 def data_summary(prepared: Any) -> str:
-    """Classes, images per split, decode size and cache use of a ``training.run.PreparedRun``,
-    in three lines."""
+    """Classes, what reading left out (where it did), images per split, decode size and cache
+    use of a ``training.run.PreparedRun``, one line each."""
     config, datamodule = prepared.config, prepared.datamodule
     names = prepared.mapping.names
     counts = ", ".join(f"{split} {len(data.labels)}" for split, data in datamodule.splits.items())
@@ -41,10 +41,12 @@ def data_summary(prepared: Any) -> str:
         limits.append(f"train limited to {config.limit}")
     cached = [split for split, hit in prepared.cached.items() if hit]
     cache = f"from the cache ({', '.join(cached)})" if cached else "decoded now, cached for later"
+    note = prepared.source.loading_note()
     return "\n".join(
         [
             f"data: {prepared.source.root} ({prepared.source.kind}), {len(names)} classes: "
             f"{', '.join(names)}",
+            *([f"data: {note}"] if note else []),
             f"images: {counts}" + (f" ({'; '.join(limits)})" if limits else ""),
             f"pixels: {config.image_size}x{config.image_size} {config.color}, model input "
             f"{prepared.prep.input_size}x{prepared.prep.input_size}; {cache}",
