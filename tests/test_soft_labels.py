@@ -140,10 +140,14 @@ def test_votes_laid_over_a_folder_tree(tmp_path: Path) -> None:
     assert "majority unknown: 1" in str(source.loading_note())
     assert source.label_only_classes == []
     stray_line = len(csv_path.read_text().splitlines())
-    assert source.skipped == [
-        (str(root / "train/happy/000.png"), "no row in the labels file"),
-        (f"{csv_path}:line {stray_line}", "no image train/happy/missing.png in the data"),
+    assert source.skipped == [(str(root / "train/happy/000.png"), "no row in the labels file")]
+    assert source.unmatched_rows == [
+        (f"{csv_path}:line {stray_line}", "no image train/happy/missing.png in the data")
     ]
+    assert "skipped 1 (first: " in str(source.loading_note())
+    assert "; 1 labels row(s) unused, their image not in the data (first: " in str(
+        source.loading_note()
+    )
     mapping = ClassMapping.build(source.classes)
     data = load_labelled_split(source, "train", mapping, image_size=48)
     assert len(data.labels) == 3 * 24 - 2

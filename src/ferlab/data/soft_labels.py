@@ -330,10 +330,10 @@ def attach_votes(source: DatasetSource, table: VoteTable) -> tuple[DatasetSource
                 for key in without_row
                 if key not in table.bad_files
             ),
-            *(
-                (f"{table.path}:line {table.lines[i]}", f"no image {table.files[i]} in the data")
-                for i in unused
-            ),
+        ],
+        unmatched_rows=[
+            (f"{table.path}:line {table.lines[i]}", f"no image {table.files[i]} in the data")
+            for i in unused
         ],
         excluded={
             **source.excluded,

@@ -66,6 +66,9 @@ class DatasetSource:
     them), such as FER+'s contempt over FER2013's folders."""
     made_splits: tuple[str, ...] = ()
     """The splits drawn here from the data (by ``seed`` and the fractions), not read from it."""
+    unmatched_rows: list[tuple[str, str]] = field(default_factory=list)
+    """(file:line, reason) for rows of a labels file that name no image of the data set: none
+    is lost, as when the data is a part of what the labels cover."""
 
     def loading_note(self) -> str | None:
         """One line on what was excluded and skipped while reading, or None if nothing was."""
@@ -76,6 +79,12 @@ class DatasetSource:
         if self.skipped:
             where, reason = self.skipped[0]
             parts.append(f"skipped {len(self.skipped)} (first: {where}: {reason})")
+        if self.unmatched_rows:
+            where, reason = self.unmatched_rows[0]
+            parts.append(
+                f"{len(self.unmatched_rows)} labels row(s) unused, their image not in the data "
+                f"(first: {where}: {reason})"
+            )
         if self.label_only_classes:
             parts.append(
                 f"classes only the labels file names: {', '.join(self.label_only_classes)}"
