@@ -118,6 +118,14 @@ def test_cli_evaluate_says_when_it_scores_a_drawn_share_of_the_data(
         "drew it (seed 0, val 0.1, test 0.1), 6 of its 60 images"
     ) in out
     assert "has no fixed splits" in (tmp_path / "r" / "report.md").read_text()
+    every = tmp_path / "every"
+    assert main([*argv[:4], "--split", "all", "--out", str(every)]) == 0
+    out = capsys.readouterr().out
+    assert f"'all' scores every image of {flat} (train 48 + val 6 + test 6)" in out
+    assert json.loads((every / "metrics.json").read_text())["samples"] == 60
+    with (every / "predictions.csv").open(newline="") as handle:
+        scored = sorted(row["path"] for row in csv.DictReader(handle))
+    assert scored == sorted(str(path) for path in flat.rglob("*.png"))
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,9 @@ def add_parser(commands: Any) -> None:
         "(fp32 or int8)",
     )
     add_split_options(
-        parser, "default for a run folder or its model.pt: the data and --labels it trained on"
+        parser,
+        "default for a run folder or its model.pt: the data and --labels it trained on",
+        every=True,
     )
     parser.add_argument(
         "--out",

@@ -9,9 +9,11 @@ from ferlab.commands.train import FLAG_HELP
 from ferlab.config import BAD_FILE_MODES
 
 
-def add_split_options(parser: argparse.ArgumentParser, data_help: str | None = None) -> None:
+def add_split_options(
+    parser: argparse.ArgumentParser, data_help: str | None = None, *, every: bool = False
+) -> None:
     """``--data PATH`` (required unless ``data_help`` says what it defaults to), ``--split``
-    (test) and ``--on-bad-file`` (skip)."""
+    (test; with ``every``, also ``all``: every image) and ``--on-bad-file`` (skip)."""
     parser.add_argument(
         "--data",
         required=data_help is None,
@@ -21,8 +23,9 @@ def add_split_options(parser: argparse.ArgumentParser, data_help: str | None = N
     parser.add_argument(
         "--split",
         default="test",
-        choices=["train", "val", "test"],
-        help="the split to score (default: test)",
+        choices=["train", "val", "test", *(["all"] if every else [])],
+        help="the split to score (default: test)"
+        + ("; all: every image, for a model that did not train on this data" if every else ""),
     )
     parser.add_argument(
         "--on-bad-file",

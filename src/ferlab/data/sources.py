@@ -21,7 +21,7 @@ import numpy as np
 
 from ferlab.data.affectnet import is_affectnet, read_affectnet
 from ferlab.data.classes import CANONICAL_CLASSES, CLASS_SPELLINGS, canonical_order
-from ferlab.data.tables import IMAGE_EXTENSIONS, SplitTable
+from ferlab.data.tables import IMAGE_EXTENSIONS, SplitTable, joined_tables
 from ferlab.errors import ConfigError, DataError
 from ferlab.names import is_utf8, printable
 
@@ -90,6 +90,17 @@ class DatasetSource:
                 f"classes only the labels file names: {', '.join(self.label_only_classes)}"
             )
         return f"{self.root}: " + "; ".join(parts) if parts else None
+
+
+EVERY_SPLIT = "all"
+"""The name of the split that joins every split of a data set (``with_every_split``)."""
+
+
+def with_every_split(source: DatasetSource) -> DatasetSource:
+    """``source`` with one more split, ``all``: the samples of every split, in split order."""
+    tables = list(source.splits.values())
+    every = joined_tables(tables, EVERY_SPLIT, f"{source.root} ({EVERY_SPLIT} splits)")
+    return replace(source, splits={**source.splits, EVERY_SPLIT: every})
 
 
 class _BadFiles:

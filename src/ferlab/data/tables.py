@@ -63,6 +63,27 @@ class SplitTable:
         return {name: counts[name] for name in canonical_order(counts)}
 
 
+def joined_tables(tables: Sequence[SplitTable], name: str, origin: str) -> SplitTable:
+    """One table of the samples of ``tables``, in order; a column that one of them lacks is
+    left out (None)."""
+
+    def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+        present = [array for array in arrays if array is not None]
+        return np.concatenate(present) if len(present) == len(arrays) else None
+
+    paths = [table.paths for table in tables]
+    return SplitTable(
+        name=name,
+        labels=[label for table in tables for label in table.labels],
+        paths=None if any(p is None for p in paths) else [f for p in paths if p for f in p],
+        pixels=joined([table.pixels for table in tables]),
+        valence=joined([table.valence for table in tables]),
+        arousal=joined([table.arousal for table in tables]),
+        origin=origin,
+        votes=joined([table.votes for table in tables]),
+    )
+
+
 def unreadable_reason(exc: BaseException, path: str | Path) -> str:
     """Why ``path`` could not be read, in one line: the first line of ``exc`` without the quoted
     path PIL repeats in it (the report names the file already), else the exception's type."""

@@ -22,7 +22,7 @@ from ferlab.config import load_config
 from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import LabelledImages, load_labelled_split
 from ferlab.data.soft_labels import attach_votes, read_vote_table
-from ferlab.data.sources import DatasetSource, load_dataset
+from ferlab.data.sources import EVERY_SPLIT, DatasetSource, load_dataset, with_every_split
 from ferlab.data.tta import tta_views
 from ferlab.errors import ConfigError, DataError, OutputError, os_error_line
 from ferlab.evaluation.calibration import (
@@ -345,7 +345,8 @@ def evaluate(
     """Evaluate a model reference (``"default"``, a shipped model's name, a run folder, a model
     file, an ``.onnx`` export) opened on ``backend`` by :func:`ferlab.load_model`, or a runner,
     on ``split`` of ``data`` (default, for a model in a run folder: the data and crowd labels the
-    run trained on); the metrics name the runtime (``runtime``).
+    run trained on; ``"all"``: every image of every split); the metrics name the runtime
+    (``runtime``).
 
     Writes ``metrics.json``, ``predictions.csv``, ``report.md`` and ``report.html`` to ``out``
     (default: the ``eval-<split>`` folder beside the model in a run folder, else
@@ -375,6 +376,8 @@ def evaluate(
     check_writable(out_dir)
     tta = tta_mode(spec.tta if tta is None else tta)
     source = labelled_source(spec, data, on_bad_file, labels)
+    if split == EVERY_SPLIT:
+        source = with_every_split(source)
     check_split(source, split)
     mapping, unanswerable = crowd_mapping(spec, source, keep, rename, merge, labels is not None)
     tau = _prior_tau(runner, prior_tau)
@@ -404,7 +407,13 @@ def evaluate(
         metrics["unscored_model_classes"] = [c for c in runner.classes if c not in classes]
     if source.loading_note():
         metrics["data_note"] = source.loading_note()
-    if split in source.made_splits:
+    if split == EVERY_SPLIT:
+        parts = [f"{name} {len(table)}" for name, table in source.splits.items() if name != split]
+        metrics["split_note"] = (
+            f"'{EVERY_SPLIT}' scores every image of {source.root} ({' + '.join(parts)}): "
+            "meaningful for a model that did not train on this data"
+        )
+    elif split in source.made_splits:
         options = runner.spec.split_options()
         total = sum(len(table) for table in source.splits.values())
         metrics["split_note"] = (
@@ -413,7 +422,9 @@ def evaluate(
             f"{options['test_fraction']:g}), {len(source.splits[split])} of its {total} images"
         )
     val: tuple[np.ndarray, np.ndarray] | str = (probs, true)
-    if split != "val":
+    if split == EVERY_SPLIT:
+        val = "the scored images include the val split"
+    elif split != "val":
         try:
             _, val_labels, val_probs, _ = scoring.predict(
                 source, "val", on_bad_file, batch_size, tta
