@@ -121,11 +121,15 @@ def test_cli_evaluate_says_when_it_scores_a_drawn_share_of_the_data(
     every = tmp_path / "every"
     assert main([*argv[:4], "--split", "all", "--out", str(every)]) == 0
     out = capsys.readouterr().out
-    assert f"'all' scores every image of {flat} (train 48 + val 6 + test 6)" in out
+    assert f"'all' scores every image of {flat}, no split drawn" in out
     assert json.loads((every / "metrics.json").read_text())["samples"] == 60
     with (every / "predictions.csv").open(newline="") as handle:
         scored = sorted(row["path"] for row in csv.DictReader(handle))
     assert scored == sorted(str(path) for path in flat.rglob("*.png"))
+    tested = make_pattern_tree(tmp_path / "tested", {"test": 4})  # test/ alone: no train/
+    argv = [*argv[:2], "--data", str(tested), "--split", "all", "--out", str(every / "t")]
+    assert main(argv) == 0
+    assert json.loads((every / "t" / "metrics.json").read_text())["samples"] == 12
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from _csv import Reader
 
 SPLITS = ("train", "val", "test")
+EVERY_SPLIT = "all"
+"""The one split of data read ``whole``: every sample of every split it has."""
 
 _UNSPLIT = "all"  # name of a table that still has to be split into train/val/test
 _SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
@@ -92,17 +94,6 @@ class DatasetSource:
         return f"{self.root}: " + "; ".join(parts) if parts else None
 
 
-EVERY_SPLIT = "all"
-"""The name of the split that joins every split of a data set (``with_every_split``)."""
-
-
-def with_every_split(source: DatasetSource) -> DatasetSource:
-    """``source`` with one more split, ``all``: the samples of every split, in split order."""
-    tables = list(source.splits.values())
-    every = joined_tables(tables, EVERY_SPLIT, f"{source.root} ({EVERY_SPLIT} splits)")
-    return replace(source, splits={**source.splits, EVERY_SPLIT: every})
-
-
 class _BadFiles:
     """Records or raises on bad files, per `on_bad_file`."""
 
@@ -152,13 +143,16 @@ def load_dataset(
     test_fraction: float = 0.1,
     seed: int = 0,
     on_bad_file: str = "skip",
+    whole: bool = False,
 ) -> DatasetSource:
     """Read class folders, the AffectNet layout, a FER2013 CSV or a CSV manifest into tables.
 
     A missing val split is split off train (`val_fraction`); data without any splits is split
     into train/val/test (`val_fraction`, `test_fraction` of the total). Splits are stratified
-    and seeded. Bad files or rows are listed in `skipped` (on_bad_file="skip") or raise a
-    DataError ("error"). A split lacking classes that other splits have gives a warning.
+    and seeded. With `whole`, the data is one split, `all` (``EVERY_SPLIT``): every sample of
+    every split it has, none drawn (a tree without train/ is read too). Bad files or rows are
+    listed in `skipped` (on_bad_file="skip") or raise a DataError ("error"). A split lacking
+    classes that other splits have gives a warning.
     """
     if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ConfigError(
@@ -172,7 +166,7 @@ def load_dataset(
         if is_affectnet(root):
             kind, (found, excluded) = "affectnet", read_affectnet(root, bad)
         else:
-            kind, found = "folders", _read_folders(root, bad)
+            kind, found = "folders", _read_folders(root, bad, need_train=not whole)
     elif root.is_file() and root.suffix.lower() == ".csv":
         kind, found = _read_csv(root, bad)
     elif root.exists():
@@ -188,7 +182,10 @@ def load_dataset(
             note = f" (excluded: {dict(excluded)})" if excluded else ""
             raise DataError(f"{table.origin}: no samples{where}{note}{_skip_note(bad.skipped)}")
     made: tuple[str, ...] = ()
-    if _UNSPLIT in found:
+    if whole:
+        tables = [found[name] for name in (_UNSPLIT, *SPLITS) if name in found]
+        found = {EVERY_SPLIT: joined_tables(tables, EVERY_SPLIT, f"{root} ({EVERY_SPLIT})")}
+    elif _UNSPLIT in found:
         rest = found[_UNSPLIT]
         found = {}
         if test_fraction > 0:
@@ -203,8 +200,9 @@ def load_dataset(
         found["train"], found["val"] = _split_off(found["train"], "val", val_fraction, seed)
         made = ("train", "val")
 
-    splits = {name: found[name] for name in SPLITS if name in found}
-    _check_classes_in_train(splits)
+    splits = {name: found[name] for name in (*SPLITS, EVERY_SPLIT) if name in found}
+    if not whole:
+        _check_classes_in_train(splits)
     classes = canonical_order(label for table in splits.values() for label in table.labels)
     _warn_spellings(root, classes)
     for table in splits.values():
@@ -376,12 +374,12 @@ def _read_class_folders(folder: Path, name: str, bad: _BadFiles, ignored: _Ignor
     return SplitTable(name, labels, paths, None, None, None, origin=str(folder))
 
 
-def _read_folders(root: Path, bad: _BadFiles) -> dict[str, SplitTable]:
+def _read_folders(root: Path, bad: _BadFiles, need_train: bool = True) -> dict[str, SplitTable]:
     entries = _scandir(root)
     if not entries:
         raise DataError(f"{root}: folder is empty")
     ignored = _Ignored()
-    found = _read_split_folders(root, entries, bad, ignored)
+    found = _read_split_folders(root, entries, bad, ignored, need_train)
     note = ignored.warning(root)
     if note is not None:
         warnings.warn(note, stacklevel=3)
@@ -389,7 +387,11 @@ def _read_folders(root: Path, bad: _BadFiles) -> dict[str, SplitTable]:
 
 
 def _read_split_folders(
-    root: Path, entries: list[os.DirEntry[str]], bad: _BadFiles, ignored: _Ignored
+    root: Path,
+    entries: list[os.DirEntry[str]],
+    bad: _BadFiles,
+    ignored: _Ignored,
+    need_train: bool = True,
 ) -> dict[str, SplitTable]:
     split_dirs: dict[str, Path] = {}
     for entry in entries:
@@ -409,7 +411,7 @@ def _read_split_folders(
                 f"{_skip_note(bad.skipped)}"
             )
         return {_UNSPLIT: table}
-    if "train" not in split_dirs:
+    if need_train and "train" not in split_dirs:
         found = ", ".join(f"{folder.name}/" for folder in split_dirs.values())
         raise DataError(f"{root}: has {found} but no train/ folder")
     ignored.folders = [

@@ -22,7 +22,7 @@ from ferlab.config import load_config
 from ferlab.data.classes import ClassMapping, parse_class_options
 from ferlab.data.datamodule import LabelledImages, load_labelled_split
 from ferlab.data.soft_labels import attach_votes, read_vote_table
-from ferlab.data.sources import EVERY_SPLIT, DatasetSource, load_dataset, with_every_split
+from ferlab.data.sources import EVERY_SPLIT, DatasetSource, load_dataset
 from ferlab.data.tta import tta_views
 from ferlab.errors import ConfigError, DataError, OutputError, os_error_line
 from ferlab.evaluation.calibration import (
@@ -180,11 +180,17 @@ def training_data(model_file: Path) -> tuple[str, str | None]:
 
 
 def labelled_source(
-    spec: ModelSpec, data: str | Path, on_bad_file: str, labels: str | Path | None = None
+    spec: ModelSpec,
+    data: str | Path,
+    on_bad_file: str,
+    labels: str | Path | None = None,
+    *,
+    whole: bool = False,
 ) -> DatasetSource:
-    """``data`` split as the model's training split it (for data without fixed splits), with
-    the crowd votes of ``labels`` laid over it when given."""
-    source = load_dataset(data, **spec.split_options(), on_bad_file=on_bad_file)
+    """``data`` split as the model's training split it (for data without fixed splits; with
+    ``whole``, as one split of every image), with the crowd votes of ``labels`` laid over it
+    when given."""
+    source = load_dataset(data, **spec.split_options(), on_bad_file=on_bad_file, whole=whole)
     if labels is not None:
         source, _ = attach_votes(source, read_vote_table(labels))
     return source
@@ -375,9 +381,7 @@ def evaluate(
     check_new([out_dir / name for name in REPORT_FILES], exist_ok)
     check_writable(out_dir)
     tta = tta_mode(spec.tta if tta is None else tta)
-    source = labelled_source(spec, data, on_bad_file, labels)
-    if split == EVERY_SPLIT:
-        source = with_every_split(source)
+    source = labelled_source(spec, data, on_bad_file, labels, whole=split == EVERY_SPLIT)
     check_split(source, split)
     mapping, unanswerable = crowd_mapping(spec, source, keep, rename, merge, labels is not None)
     tau = _prior_tau(runner, prior_tau)
@@ -408,10 +412,9 @@ def evaluate(
     if source.loading_note():
         metrics["data_note"] = source.loading_note()
     if split == EVERY_SPLIT:
-        parts = [f"{name} {len(table)}" for name, table in source.splits.items() if name != split]
         metrics["split_note"] = (
-            f"'{EVERY_SPLIT}' scores every image of {source.root} ({' + '.join(parts)}): "
-            "meaningful for a model that did not train on this data"
+            f"'{EVERY_SPLIT}' scores every image of {source.root}, no split drawn: meaningful "
+            "for a model that did not train on this data"
         )
     elif split in source.made_splits:
         options = runner.spec.split_options()
