@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ferlab.errors import OutputError, os_error_line
@@ -94,3 +96,35 @@ def check_outside_data(out: Path, data: str | Path) -> None:
             f"{out}: inside the data folder {data}; write outside it, where the outputs cannot "
             "become part of the data"
         )
+
+
+@contextmanager
+def staged_folder(out_dir: Path, *, last: Collection[str] = ()) -> Iterator[Path]:
+    """A hidden folder to write ``out_dir``'s outputs in, moved into place when the block ends
+    and removed when it fails: ``out_dir`` gets the whole set or nothing new, and earlier
+    outputs there stay whole until the new set is complete (entries named in ``last`` are
+    moved in last). A killed run's stage is cleared by the next."""
+    fresh = not out_dir.exists()
+    stage = out_dir.with_name(f".{out_dir.name}.partial") if fresh else out_dir / ".partial"
+    try:
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        yield stage
+        if fresh:
+            os.replace(stage, out_dir)
+        else:
+            for entry in sorted(os.listdir(stage), key=lambda name: name in last):
+                _replace(stage / entry, out_dir / entry, stage / f".old-{entry}")
+    except OutputError as exc:  # named as the file it was to become
+        raise OutputError(str(exc).replace(str(stage), str(out_dir))) from None
+    except OSError as exc:
+        raise OutputError(os_error_line(exc, out_dir)) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _replace(new: Path, target: Path, aside: Path) -> None:
+    """Move ``new`` to ``target``; a folder at ``target`` is first moved ``aside``."""
+    if target.is_dir() and not target.is_symlink():
+        os.replace(target, aside)
+    os.replace(new, target)

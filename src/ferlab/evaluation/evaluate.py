@@ -7,10 +7,6 @@ The output folder gets ``metrics.json``, ``predictions.csv`` (one row per image)
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +20,7 @@ from ferlab.data.datamodule import LabelledImages, load_labelled_split
 from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import EVERY_SPLIT, DatasetSource, load_dataset
 from ferlab.data.tta import tta_views
-from ferlab.errors import ConfigError, DataError, OutputError, os_error_line
+from ferlab.errors import ConfigError, DataError
 from ferlab.evaluation.calibration import (
     apply_temperature,
     expected_calibration_error,
@@ -48,6 +44,7 @@ from ferlab.outputs import (
     check_outside_data,
     check_writable,
     numbered,
+    staged_folder,
     write_atomic,
 )
 from ferlab.progress import bar
@@ -449,40 +446,8 @@ def evaluate(
             "(use the .pt model file or --backend torch)"
         )
     ids = image_ids(source, split, split_data.rows.numpy())
-    with staged_folder(out_dir) as stage:
+    with staged_folder(out_dir, last=REPORT_FILES) as stage:
         write_atomic(stage / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
         write_predictions(stage / "predictions.csv", ids, true, probs, classes)
         write_report(stage, metrics, figures, notes)
     return EvaluationResult(metrics, out_dir, probs, true, out_dir / "report.html")
-
-
-@contextmanager
-def staged_folder(out_dir: Path) -> Iterator[Path]:
-    """A hidden folder to write ``out_dir``'s outputs in, moved into place when the block ends
-    and removed when it fails: ``out_dir`` gets the whole set or nothing new, and an earlier
-    report there stays whole until the new one is complete. A killed run's stage is cleared
-    by the next."""
-    fresh = not out_dir.exists()
-    stage = out_dir.with_name(f".{out_dir.name}.partial") if fresh else out_dir / ".partial"
-    try:
-        shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(parents=True)
-        yield stage
-        if fresh:
-            os.replace(stage, out_dir)
-        else:
-            for entry in sorted(os.listdir(stage), key=lambda name: name in REPORT_FILES):
-                _replace(stage / entry, out_dir / entry, stage / f".old-{entry}")
-    except OutputError as exc:  # named as the file it was to become
-        raise OutputError(str(exc).replace(str(stage), str(out_dir))) from None
-    except OSError as exc:
-        raise OutputError(os_error_line(exc, out_dir)) from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _replace(new: Path, target: Path, aside: Path) -> None:
-    """Move ``new`` to ``target``; a folder at ``target`` is first moved ``aside``."""
-    if target.is_dir() and not target.is_symlink():
-        os.replace(target, aside)
-    os.replace(new, target)
