@@ -11,6 +11,7 @@ are bad files (skipped and listed, or an error). Landmark files (``<id>_lnd.npy`
 from __future__ import annotations
 
 import os
+import zipfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ UNCERTAIN = -2.0
 EXCLUDED_CLASS = "expression code outside 0-7"
 EXCLUDED_VA = "valence or arousal -2 (uncertain or no face)"
 _LAYOUT = "AffectNet layout: images/<id>.jpg and annotations/<id>_exp.npy, _val.npy, _aro.npy"
+_NPY_MAGIC = b"\x93NUMPY"
+_NPZ_MAGIC = b"PK\x03\x04"
 
 BadFile = Callable[[str, str], None]
 
@@ -48,10 +51,18 @@ def is_affectnet(root: Path) -> bool:
 def read_annotation(path: Path) -> float:
     """The single value in an ``.npy`` file: a number, or a string that holds one."""
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+        with path.open("rb") as file:
+            start = file.read(8)
+        npy = start.startswith((_NPY_MAGIC, _NPZ_MAGIC))
+        array = np.load(path, allow_pickle=False) if npy else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "allow_pickle" in first:  # numpy's advice to load it unsafely
+            first = "it holds Python objects, which ferlab does not load"
         raise AnnotationError(f"not a readable .npy array ({first})") from None
+    if array is None:
+        shown = f"it starts with {start!r}" if start else "an empty file"
+        raise AnnotationError(f"not a readable .npy array (not a NumPy .npy file: {shown})")
     if not isinstance(array, np.ndarray):
         array.close()
         raise AnnotationError("an .npz archive, expected one .npy array")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,7 @@ class ClassMapping:
         source = list(dict.fromkeys(source))
         rename = dict(rename or {})
         _check_known("rename", rename, canonical_order(source))
+        _warn_renamed_together(source, rename)
         target = {name: rename.get(name, name) for name in source}
 
         if merge:
@@ -142,6 +144,27 @@ class ClassMapping:
         if bad:
             raise ConfigError(f"malformed class mapping: label ids out of range: {bad}")
         return mapping
+
+
+def _warn_renamed_together(source: Sequence[str], rename: Mapping[str, str]) -> None:
+    """A warning for each name that ``rename`` gives to a class that keeps it or to more than
+    one class: those classes become one, as a merge would make them."""
+    for new in dict.fromkeys(rename.values()):
+        olds = [old for old, name in rename.items() if name == new and old != new]
+        items = ",".join(f"{old}={new}" for old in olds)
+        if new in source and rename.get(new, new) == new and olds:
+            verb = "is" if len(olds) == 1 else "are"
+            warnings.warn(
+                f"--rename {items}: {new} already exists, so {' and '.join(olds)} {verb} merged "
+                "into it (use --merge to say so)",
+                stacklevel=4,
+            )
+        elif len(olds) > 1:
+            warnings.warn(
+                f"--rename {items}: {' and '.join(olds)} are merged into {new} (use --merge to "
+                "say so)",
+                stacklevel=4,
+            )
 
 
 def _split_items(option: str, text: str, sep: str, example: str) -> list[str]:

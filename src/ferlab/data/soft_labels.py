@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import posixpath
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -77,17 +78,27 @@ class VoteTable:
             bad_files=self.bad_files | {self.files[i] for i in np.flatnonzero(~alive)},
         )
 
-    def index(self, root: Path) -> dict[str, int]:
-        """File (POSIX path relative to ``root``, the data root) → row. A row may name its file
-        relative to the root (``./`` or Windows ``\\`` separators allowed) or by an absolute
-        path under it."""
-        roots = {PurePosixPath(os.path.abspath(root)), PurePosixPath(root.resolve())}
-        index = {}
+    def index(self, root: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+        """(file → row, bad rows): a file is a POSIX path relative to ``root``, the data root.
+        A row may name its file relative to the root (``./``, ``..`` that comes back in, or
+        Windows ``\\`` separators allowed) or by an absolute path under it; a row that names a
+        file outside the root, or one an earlier row names, is a bad row."""
+        base = PurePosixPath(os.path.abspath(root))
+        roots = {base, PurePosixPath(root.resolve())}
+        index: dict[str, int] = {}
+        bad = []
         for i, name in enumerate(self.files):
-            path = PurePosixPath(name.replace("\\", "/"))
-            under = next((r for r in roots if path.is_absolute() and path.is_relative_to(r)), None)
-            index[str(path.relative_to(under) if under is not None else path)] = i
-        return index
+            where = f"{self.path}:line {self.lines[i]}"
+            full = PurePosixPath(posixpath.normpath(base / name.replace("\\", "/")))
+            under = next((r for r in roots if full.is_relative_to(r)), None)
+            key = None if under is None else str(full.relative_to(under))
+            if key is None:
+                bad.append((where, f"{name} is outside the data root {root}"))
+            elif key in index:
+                bad.append((where, f"second row for {name} (first: line {self.lines[index[key]]})"))
+            else:
+                index[key] = i
+        return index, bad
 
 
 def vote_class(column: str) -> str:
@@ -105,6 +116,15 @@ def _number(text: str) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) else None
+
+
+def _is_float(text: str) -> bool:
+    """Whether ``text`` is a float, ``nan`` and ``inf`` included."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_vote_table(path: str | Path) -> VoteTable:
@@ -166,7 +186,10 @@ def read_vote_table(path: str | Path) -> VoteTable:
         if not row[file_column].strip():
             bad.append((where, "empty file name"))
         elif any(v is None for v in values):
-            reason = "a vote is not a number"
+            text = next(
+                row[k].strip() for k, v in zip(vote_columns, values, strict=True) if v is None
+            )
+            reason = f"a vote of '{text}'" if _is_float(text) else "a vote is not a number"
         elif any(v < 0 for v in values):  # type: ignore[operator]
             reason = "a negative vote"
         elif sum(values) <= 0:  # type: ignore[arg-type]
@@ -271,7 +294,12 @@ def attach_votes(source: DatasetSource, table: VoteTable) -> tuple[DatasetSource
             "labels come from the votes, so those images take the class their votes give",
             stacklevel=2,
         )
-    index = table.index(source.root)
+    index, unindexed = table.index(source.root)
+    bad_rows = sorted([*table.bad_rows, *unindexed], key=_line_number)
+    if bad_rows and source.on_bad_file == "error":
+        where, reason = bad_rows[0]
+        raise DataError(f"{where}: {reason}")
+    _warn_bad_rows(table.path, bad_rows)
     used: set[int] = set()
     without_row: list[str] = []
     majority_excluded: Counter[str] = Counter()
@@ -309,12 +337,12 @@ def attach_votes(source: DatasetSource, table: VoteTable) -> tuple[DatasetSource
             f"{source.root} (first row: {table.files[0]}); the file column holds paths relative "
             "to the data root, like train/angry/0001.png"
         )
-    unused = [i for i in range(len(table.files)) if i not in used]
+    unused = sorted(set(index.values()) - used)
     report = SoftLabelReport(
         without_row=without_row,
         unused_rows=len(unused),
         majority_excluded=majority_excluded,
-        bad_rows=list(table.bad_rows),
+        bad_rows=bad_rows,
     )
     attached = replace(
         source,
@@ -324,7 +352,7 @@ def attach_votes(source: DatasetSource, table: VoteTable) -> tuple[DatasetSource
         label_only_classes=[c for c in table.classes if c not in source.classes],
         skipped=[
             *source.skipped,
-            *table.bad_rows,
+            *bad_rows,
             *(
                 (str(source.root / key), "no row in the labels file")
                 for key in without_row
@@ -341,3 +369,21 @@ def attach_votes(source: DatasetSource, table: VoteTable) -> tuple[DatasetSource
         },
     )
     return attached, report
+
+
+def _line_number(row: tuple[str, str]) -> int:
+    """The line of a bad row's ``csv:line N``."""
+    return int(row[0].rpartition(":line ")[2])
+
+
+def _warn_bad_rows(path: Path, bad_rows: list[tuple[str, str]], shown: int = 5) -> None:
+    """One warning that lists the rows left out, by line, the first ``shown`` of them."""
+    if not bad_rows:
+        return
+    rows = "; ".join(f"line {_line_number(row)}: {row[1]}" for row in bad_rows[:shown])
+    more = f" and {len(bad_rows) - shown} more" if len(bad_rows) > shown else ""
+    warnings.warn(
+        f"{path}: left out {len(bad_rows)} bad row(s): {rows}{more} (--on-bad-file error stops "
+        "at the first)",
+        stacklevel=3,
+    )

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TextIO
 
 import numpy as np
 
@@ -24,9 +24,6 @@ from ferlab.data.classes import CANONICAL_CLASSES, CLASS_SPELLINGS, canonical_or
 from ferlab.data.tables import IMAGE_EXTENSIONS, SplitTable, joined_tables
 from ferlab.errors import ConfigError, DataError
 from ferlab.names import is_utf8, printable
-
-if TYPE_CHECKING:
-    from _csv import Reader
 
 SPLITS = ("train", "val", "test")
 EVERY_SPLIT = "all"
@@ -40,6 +37,7 @@ _FER2013_CODES = {str(code): name for code, name in enumerate(CANONICAL_CLASSES[
 _FER2013_SIDE = 48
 _FER2013_PIXELS = _FER2013_SIDE * _FER2013_SIDE
 _DIGITS_AND_SPACES = re.compile(r"[0-9 ]*")
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 _ACCEPTED_HEADERS = (
     "'emotion,pixels[,Usage]' (FER2013) or 'path,label[,split][,valence][,arousal]' (manifest)"
 )
@@ -71,6 +69,9 @@ class DatasetSource:
     unmatched_rows: list[tuple[str, str]] = field(default_factory=list)
     """(file:line, reason) for rows of a labels file that name no image of the data set: none
     is lost, as when the data is a part of what the labels cover."""
+    on_bad_file: str = "skip"
+    """What reading met bad files or rows with: "skip" them or "error"; a labels file laid over
+    the data set later does the same with its bad rows."""
 
     def loading_note(self) -> str | None:
         """One line on what was excluded and skipped while reading, or None if nothing was."""
@@ -221,6 +222,7 @@ def load_dataset(
         skipped=bad.skipped,
         excluded=dict(excluded),
         made_splits=made,
+        on_bad_file=on_bad_file,
     )
 
 
@@ -433,11 +435,36 @@ def _header_matches(columns: list[str], required: set[str], optional: set[str]) 
     return len(names) == len(columns) and required <= names <= required | optional
 
 
+class _CsvLines:
+    """Rows of a CSV file read one line at a time, ``line_num`` the line of the last: FER2013
+    pixels and manifest paths hold no line break, so a stray quote spoils its own row only
+    (``problem`` says how) instead of joining the rows after it into one field."""
+
+    def __init__(self, file: TextIO) -> None:
+        self.lines = iter(file)
+        self.line_num = 0
+        self.problem: str | None = None
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> list[str]:
+        line = next(self.lines)
+        self.line_num += 1
+        self.problem = None
+        try:
+            return next(csv.reader([line], strict=True), [])
+        except csv.Error as exc:
+            unclosed = str(exc) == "unexpected end of data"
+            self.problem = "unclosed quote" if unclosed else f"bad quoting ({exc})"
+            return next(csv.reader([line]), [])
+
+
 def _read_csv(path: Path, bad: _BadFiles) -> tuple[str, dict[str, SplitTable]]:
     """Dispatch on the header: FER2013 CSV or manifest."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file)
+            reader = _CsvLines(file)
             header = next(reader, None)
             if header is None:
                 raise DataError(f"{path}: empty CSV file; expected a header {_ACCEPTED_HEADERS}")
@@ -460,13 +487,16 @@ def _read_csv(path: Path, bad: _BadFiles) -> tuple[str, dict[str, SplitTable]]:
 
 
 def _rows(
-    path: Path, reader: Reader, columns: list[str], bad: _BadFiles
+    path: Path, reader: _CsvLines, columns: list[str], bad: _BadFiles
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """Yield (location, {column: stripped cell}) for non-blank rows with the right field count."""
     for row in reader:
         if not row:
             continue
         where = f"{path}:line {reader.line_num}"
+        if reader.problem is not None:
+            bad(where, reader.problem)
+            continue
         if len(row) != len(columns):
             bad(where, f"{len(row)} fields, expected {len(columns)}")
             continue
@@ -486,27 +516,26 @@ def _group(table: SplitTable, splits: list[str] | None) -> dict[str, SplitTable]
 
 
 def _parse_pixels(text: str) -> tuple[np.ndarray | None, str]:
-    """(48x48 uint8 image, "") or (None, reason)."""
+    """(48x48 uint8 image, "") or (None, reason); values are ASCII digits split by whitespace,
+    quoted as written in a reason."""
     if _DIGITS_AND_SPACES.fullmatch(text):
         values = np.fromstring(text, dtype=np.int64, sep=" ")
     else:
         tokens = text.split()
-        for token in tokens:
-            try:
-                int(token)
-            except ValueError:
-                return None, f"non-integer pixel value '{token}'"
-        values = np.array([int(token) for token in tokens], dtype=np.int64)
+        wrong = next((token for token in tokens if not _ASCII_INTEGER.fullmatch(token)), None)
+        if wrong is not None:
+            return None, f"non-integer pixel value '{wrong}'"
+        values = np.array([float(token) for token in tokens], dtype=np.float64)
     if values.size != _FER2013_PIXELS:
         return None, f"{values.size} pixel values, expected {_FER2013_PIXELS}"
-    out_of_range = values[(values < 0) | (values > 255)]
+    out_of_range = np.flatnonzero((values < 0) | (values > 255))
     if out_of_range.size:
-        return None, f"pixel value {out_of_range[0]} outside 0-255"
+        return None, f"pixel value {text.split()[out_of_range[0]]} outside 0-255"
     return values.astype(np.uint8).reshape(_FER2013_SIDE, _FER2013_SIDE), ""
 
 
 def _read_fer2013(
-    path: Path, reader: Reader, columns: list[str], bad: _BadFiles
+    path: Path, reader: _CsvLines, columns: list[str], bad: _BadFiles
 ) -> dict[str, SplitTable]:
     labels: list[str] = []
     images: list[np.ndarray] = []
@@ -533,14 +562,14 @@ def _read_fer2013(
 
 
 def _read_manifest(
-    path: Path, reader: Reader, columns: list[str], bad: _BadFiles
+    path: Path, reader: _CsvLines, columns: list[str], bad: _BadFiles
 ) -> dict[str, SplitTable]:
     labels: list[str] = []
     paths: list[Path] = []
     splits: list[str] = []
     dims = [name for name in ("valence", "arousal") if name in columns]
     values: dict[str, list[float]] = {name: [] for name in dims}
-    listed: dict[str, int] = {}
+    listed: dict[tuple[int, int], int] = {}
     for where, row in _rows(path, reader, columns, bad):
         if not row["path"] or not row["label"]:
             bad(where, "empty path or label")
@@ -570,7 +599,7 @@ def _read_manifest(
         if info.st_size == 0:
             bad(str(image), "empty file")
             continue
-        key = os.path.normpath(image)
+        key = (info.st_dev, info.st_ino)  # one file however the rows spell it (links too)
         if key in listed:
             bad(where, f"second row for {row['path']} (first: line {listed[key]})")
             continue
