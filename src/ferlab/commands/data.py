@@ -170,8 +170,8 @@ def _run_convert(args: argparse.Namespace) -> int:
     result = convert_dataset(args.src, args.dst, force=args.force)
     sizes = ", ".join(f"{split} {count}" for split, count in result.counts.items())
     print(f"{args.src} -> {result.dst} ({result.direction}): {sizes}")
-    if result.val_from_train:
-        print("note: no val split in the source; val was split off train")
+    if result.split_note():
+        print(f"note: {result.split_note()}")
     if result.skipped:
         print(f"ferlab: skipped {len(result.skipped)} unreadable input(s):", file=sys.stderr)
         for file, reason in result.skipped[:5]:

@@ -20,7 +20,7 @@ from ferlab.data.classes import CANONICAL_CLASSES, CLASS_SPELLINGS
 from ferlab.data.sources import DatasetSource, load_dataset
 from ferlab.data.tables import unreadable_reason
 from ferlab.errors import DataError, OutputError, os_error_line
-from ferlab.outputs import check_writable
+from ferlab.outputs import check_outside_data, check_writable
 from ferlab.progress import track
 
 FER2013_SIDE = 48
@@ -40,8 +40,22 @@ class Conversion:
     """Samples written per split."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(file, reason) for inputs left out."""
-    val_from_train: bool = False
-    """True when the source had no val split and one was split off train."""
+    made_splits: tuple[str, ...] = ()
+    """The splits drawn at random from the source (it lacked them), not read from it."""
+
+    @property
+    def val_from_train(self) -> bool:
+        """True when the source had no val split and one was split off train."""
+        return self.made_splits == ("train", "val")
+
+    def split_note(self) -> str | None:
+        """One line on which splits were drawn at random rather than read, or None."""
+        if not self.made_splits:
+            return None
+        if self.val_from_train:
+            return "no val split in the source; val was split off train at random"
+        drawn = " and ".join(name for name in self.made_splits if name != "train")
+        return f"no splits in the source; {drawn} were drawn from it at random, train is the rest"
 
 
 def fer2013_class(name: str) -> str | None:
@@ -169,6 +183,7 @@ def convert_dataset(src: str | Path, dst: str | Path, *, force: bool = False) ->
         raise DataError(f"{dst}: is the source itself")
     if dst.resolve() in src.resolve().parents:
         raise DataError(f"{dst}: holds the source {src}; choose a destination outside it")
+    check_outside_data(dst, src)
     if dst.exists() and not force:
         raise DataError(f"{dst}: already exists (give --exist-ok to replace it)")
     if not dst.parent.is_dir():
@@ -176,6 +191,8 @@ def convert_dataset(src: str | Path, dst: str | Path, *, force: bool = False) ->
     check_writable(dst.parent)
     source = load_dataset(src)
     to_folders = source.kind == "fer2013_csv"
+    if to_folders and dst.suffix.lower() == ".csv":
+        raise DataError(f"{dst}: source is already a FER2013 CSV; the destination must be a folder")
     if not to_folders and dst.suffix.lower() != ".csv":
         raise DataError(f"{dst}: converting {source.kind} to FER2013 needs a .csv destination")
     if dst.exists() or dst.is_symlink():
@@ -199,11 +216,10 @@ def convert_dataset(src: str | Path, dst: str | Path, *, force: bool = False) ->
     except BaseException:
         _remove(partial)
         raise
-    splits = source.splits
     return Conversion(
         dst=dst,
         direction="csv->folders" if to_folders else "folders->csv",
         counts=counts,
         skipped=skipped,
-        val_from_train=splits["val"].origin == splits["train"].origin and source.kind == "folders",
+        made_splits=source.made_splits,
     )

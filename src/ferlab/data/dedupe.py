@@ -21,7 +21,7 @@ from ferlab.names import is_utf8
 from ferlab.outputs import write_atomic
 
 MANIFEST_HEADER = ("path", "label", "split")
-DROPPED_HEADER = ("path", "label", "split", "kind", "duplicate_of", "duplicate_split")
+DROPPED_HEADER = ("path", "label", "split", "kind", "duplicate_of", "duplicate_split", "reason")
 
 
 @dataclass
@@ -121,14 +121,27 @@ def dropped_path(manifest: Path) -> Path:
     return manifest.with_name(f"{manifest.stem}-dropped.csv")
 
 
+def _relative_to(file: str, folder: Path) -> str:
+    """``file`` (absolute) relative to ``folder`` when it lies below it, else as given: a
+    manifest read from its own folder finds such files wherever the folder is moved."""
+    path = Path(file)
+    return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else file
+
+
 def write_deduplicated(result: Deduplicated, manifest: Path) -> Path:
-    """Write the manifest and, beside it, ``<stem>-dropped.csv`` (each duplicate dropped and the
-    copy kept, then each unreadable file, of kind ``unreadable``); the latter's path."""
+    """Write the manifest (paths below its folder relative to it, others absolute) and, beside
+    it, ``<stem>-dropped.csv`` (each duplicate dropped and the copy kept, then each unreadable
+    file, of kind ``unreadable`` with the reason); the latter's path."""
     dropped_rows = [
-        (key[1], result.labels.get(key, ""), key[0], kind, kept["id"], kept["split"])
+        (key[1], result.labels.get(key, ""), key[0], kind, kept["id"], kept["split"], "")
         for key, (kind, kept) in sorted(result.dropped.items())
-    ] + [(entry["file"], "", "", "unreadable", "", "") for entry in result.unreadable]
-    kept = _csv_bytes(MANIFEST_HEADER, result.rows)
+    ] + [
+        (entry["file"], "", "", "unreadable", "", "", entry["reason"])
+        for entry in result.unreadable
+    ]
+    folder = manifest.expanduser().resolve().parent
+    rows = [(_relative_to(path, folder), label, split) for path, label, split in result.rows]
+    kept = _csv_bytes(MANIFEST_HEADER, rows)
     left_out = _csv_bytes(DROPPED_HEADER, dropped_rows)
     report = dropped_path(manifest)
     write_atomic(manifest, kept)

@@ -7,6 +7,7 @@ The output folder gets ``metrics.json``, ``predictions.csv`` (one row per image)
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from ferlab.config import load_config
-from ferlab.data.classes import ClassMapping, parse_class_options
+from ferlab.data.classes import CLASS_SPELLINGS, ClassMapping, parse_class_options
 from ferlab.data.datamodule import LabelledImages, load_labelled_split
 from ferlab.data.soft_labels import attach_votes, read_vote_table
 from ferlab.data.sources import EVERY_SPLIT, DatasetSource, load_dataset
@@ -108,25 +109,100 @@ def predict_outputs(
     return torch.cat(probs).numpy(), torch.cat(va).numpy() if va else None
 
 
+def _spelling(name: str) -> str:
+    """The FER2013 spelling of a class name (case and the aliases of ``CLASS_SPELLINGS``)."""
+    lowered = name.strip().lower()
+    return CLASS_SPELLINGS.get(lowered, lowered)
+
+
+def _spelling_renames(
+    spec: ModelSpec, data_classes: list[str], rename: dict[str, str], merge: dict[str, list[str]]
+) -> dict[str, str]:
+    """Data class -> model class for the data's names the model and the class options do not
+    know that are unambiguously another spelling of one they do (``Happy``, ``anger``)."""
+    known = {*spec.classes, *rename, *(m for members in merge.values() for m in members)}
+    by_spelling: dict[str, set[str]] = {}
+    for name in known:
+        by_spelling.setdefault(_spelling(name), set()).add(rename.get(name, name))
+    taken = {rename.get(name, name) for name in data_classes if name in known}
+    claimed: dict[str, list[str]] = {}
+    for name in data_classes:
+        if name not in known:
+            claimed.setdefault(_spelling(name), []).append(name)
+    renames = {}
+    for spelling, names in claimed.items():
+        targets = by_spelling.get(spelling, set())
+        if len(names) == 1 and len(targets) == 1 and not targets & taken:
+            renames[names[0]] = targets.pop()
+    return renames
+
+
+def _targets(
+    data_classes: list[str],
+    keep: list[str] | None,
+    rename: dict[str, str],
+    merge: dict[str, list[str]] | None,
+) -> list[str]:
+    """The classes ``ClassMapping.build`` would map the data's classes to, A-Z."""
+    group_of = {member: group for group, members in (merge or {}).items() for member in members}
+    renamed = (rename.get(name, name) for name in data_classes)
+    targets = {group_of.get(name, name) for name in renamed}
+    return sorted(name for name in targets if keep is None or name in keep)
+
+
+def _over_model_classes(
+    spec: ModelSpec,
+    data_classes: list[str],
+    keep: list[str] | None,
+    rename: dict[str, str],
+    merge: dict[str, list[str]] | None,
+) -> ClassMapping:
+    """The data's classes mapped as ``ClassMapping.build`` maps them, with the model's classes
+    the data lacks as further targets (the build that scores a one-class data set)."""
+    renamed = {rename.get(name, name) for name in data_classes}
+    extra = [name for name in spec.classes if name not in renamed and name not in data_classes]
+    if keep is not None:
+        targets = ClassMapping.build([*data_classes, *extra], rename=rename, merge=merge).names
+        keep = [*keep, *(name for name in spec.classes if name not in keep and name in targets)]
+    full = ClassMapping.build([*data_classes, *extra], keep=keep, rename=rename, merge=merge)
+    lookup = {name: i for name, i in full.lookup.items() if name in data_classes}
+    return ClassMapping(source=list(data_classes), names=full.names, lookup=lookup)
+
+
 def map_classes_to_model(
     spec: ModelSpec,
     data_classes: list[str],
     keep: str | None,
     rename: str | None,
     merge: str | None,
+    where: str | Path = "the data",
 ) -> ClassMapping:
-    """Map the data's class names onto the model's, by default with its training options."""
+    """Map the data's class names onto the model's, by default with its training options.
+
+    Other spellings of the model's class names (case, ``CLASS_SPELLINGS``) are mapped onto them
+    with a warning that says so. Data of one class (a subset of the model's classes, as
+    evaluation allows) is scored over all the model's classes. ``where``: the data, named in
+    errors.
+    """
     if keep is None and rename is None and merge is None:
         keep, rename, merge = spec.class_options()
     keep_list, rename_map, merge_map = parse_class_options(keep, rename, merge)
-    mapping = ClassMapping.build(data_classes, keep=keep_list, rename=rename_map, merge=merge_map)
-    unknown = [name for name in mapping.names if name not in spec.classes]
+    renames = _spelling_renames(spec, data_classes, rename_map or {}, merge_map or {})
+    if renames:
+        shown = ", ".join(f"{old} -> {new}" for old, new in renames.items())
+        warnings.warn(f"{where}: class names read as the model's: {shown}", stacklevel=2)
+    rename_map = {**(rename_map or {}), **renames}
+    scored = _targets(data_classes, keep_list, rename_map, merge_map)
+    unknown = [name for name in scored if name not in spec.classes]
     if unknown:
         raise DataError(
-            f"the data has classes the model does not know ({', '.join(unknown)}); model classes: "
-            f"{', '.join(spec.classes)}; map them with --rename/--merge or drop them with --keep"
+            f"the data has classes the model does not know ({', '.join(unknown)}) in {where}; "
+            f"model classes: {', '.join(spec.classes)}; map them with --rename/--merge or drop "
+            "them with --keep"
         )
-    return mapping
+    if len(scored) == 1:
+        return _over_model_classes(spec, data_classes, keep_list, rename_map, merge_map)
+    return ClassMapping.build(data_classes, keep=keep_list, rename=rename_map, merge=merge_map)
 
 
 def _calibrate(
@@ -142,6 +218,9 @@ def _calibrate(
     """
     if isinstance(val, str):
         metrics["calibration_note"] = f"no temperature fitted: {val}"
+        return None
+    if len(np.unique(val[1])) < 2:
+        metrics["calibration_note"] = "no temperature fitted: the val split holds one class"
         return None
     temperature = fit_temperature(probs_to_logits(val[0]), val[1])
     scaled = apply_temperature(probs_to_logits(probs), temperature)
@@ -208,7 +287,8 @@ def crowd_mapping(
         unanswerable = [name for name in source.classes if name not in spec.classes]
         if unanswerable and keep is None and rename is None and merge is None:
             keep = ",".join(name for name in source.classes if name in spec.classes)
-    return map_classes_to_model(spec, source.classes, keep, rename, merge), unanswerable
+    mapping = map_classes_to_model(spec, source.classes, keep, rename, merge, source.root)
+    return mapping, unanswerable
 
 
 def trained_split(

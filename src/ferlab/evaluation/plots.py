@@ -96,7 +96,10 @@ def roc_pr_plot(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> by
     pr_ax.set(xlabel="recall", ylabel="precision", title="precision-recall (one-vs-rest)")
     for ax in (roc_ax, pr_ax):
         ax.set(xlim=(0, 1), ylim=(0, 1.02))
-        ax.legend(fontsize=8, loc="lower right" if ax is roc_ax else "lower left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right" if ax is roc_ax else "lower left")
+        else:
+            ax.text(0.5, 0.5, "no curve: needs images of\ntwo classes or more", ha="center")
     return _png(figure)
 
 
