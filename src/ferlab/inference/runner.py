@@ -45,6 +45,23 @@ class ModelRunner(SpecView):
         """Probabilities (N, K) and, for a ``va`` model, valence and arousal (N, 2), else None."""
         raise NotImplementedError
 
+    def checked_batch(self, batch: object) -> np.ndarray:
+        """``batch`` as contiguous float32 (N, C, S, S) for this model, or a ModelError that says
+        what the model takes and what came."""
+        size, channels = self.prep.input_size, self.prep.in_channels
+        if isinstance(batch, np.ndarray) and np.issubdtype(batch.dtype, np.floating):
+            if batch.ndim == 4 and batch.shape[1:] == (channels, size, size):
+                return np.ascontiguousarray(batch, np.float32)
+            got = f"a {batch.dtype} array of shape {batch.shape}"
+        elif isinstance(batch, np.ndarray):
+            got = f"a {batch.dtype} array"
+        else:
+            got = type(batch).__name__
+        raise ModelError(
+            f"{self.source}: input: expected a normalised float32 numpy array of shape "
+            f"(N, {channels}, {size}, {size}) (see spec.model_input), got {got}"
+        )
+
     def explainable(self) -> ModelBundle:
         """The PyTorch model for Grad-CAM, or a ModelError that says what can explain."""
         if self.bundle is None:
@@ -70,7 +87,8 @@ class TorchModel(ModelRunner):
     def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
+        tensor = torch.from_numpy(self.checked_batch(batch))
         with torch.inference_mode():
-            output = self.model.outputs(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
+            output = self.model.outputs(tensor)
             logits, va = self.model.split(output.float())
             return torch.softmax(logits, dim=1).numpy(), None if va is None else va.numpy()

@@ -36,12 +36,12 @@ def load_model(
     its ONNX export beside it) and other model files on PyTorch; ``onnx`` with a model file exports
     it once to the ferlab cache folder and runs that; ``torch`` needs a model file.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: unknown '{backend}'; available: {', '.join(BACKENDS)}")
     if isinstance(ref, ModelRunner):
         return ref
     if isinstance(ref, ModelBundle):
         return TorchModel(ref)
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend: unknown '{backend}'; available: {', '.join(BACKENDS)}")
     if not isinstance(ref, str | os.PathLike):
         raise ConfigError(
             f"model: expected a shipped model's name, a run folder or a model file path, got "

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ferlab.errors import FerlabError, ModelError
+from ferlab.errors import FerlabError, ModelError, os_error_line
 from ferlab.models import bounds
 from ferlab.models.ensemble import build_ensemble
 from ferlab.models.registry import FaceClassifier, create_model
@@ -70,6 +70,7 @@ def load_model_file(path: str | Path) -> ModelBundle:
     spec = ModelSpec.from_dict(file, payload["spec"]) if version >= 2 else _format1(file, payload)
     model = _build_model(file, spec)
     _load_weights(file, model, spec.name, payload["state_dict"])
+    spec.check_prior(file)
     if spec.va != model.va:
         raise ModelError(
             f"{file}: the file says valence/arousal outputs {spec.va}, but head '{spec.head}' "
@@ -115,7 +116,7 @@ def load_weights_only(path: Path, kind: str) -> Any:
     """``torch.load`` of ``path`` with weights-only unpickling; a file that is not a torch zip
     archive, one that holds Python objects beyond weights, or a damaged one is a ModelError in
     one line naming the file as a ``kind`` ("model file", "checkpoint")."""
-    if path.is_file() and not zipfile.is_zipfile(path):
+    if path.is_file() and not _is_zip(path):
         raise ModelError(f"{path}: not a readable {kind} (not a torch zip archive)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -126,6 +127,16 @@ def load_weights_only(path: Path, kind: str) -> Any:
     except Exception as exc:  # torch raises many types for a damaged archive; all mean the same
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ModelError(f"{path}: not a readable {kind} ({first})") from None
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` is a zip archive; a file that cannot be opened is a ModelError saying
+    why (``model.pt: permission denied``)."""
+    try:
+        with path.open("rb") as handle:
+            return zipfile.is_zipfile(handle)
+    except OSError as exc:
+        raise ModelError(os_error_line(exc, path)) from None
 
 
 def _read_payload(file: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ with a ModelError that names the file, the key and the problem.
 from __future__ import annotations
 
 import math
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,14 @@ def checked_bool(file: Path, key: str, value: Any) -> bool:
 
 
 def checked_text(file: Path, key: str, value: Any) -> str:
+    """A name of 1-100 characters that prints as itself: no control or format characters (line
+    breaks, terminal escapes), not blank, no spaces around it."""
     if not isinstance(value, str) or not value or len(value) > MAX_CLASS_NAME:
         raise _fail(file, key, f"expected a name of 1-{MAX_CLASS_NAME} characters")
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in value):
+        raise _fail(file, key, f"{_short(value)} holds control characters")
+    if value != value.strip():
+        raise _fail(file, key, f"{_short(value)} is blank or has spaces around it")
     return value
 
 

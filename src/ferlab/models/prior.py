@@ -42,14 +42,28 @@ def recorded_prior(values: Sequence[Any] | None, classes: Sequence[str], where: 
             f"{where}: the model records no training class prior, so --prior-tau cannot apply "
             "(models trained by this ferlab record one)"
         )
+    prior = checked_shares(values, where)
+    if len(prior) != len(classes):
+        raise ModelError(
+            f"{where}: spec.class_prior: {len(prior)} positive shares for {len(classes)} classes"
+        )
+    return prior
+
+
+def checked_shares(values: Any, where: str) -> np.ndarray:
+    """``values`` (a list of finite positive numbers) as shares that sum to 1; ModelError naming
+    ``where`` and ``spec.class_prior`` otherwise."""
+    if not isinstance(values, list | tuple | np.ndarray):
+        raise ModelError(f"{where}: spec.class_prior is not a list of numbers")
     try:
         prior = np.asarray([float(v) for v in values], dtype=np.float64)
     except (TypeError, ValueError):
-        raise ModelError(f"{where}: class_prior is not a list of numbers") from None
-    if len(prior) != len(classes) or not all(math.isfinite(p) and p > 0 for p in prior):
-        raise ModelError(
-            f"{where}: class_prior must hold {len(classes)} positive shares, got {len(prior)}"
-        )
+        raise ModelError(f"{where}: spec.class_prior is not a list of numbers") from None
+    bad = next((p for p in prior if not (math.isfinite(p) and p > 0)), None)
+    if bad is not None or not len(prior):
+        shown = "is empty" if bad is None else f"{bad:g} is not finite and positive"
+        raise ModelError(f"{where}: spec.class_prior: {shown}; expected positive shares")
+    prior = prior / prior.max()  # in range first: shares of 1e308 would sum to infinity
     return prior / prior.sum()
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ferlab.errors import ConfigError, ModelError
 from ferlab.models import bounds
-from ferlab.models.prior import check_prior_tau, recorded_prior
+from ferlab.models.prior import check_prior_tau, checked_shares, recorded_prior
 from ferlab.preprocessing import Preprocessing, eval_transform
 from ferlab.tta_modes import tta_mode
 
@@ -151,7 +151,7 @@ class ModelSpec:
             raise ModelError(f"{file}: spec.label_mode: expected one of {', '.join(LABEL_MODES)}")
         prior = data.get("class_prior")
         if prior is not None:
-            prior = tuple(recorded_prior(prior, classes, str(file)))
+            prior = tuple(checked_shares(prior, str(file)))
         try:
             tau = check_prior_tau(data.get("prior_tau", 0.0))
         except (ConfigError, TypeError, ValueError):
@@ -191,6 +191,12 @@ class ModelSpec:
             "seed": self.seed,
         }
 
+    def check_prior(self, file: Path) -> None:
+        """A ModelError where the recorded prior does not hold one share per class; loaders call
+        it once the classes are known to fit the model's output."""
+        if self.class_prior is not None:
+            recorded_prior(self.class_prior, self.classes, str(file))
+
     def prior(self, where: str) -> np.ndarray:
         """The training class prior, or ModelError naming ``where`` when none is recorded."""
         return recorded_prior(self.class_prior, self.classes, where)
@@ -209,10 +215,36 @@ class ModelSpec:
         """uint8 (C, H, W) → normalised float tensor at the model's input size."""
         return eval_transform(self.prep)
 
-    def model_input(self, crops: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
-        """uint8 crops (C, H, W), or a batch of them → normalised float32 (N, C, S, S)."""
-        batch = crops if isinstance(crops, torch.Tensor) else torch.stack(list(crops))
-        return self.eval_transform()(batch).numpy()
+    def model_input(
+        self, crops: Sequence[torch.Tensor | np.ndarray] | torch.Tensor | np.ndarray
+    ) -> np.ndarray:
+        """uint8 crops (C, H, W) as :meth:`crop_tensor` makes them (torch tensors or numpy
+        arrays), a list of them or a batch (N, C, H, W) → normalised float32 (N, C, S, S)."""
+        if isinstance(crops, torch.Tensor | np.ndarray):
+            batch = _uint8_crop(crops)
+        else:
+            batch = torch.stack([_uint8_crop(crop) for crop in crops])
+        if batch.ndim not in (3, 4) or batch.shape[-3] not in bounds.CHANNELS:
+            raise ValueError(
+                f"model_input takes crops (C, H, W) or a batch (N, C, H, W) with 1 or 3 "
+                f"channels, got shape {tuple(batch.shape)}"
+            )
+        return self.eval_transform()(batch if batch.ndim == 4 else batch[None]).numpy()
+
+
+def _uint8_crop(crop: Any) -> torch.Tensor:
+    """A uint8 crop or batch as a tensor, or a TypeError that says what model_input takes."""
+    if isinstance(crop, np.ndarray) and crop.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(crop))
+    if isinstance(crop, torch.Tensor) and crop.dtype == torch.uint8:
+        return crop
+    got = (
+        f"{type(crop).__name__} of {crop.dtype}" if hasattr(crop, "dtype") else type(crop).__name__
+    )
+    raise TypeError(
+        f"model_input takes uint8 crops (C, H, W) as torch tensors or numpy arrays (see "
+        f"crop_tensor), got {got}"
+    )
 
 
 def _checked_members(file: Path, value: Any) -> tuple[EnsembleMember, ...]:

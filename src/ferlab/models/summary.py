@@ -7,6 +7,7 @@ import torch
 from ferlab.models.artifact import DEFAULT_MODEL, SHIPPED_MODELS
 from ferlab.models.imagenet_files import find_imagenet_file, missing_hint
 from ferlab.models.registry import create_model, list_models, model_info
+from ferlab.models.weights import weights_file_problem
 
 
 def parameter_count(name: str, num_classes: int = 7) -> int:
@@ -17,9 +18,13 @@ def parameter_count(name: str, num_classes: int = 7) -> int:
 
 
 def weights_status(weights_name: str) -> tuple[str, str]:
-    """(``present``, the file found) or (``missing``, how to make it available offline)."""
+    """(``present``, the file found), (``damaged``, the file and what is wrong with it) or
+    (``missing``, how to make it available offline)."""
     found = find_imagenet_file(weights_name)
-    return ("present", str(found)) if found is not None else ("missing", missing_hint(weights_name))
+    if found is None:
+        return "missing", missing_hint(weights_name)
+    problem = weights_file_problem(found)
+    return ("damaged", f"{found}: {problem}") if problem else ("present", str(found))
 
 
 def registry_table(num_classes: int = 7) -> list[str]:

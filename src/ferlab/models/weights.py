@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import sys
 import warnings
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ __all__ = [
     "load_state_file",
     "module_names",
     "resolve_pretrained_state",
+    "weights_file_problem",
 ]
 
 
@@ -58,13 +60,21 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ModelError(f"weights file {p} does not exist")
+    problem = weights_file_problem(p)
+    if problem is not None:
+        raise ModelError(f"cannot load weights file {p}: {problem}")
     if p.suffix == ".dat":
         return read_dlib_state(p)
     try:
         with warnings.catch_warnings():  # torch's note on an old or foreign pickle: refused below
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for corrupt or unsafe files
+    except pickle.UnpicklingError:  # a pickle (zip or legacy) weights-only unpickling refused
+        raise ModelError(
+            f"cannot load weights file {p}: refused: the file holds Python objects beyond "
+            "weights (weights-only load)"
+        ) from None
+    except Exception as exc:  # torch raises many kinds for corrupt files
         raise ModelError(
             f"cannot load weights file {p}: not a plain state dict of tensors ({_one_line(exc)})"
         ) from None
@@ -77,6 +87,22 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     ):
         raise ModelError(f"weights file {p} does not contain a state dict of tensors")
     return dict(obj)
+
+
+def weights_file_problem(path: Path) -> str | None:
+    """What makes ``path`` no weights file, from its size and first bytes and without unpickling
+    (fast enough to list every model's file): unreadable, empty, or neither a torch zip archive
+    nor a legacy torch pickle (``.dat``: any content); None where it may be one."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        return (exc.strerror or type(exc).__name__).lower()
+    if not head:
+        return "empty file"
+    if path.suffix != ".dat" and not head.startswith((b"PK\x03\x04", b"\x80")):
+        return "not a torch weights file (neither a zip archive nor a pickle)"
+    return None
 
 
 def _imagenet_state(name: str, weights_name: str) -> dict[str, torch.Tensor]:
