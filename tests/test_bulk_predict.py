@@ -249,3 +249,22 @@ def test_resume_refuses_other_files_and_models_and_changes_nothing(
     started.write_text(whole.read_text()[:10])
     assert predict(pattern_model, source, "--out", str(started), "--resume") == 0
     assert started.read_text() == whole.read_text()
+
+
+def test_a_source_given_twice_or_inside_another_is_read_once(
+    pattern_model: Path, photos_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    a, b = photos_dir / "a", photos_dir / "b"
+    named = a / "00.png"
+    sources = [str(a), str(photos_dir), str(named), f"{photos_dir}/../{photos_dir.name}"]
+    with pytest.warns(UserWarning) as caught:
+        assert predict(pattern_model, *sources, "--out", str(out)) == 1  # broken.png
+    assert [str(w.message) for w in caught] == [
+        f"{a}: inside {photos_dir}, which is given too, so its images are read once",
+        f"{named}: inside {photos_dir}, which is given too, so its images are read once",
+        f"{sources[3]}: given again (as {photos_dir}), so its images are read once",
+    ]
+    rows = jsonl(out)
+    assert len(rows) == 13 and len({row["path"] for row in rows}) == 13
+    assert {Path(row["path"]).parent for row in rows} == {a, b}

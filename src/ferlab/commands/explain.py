@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,6 @@ from ferlab.outputs import (
     check_not_input,
     check_outside_data,
     check_writable,
-    numbered,
     write_atomic,
 )
 from ferlab.progress import add_quiet_option, track
@@ -38,8 +38,9 @@ def add_parser(commands: Any) -> None:
         "heatmap over each face crop as <stem>_face<k>_<class>.png; print one line per file. "
         "Probabilities use the model's test-time augmentation as predict does; each heatmap is "
         "of one view. Unreadable files are reported on stderr (exit code 1 when some failed, 2 "
-        "when nothing was written). A picture of a same-named input in another folder gets -2, -3, "
-        "...; one left by an earlier run is kept unless --exist-ok.",
+        "when nothing was written). The pictures of a same-named input in another folder all "
+        "get -2, -3, ...; those left by an earlier run are kept unless --exist-ok, which replaces "
+        "all of the photo's earlier pictures.",
     )
     parser.add_argument(
         "sources", nargs="+", metavar="IMAGE", help="image files, folders (recursive) or globs"
@@ -81,9 +82,10 @@ def _pictures(
     explanations: list[Explanation],
     method: str,
     margin: float,
+    suffix: str = "",
 ) -> list[tuple[Path, bytes, str]]:
     """(file name, PNG, printed line): the whole photo (crop squares of ``margin``), then each
-    face's crop."""
+    face's crop; ``suffix`` (``-2``, ...) ends every name."""
     from PIL import Image
 
     from ferlab.inference.explain_figure import explanation_figure
@@ -93,7 +95,7 @@ def _pictures(
     count = f"{len(explanations)} face{'s' if len(explanations) > 1 else ''}"
     pictures = [
         (
-            stem.with_name(f"{stem.name}_explained.png"),
+            stem.with_name(f"{stem.name}_explained{suffix}.png"),
             explanation_figure(image, explanations, method, margin=margin, title=printable(path)),
             f"{count}, {_probabilities(explanations[0].tta)}  ({method}, {path})",
         )
@@ -103,7 +105,7 @@ def _pictures(
         Image.fromarray(item.overlay).save(png, format="PNG")
         pictures.append(
             (
-                stem.with_name(f"{stem.name}_face{item.face}_{item.label}.png"),
+                stem.with_name(f"{stem.name}_face{item.face}_{item.label}{suffix}.png"),
                 png.getvalue(),
                 f"{item.label} {item.score:.2f}  ({method}, {path})",
             )
@@ -111,13 +113,37 @@ def _pictures(
     return pictures
 
 
+def _suffix(stem: Path, taken: set[Path]) -> str:
+    """``""`` for the first input of output stem ``stem`` in this run, then ``-2``, ``-3``, ...;
+    the stem with its suffix joins ``taken``."""
+    number = 1
+    while (key := stem.with_name(stem.name + (f"-{number}" if number > 1 else ""))) in taken:
+        number += 1
+    taken.add(key)
+    return key.name[len(stem.name) :]
+
+
+def _earlier_pictures(stem: Path, suffix: str) -> list[Path]:
+    """The pictures an earlier run wrote for output stem ``stem`` with ``suffix``: the photo's
+    and each face's (of any class)."""
+    if not stem.parent.is_dir():
+        return []
+    name = re.compile(re.escape(stem.name) + r"_(?:explained|face\d+_[^_/]+?)(-\d+)?\.png")
+    return [
+        path
+        for path in stem.parent.iterdir()
+        if (found := name.fullmatch(path.name)) and (found[1] or "") == suffix
+    ]
+
+
 def _run_explain(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ferlab.inference.batch import find_images
-    from ferlab.inference.explain import explain_image, load_explainable
+    from ferlab.inference.explain import check_explain_options, explain_image, load_explainable
     from ferlab.inference.images import load_image
 
+    check_explain_options(args.method, args.target_class, args.target_layer)
     files, problems = find_images(args.sources)
     if not files:
         raise DataError("; ".join(problems))
@@ -127,7 +153,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     bundle = load_explainable(args.model)
     options = face_options(args)
     inputs = {file.path.resolve() for file in files}
-    this_run: set[Path] = set()
+    stems: set[Path] = set()
     errors, written = list(problems), 0
     for file in track(files, "explain", unit="files"):
         try:
@@ -147,20 +173,21 @@ def _run_explain(args: argparse.Namespace) -> int:
         if not explanations:
             print(f"{file.path}  no face found")
             continue
-        pictures = _pictures(file.name, file.path, image, explanations, args.method, options.margin)
-        targets = []
-        for name, _, _ in pictures:
-            out = args.out / name
-            if out in this_run:  # a same-named input in another folder
-                out = numbered(out, file=True)
-            targets.append(out)
+        stem = args.out / file.name.with_suffix("")
+        suffix = _suffix(stem, stems)  # a same-named input in another folder: -2, -3, ...
+        pictures = _pictures(
+            file.name, file.path, image, explanations, args.method, options.margin, suffix
+        )
+        targets = [args.out / name for name, _, _ in pictures]
         try:  # all of a photo's pictures or none: never old ones mixed with new
             for out in targets:
                 check_new([out], args.exist_ok)
                 check_not_input(out, inputs)
+            for stale in _earlier_pictures(stem, suffix) if args.exist_ok else []:
+                if stale not in targets and stale.resolve() not in inputs:
+                    stale.unlink()
             for out, (_, data, line) in zip(targets, pictures, strict=True):
                 write_atomic(out, data)
-                this_run.add(out)
                 written += 1
                 print(f"{out}  {line}")
         except FerlabError as exc:

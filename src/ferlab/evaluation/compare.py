@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import binomtest, chi2
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
 from ferlab.data.classes import ClassMapping
 from ferlab.data.sources import DatasetSource
 from ferlab.errors import ConfigError, DataError
-from ferlab.evaluation.calibration import expected_calibration_error
 from ferlab.evaluation.evaluate import (
     SplitScorer,
     check_split,
@@ -33,6 +31,7 @@ from ferlab.evaluation.evaluate import (
     predict_probs,
     trained_split,
 )
+from ferlab.evaluation.metrics import ECE_BINS, classification_metrics
 from ferlab.inference.runner import ModelRunner
 from ferlab.inference.runtime import load_model
 from ferlab.models.ensemble import check_distinct_files
@@ -48,7 +47,7 @@ SCORE_HEADER = (
     "accuracy",
     "macro-F1",
     "kappa",
-    "ECE (15 bins)",
+    f"ECE ({ECE_BINS} bins)",
     "params",
     "file",
     "train time",
@@ -87,7 +86,7 @@ class ModelScore:
     samples: int
     accuracy: float
     macro_f1: float
-    kappa: float
+    kappa: float | None
     ece: float
     params: int | None
     file_bytes: int
@@ -121,7 +120,7 @@ class Comparison:
                 s.model,
                 f"{s.accuracy:.4f}",
                 f"{s.macro_f1:.4f}",
-                f"{s.kappa:.4f}",
+                "n/a" if s.kappa is None else f"{s.kappa:.4f}",
                 f"{s.ece:.4f}",
                 "n/a" if s.params is None else f"{s.params / 1e6:.2f} M",
                 f"{s.file_bytes / 1e6:.1f} MB",
@@ -210,7 +209,8 @@ def _score(
     tta: str | bool | None,
     mapping: ClassMapping,
 ) -> tuple[ModelScore, np.ndarray, np.ndarray]:
-    """The model's row, its per-sample correctness and the source rows of the samples."""
+    """The model's row, its per-sample correctness and the source rows of the samples; accuracy,
+    macro-F1, kappa and ECE as ``evaluate`` gives them (over all the scored classes)."""
     scorer = SplitScorer(runner, mapping, runner.spec.prior_tau)
     mode = tta_mode(runner.spec.tta if tta is None else tta)
     data = trained_split(runner.spec, source, split, mapping, bad)
@@ -219,15 +219,16 @@ def _score(
     labels, probs, _ = scorer.score(data, SPEED_BATCH, mode)
     elapsed = time.perf_counter() - start
     predicted = probs.argmax(axis=1)
+    metrics = classification_metrics(labels, probs, scorer.classes)
     how = ", ".join([runner.label] + ([f"{mode} TTA"] if mode != "none" else []))
     score = ModelScore(
         ref=ref,
         model=f"{runner.name} ({how})",
         samples=len(labels),
-        accuracy=float(accuracy_score(labels, predicted)),
-        macro_f1=float(f1_score(labels, predicted, average="macro", zero_division=0)),
-        kappa=float(cohen_kappa_score(labels, predicted)),
-        ece=expected_calibration_error(probs, labels, bins=15),
+        accuracy=metrics["accuracy"],
+        macro_f1=metrics["macro_f1"],
+        kappa=metrics["cohen_kappa"],
+        ece=metrics["ece"],
         params=_parameter_count(runner),
         file_bytes=runner.path.stat().st_size,
         train_seconds=RunFolder(runner.source.parent).train_seconds(runner.source),

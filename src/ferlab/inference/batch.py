@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,13 @@ def find_images(sources: Sequence[str]) -> tuple[list[ImageFile], list[str]]:
 def iter_images(sources: Iterable[str], problems: list[str]) -> Iterator[ImageFile]:
     """``find_images`` lazily: folders are walked one directory at a time, in sorted path order,
     and a message for each source that gave nothing is appended to ``problems``."""
-    for source in sources:
+    sources = list(sources)
+    repeated = _repeated_sources(sources)
+    for index, source in enumerate(sources):
         path = Path(source)
-        if path.is_dir():
+        if index in repeated:
+            warnings.warn(f"{source}: {repeated[index]}, so its images are read once", stacklevel=2)
+        elif path.is_dir():
             found = False
             for file in _walk_images(path, problems):
                 found = True
@@ -64,6 +69,33 @@ def iter_images(sources: Iterable[str], problems: list[str]) -> Iterator[ImageFi
             problems.append(f"{source}: a symbolic link to nothing (or a loop of links)")
         else:
             problems.append(f"{source}: no such file or folder")
+
+
+def _repeated_sources(sources: Sequence[str]) -> dict[int, str]:
+    """The index of each named file or folder (not a glob) that an earlier one names again or a
+    folder among ``sources`` holds, with where its images come from instead."""
+    resolved = [
+        None if glob.has_magic(source) or not os.path.exists(source) else Path(source).resolve()
+        for source in sources
+    ]
+    folders = [
+        (index, path) for index, path in enumerate(resolved) if path is not None and path.is_dir()
+    ]
+    repeated = {}
+    for index, path in enumerate(resolved):
+        if path is None:
+            continue
+        earlier = next((i for i in range(index) if resolved[i] == path), None)
+        if earlier is not None:
+            repeated[index] = f"given again (as {sources[earlier]})"
+            continue
+        if not (path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS):
+            continue  # a folder's walk would not read it
+        holders = [(len(folder.parts), i) for i, folder in folders if path.is_relative_to(folder)]
+        outermost = min(holders, default=None)
+        if outermost is not None and resolved[outermost[1]] != path:
+            repeated[index] = f"inside {sources[outermost[1]]}, which is given too"
+    return repeated
 
 
 def _glob_images(pattern: str, problems: list[str]) -> Iterator[ImageFile]:

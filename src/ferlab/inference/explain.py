@@ -36,6 +36,24 @@ def check_target_class(bundle: ModelBundle, target_class: str | None) -> None:
         )
 
 
+CLASS_AGNOSTIC = ("eigencam",)  # methods whose heatmap is the same whatever class is explained
+
+
+def check_explain_options(method: str, target_class: str | None, target_layer: str | None) -> None:
+    """ConfigError for a ``target_class`` that ``method`` cannot explain (EigenCAM's heatmap is
+    the activations' main component, the same for every class) or an empty ``target_layer``."""
+    if target_class is not None and method in CLASS_AGNOSTIC:
+        raise ConfigError(
+            f"--target-class {target_class}: {method} gives the same heatmap for every class; "
+            "leave --target-class out or use gradcam, gradcam++ or scorecam"
+        )
+    if target_layer is not None and not target_layer.strip():
+        raise ConfigError(
+            "--target-layer is empty; give a dotted module path below the backbone, or leave it "
+            "out for the last convolutional stage"
+        )
+
+
 def explain_image(
     bundle: ModelBundle,
     source: ImageSource,
@@ -51,8 +69,10 @@ def explain_image(
 
     Faces and probabilities are those ``Recognizer.predict`` gives with ``options`` and
     ``prior_tau`` (its test-time augmentation and prior adjustment included); the heatmap is of
-    the crop as it is, one view.
+    the crop as it is, one view. A ``target_class`` with a class-agnostic ``method`` (eigencam)
+    and an empty ``target_layer`` are ConfigErrors.
     """
+    check_explain_options(method, target_class, target_layer)
     check_target_class(bundle, target_class)
     image = load_image(source)
     recognizer = Recognizer(TorchModel(bundle), options, prior_tau=prior_tau)
