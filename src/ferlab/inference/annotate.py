@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 
 from ferlab.errors import DataError
+from ferlab.inference.images import ImageSource, load_image
 from ferlab.inference.label_layout import Rect, place_panels
-from ferlab.inference.results import FaceResult
+from ferlab.inference.results import FaceResult, check_top_k
 from ferlab.outputs import write_atomic
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -100,16 +101,18 @@ class _Panel:
 
 
 def annotate(
-    image_rgb: np.ndarray,
+    image_rgb: ImageSource,
     faces: list[FaceResult],
     *,
     top_k: int = 3,
     tags: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """A BGR copy of ``image_rgb`` with each face's box, a panel with its label and score, bars
-    for its ``top_k`` classes and a valence/arousal row where the face has them; a whole-image
+    """A BGR uint8 copy of ``image_rgb`` (any image ``Recognizer.predict`` takes, an array taken
+    as RGB, converted as there) with each face's box, a panel with its label and score, bars for
+    its ``top_k`` classes and a valence/arousal row where the face has them; a whole-image
     prediction (no box) gets only the panel. ``tags`` (e.g. track ids) start the label rows."""
-    canvas = image_rgb[:, :, ::-1].copy()  # C order, never a view of the caller's array
+    check_top_k(top_k)
+    canvas = load_image(image_rgb, rgb=True)[:, :, ::-1].copy()  # never the caller's array
     style = Style.for_image(canvas.shape)
     panels = _panels(faces, top_k, style, tags)
     for face, panel in zip(faces, panels, strict=True):

@@ -106,12 +106,12 @@ def detect_faces(
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA)
     faces = []
-    for found in detector(small):
+    returned = detector(small)
+    if not isinstance(returned, Iterable) or isinstance(returned, Face):
+        raise _detector_error(detector, returned)
+    for found in returned:
         if not isinstance(found, Face):
-            raise ConfigError(
-                f"face detector {getattr(detector, '__name__', detector)!r} returned "
-                f"{type(found).__name__}, expected ferlab.inference.Face objects"
-            )
+            raise _detector_error(detector, found)
         x1, y1, x2, y2 = found.box
         box = (
             max(0, round(x1 / scale)),
@@ -122,6 +122,13 @@ def detect_faces(
         if found.score >= min_score and min(box[2] - box[0], box[3] - box[1]) >= min_size:
             faces.append(Face(box, float(found.score)))
     return sorted(faces, key=lambda face: (face.box[0], face.box[1]))
+
+
+def _detector_error(detector: FaceDetector, returned: object) -> ConfigError:
+    return ConfigError(
+        f"face detector {getattr(detector, '__name__', detector)!r} returned "
+        f"{type(returned).__name__}, expected ferlab.inference.Face objects"
+    )
 
 
 def square_crop(

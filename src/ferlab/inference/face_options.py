@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ferlab.errors import ConfigError
@@ -22,6 +24,7 @@ DEFAULT_MARGIN = 0.0
 DEFAULT_DETECT_SIDE = 480
 MAX_MARGIN = 1.0
 """The widest crop border: a square three times the face box's side, the face a ninth of it."""
+_PIXEL_FIELDS = ("min_face", "detect_side")
 
 
 @dataclass(frozen=True)
@@ -71,16 +74,31 @@ class FaceOptions:
             raise ConfigError(f"detect: expected True or False, got {self.detect!r}")
         for name, ok, allowed in checks:
             value = getattr(self, name)
-            number = isinstance(value, int | float) and not isinstance(value, bool)
+            flag = name.replace("_", "-")
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool)
             if not (number and ok(value)):
-                flag = name.replace("_", "-")
                 raise ConfigError(f"{name} (--{flag}) must be {allowed}, got {value!r}")
+            if name in _PIXEL_FIELDS and value != int(value):
+                raise ConfigError(
+                    f"{name} (--{flag}) must be a whole number of pixels, got {value!r}"
+                )
+            object.__setattr__(self, name, int(value) if name in _PIXEL_FIELDS else float(value))
         if self.tta is not None:
             object.__setattr__(self, "tta", tta_mode(self.tta))
 
     def replace(self, **changes: object) -> FaceOptions:
         """A copy with ``changes`` (field names and values); an unknown name is a ConfigError."""
-        unknown = sorted(set(changes) - {item.name for item in dataclasses.fields(self)})
-        if unknown:
-            raise ConfigError(f"unknown face option(s) {', '.join(unknown)}")
+        check_option_names(changes)
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def check_option_names(names: Iterable[str], also: tuple[str, ...] = ()) -> None:
+    """ConfigError listing the valid keywords (``also``, then the face options) where one of
+    ``names`` is neither."""
+    fields = [item.name for item in dataclasses.fields(FaceOptions)]
+    unknown = sorted(set(names) - set(fields) - set(also))
+    if unknown:
+        raise ConfigError(
+            f"unknown face option(s) {', '.join(unknown)}; valid keywords: "
+            f"{', '.join([*also, *fields])}"
+        )

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ferlab.inference.results import FaceResult
+from ferlab.inference.results import FaceResult, check_top_k
 
 CSV_COLUMNS = (
     "path",
@@ -70,6 +70,7 @@ class ImageResult:
 
     def lines(self, top_k: int = 3) -> list[str]:
         """``path  face 1 (x1,y1,x2,y2)  happy 0.87  [surprise 0.06, neutral 0.03]`` per face."""
+        check_top_k(top_k)
         name = self.path or "image"
         if not self.faces:
             return [f"{name}  no face found"]
@@ -93,7 +94,8 @@ class ImageResult:
         return [_formatted(row) for row in self.rows(classes, va)]
 
     def annotate(self, image_rgb: np.ndarray, *, top_k: int = 3) -> np.ndarray:
-        """A BGR copy of ``image_rgb`` with each face's box, label and ``top_k`` bars."""
+        """A BGR uint8 copy of ``image_rgb`` (an image as ``annotate.annotate`` takes it) with
+        each face's box, label and ``top_k`` bars."""
         from ferlab.inference.annotate import annotate
 
         return annotate(image_rgb, self.faces, top_k=top_k)
@@ -114,13 +116,16 @@ class TrackedFace:
 @dataclass
 class FrameResult:
     """One video frame: its index, time in seconds, tracked faces (left to right), the frame
-    itself as it was given (not copied), for drawing, and whether faces were detected on it."""
+    itself as it was given (not copied), whether faces were detected on it, and ``image``, the
+    frame as the RGB uint8 array its faces were found in, for drawing (None: the frame is a BGR
+    picture as OpenCV reads it, converted when drawn)."""
 
     index: int
     time: float
     faces: list[TrackedFace]
     frame: np.ndarray
     detected: bool = True
+    image: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form: frame index, time and faces, each with its track and raw label."""
@@ -132,6 +137,7 @@ class FrameResult:
 
     def lines(self, top_k: int = 3) -> list[str]:
         """``frame 12 (0.40 s)  face 1 #3 (x1,y1,x2,y2)  happy 0.87  [...]`` per face."""
+        check_top_k(top_k)
         name = f"frame {self.index} ({self.time:.2f} s)"
         if not self.faces:
             return [f"{name}  no face found"]
@@ -162,12 +168,14 @@ class FrameResult:
         return [_formatted(row) for row in self.rows(classes, va, path)]
 
     def annotate(self, *, top_k: int = 3) -> np.ndarray:
-        """A BGR copy of the (BGR) frame with each face's box, track id, smoothed label and bars."""
+        """A BGR uint8 copy of the frame with each face's box, track id, smoothed label and bars."""
         from ferlab.inference.annotate import annotate
+        from ferlab.inference.images import load_image
 
+        image = load_image(self.frame) if self.image is None else self.image
         faces = [tracked.face for tracked in self.faces]
         tags = [f"#{tracked.track}" for tracked in self.faces]
-        return annotate(self.frame[:, :, ::-1], faces, top_k=top_k, tags=tags)
+        return annotate(image, faces, top_k=top_k, tags=tags)
 
 
 def _where(number: int, face: FaceResult, track: int | None = None) -> str:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
-from ferlab.errors import DataError
+from ferlab.errors import ConfigError, DataError
 from ferlab.pixels import (
     WIDE_MODES,
     array_to_uint8,
@@ -80,6 +80,7 @@ def load_image(
 ) -> np.ndarray:
     """Decode or convert ``source`` to a contiguous RGB uint8 array (H, W, 3); an encoded image
     with a side over ``max_side`` comes back shrunk to fit it, its aspect ratio kept."""
+    check_rgb(rgb)
     name = source_name(source)
     if isinstance(source, np.ndarray):
         return _from_array(source, rgb=rgb, name=name)
@@ -91,6 +92,12 @@ def load_image(
     with _reading(name), Image.open(opened) as image:
         _check_pixels(image, name, max_pixels)
         return pil_to_rgb(_decoded(image, max_side), name)
+
+
+def check_rgb(rgb: object) -> None:
+    """ConfigError unless the ``rgb`` flag (arrays are RGB, not BGR) is True or False."""
+    if not isinstance(rgb, bool | np.bool_):
+        raise ConfigError(f"rgb: expected True or False, got {rgb!r}")
 
 
 def check_image_source(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> None:

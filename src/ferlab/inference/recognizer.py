@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -14,9 +15,9 @@ from PIL import Image
 from ferlab.data.tta import tta_views
 from ferlab.errors import ConfigError
 from ferlab.inference.detect import Face, FaceDetector, detect_faces, libfacedetection, square_crop
-from ferlab.inference.face_options import FaceOptions
+from ferlab.inference.face_options import FaceOptions, check_option_names
 from ferlab.inference.image_results import FrameResult
-from ferlab.inference.images import ImageSource, check_image_source, load_image
+from ferlab.inference.images import ImageSource, check_image_source, check_rgb, load_image
 from ferlab.inference.results import FaceResult
 from ferlab.inference.runner import ModelRunner
 from ferlab.inference.runtime import load_model
@@ -58,6 +59,7 @@ class Recognizer:
                 f"{type(classifier).__name__}{hint}"
             )
         _check_options(options)
+        check_option_names(face, also=("options", "detector", "prior_tau"))
         if not callable(detector):
             raise ConfigError(
                 f"detector: expected a function from an RGB image to its faces, "
@@ -87,6 +89,7 @@ class Recognizer:
         folder, a model file, an ``.onnx`` export or a runner; ``backend``: auto | torch | onnx
         (see :func:`ferlab.inference.runtime.load_model`); the rest as for the constructor."""
         _check_options(options)
+        check_option_names(face, also=("options", "backend", "detector", "prior_tau"))
         classifier = load_model(ref, backend)
         return cls(classifier, options, detector=detector, prior_tau=prior_tau, **face)
 
@@ -148,6 +151,7 @@ class Recognizer:
         checked (a file by its header) before any is recognized, so a missing or non-image file
         fails at once. ``rgb``: numpy arrays are RGB, not BGR.
         """
+        check_rgb(rgb)
         if isinstance(sources, str | os.PathLike | bytes | np.ndarray | Image.Image | Mapping) or (
             hasattr(sources, "read")
         ):
@@ -159,17 +163,21 @@ class Recognizer:
             for source in sources:
                 check_image_source(source)
         images = (load_image(source, rgb=rgb) for source in sources)
-        return self._predict(((image, self.find_faces(image)) for image in images), batch_size)
+        return self._predict(((image, self._find_faces(image)) for image in images), batch_size)
 
-    def find_faces(self, image_rgb: np.ndarray) -> list[Face]:
-        """The faces this recognizer classifies in an RGB uint8 image: those its detector finds
-        (``min_score``, ``min_face``, ``detect_side``), or the empty list with ``detect=False``
-        (the whole image is then the face)."""
+    def find_faces(self, image_rgb: ImageSource) -> list[Face]:
+        """The faces this recognizer classifies in an image (any source ``predict`` takes, an
+        array taken as RGB, as with ``rgb=True``): those its detector finds (``min_score``,
+        ``min_face``, ``detect_side``), or the empty list with ``detect=False`` (the whole image
+        is then the face)."""
+        return self._find_faces(load_image(image_rgb, rgb=True))
+
+    def _find_faces(self, image: np.ndarray) -> list[Face]:
         options = self.options
         if not options.detect:
             return []
         return detect_faces(
-            image_rgb,
+            image,
             min_score=options.min_score,
             min_size=options.min_face,
             max_side=options.detect_side,
@@ -178,14 +186,15 @@ class Recognizer:
 
     def predict_faces(
         self,
-        images_rgb: Iterable[np.ndarray],
+        images_rgb: Iterable[ImageSource],
         faces: Iterable[Sequence[Face]],
         *,
         batch_size: int = 64,
     ) -> list[list[FaceResult]]:
-        """Per RGB uint8 image, the expressions of the ``faces`` given for it (boxes found
-        earlier or tracked from another frame), cropped as detected faces are; with
-        ``detect=False``, of the whole image whatever the faces."""
+        """Per image (any source ``predict`` takes, arrays taken as RGB), the expressions of the
+        ``faces`` given for it (``Face`` objects with whole-number boxes, found earlier or tracked
+        from another frame), cropped as detected faces are; with ``detect=False``, of the whole
+        image whatever the faces."""
         if (
             isinstance(images_rgb, Sequence)
             and isinstance(faces, Sequence)
@@ -194,10 +203,11 @@ class Recognizer:
             raise ConfigError(
                 f"predict_faces: {len(images_rgb)} images but {len(faces)} lists of faces"
             )
-        pairs = zip(images_rgb, faces, strict=True)
-        return self._predict(
-            ((image, _checked_faces(image, found)) for image, found in pairs), batch_size
+        checked = (
+            (image, _checked_faces(image, found, number))
+            for number, (image, found) in enumerate(_pairs(images_rgb, faces), start=1)
         )
+        return self._predict(checked, batch_size)
 
     def stream(
         self,
@@ -296,15 +306,55 @@ def _check_options(options: object) -> None:
         )
 
 
-def _checked_faces(image: np.ndarray, faces: Sequence[Face]) -> Sequence[Face]:
-    """``faces`` whose boxes are (x1, y1, x2, y2) with x1 < x2, y1 < y2, overlapping ``image``;
-    ConfigError naming the first box that is not."""
+_END = object()
+
+
+def _pairs(
+    images: Iterable[ImageSource], faces: Iterable[Sequence[Face]]
+) -> Iterator[tuple[np.ndarray, Sequence[Face]]]:
+    """Each image, as an RGB uint8 array, with its faces; ConfigError where one of the two runs
+    out before the other."""
+    image_iter, face_iter = iter(images), iter(faces)
+    count = 0
+    for image in image_iter:
+        found = next(face_iter, _END)
+        if found is _END:
+            raise ConfigError(f"predict_faces: more images than the {count} lists of faces")
+        count += 1
+        yield load_image(image, rgb=True), found
+    if next(face_iter, _END) is not _END:
+        raise ConfigError(f"predict_faces: more lists of faces than the {count} images")
+
+
+def _checked_faces(image: np.ndarray, faces: object, number: int) -> list[Face]:
+    """``faces`` of image ``number`` as Faces whose boxes are (x1, y1, x2, y2) in whole pixels
+    with x1 < x2, y1 < y2, overlapping ``image``; ConfigError naming the first that is not."""
+    where = f"predict_faces: image {number}"
+    if isinstance(faces, Face | str | bytes) or not isinstance(faces, Iterable):
+        raise ConfigError(f"{where}: expected a list of Face objects, got {type(faces).__name__}")
     height, width = image.shape[:2]
+    checked = []
     for face in faces:
-        x1, y1, x2, y2 = face.box
+        if not isinstance(face, Face):
+            raise ConfigError(
+                f"{where}: expected ferlab.inference.Face(box, score) objects, got "
+                f"{type(face).__name__} {face!r:.60}"
+            )
+        box = face.box
+        if not (isinstance(box, Sequence) and len(box) == 4 and all(map(_is_whole, box))):
+            raise ConfigError(
+                f"{where}: face box {box!r}: expected (x1, y1, x2, y2) in whole pixels "
+                "(round float boxes first)"
+            )
+        x1, y1, x2, y2 = (int(v) for v in box)
         if not (x1 < x2 and y1 < y2 and x2 > 0 and y2 > 0 and x1 < width and y1 < height):
             raise ConfigError(
-                f"face box {tuple(face.box)}: expected (x1, y1, x2, y2) with x1 < x2 and y1 < y2, "
-                f"overlapping the {width}x{height} image"
+                f"{where}: face box {tuple(box)}: expected (x1, y1, x2, y2) with x1 < x2 and "
+                f"y1 < y2, overlapping the {width}x{height} image"
             )
-    return faces
+        checked.append(Face((x1, y1, x2, y2), face.score))
+    return checked
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,8 @@ class FaceResult:
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` most probable classes with their probabilities, most probable first (all of
-        them when ``k`` is larger than their number); ``k`` below 0 is a ValueError."""
-        if k < 0:
-            raise ValueError(f"top: k must be at least 0, got {k}")
+        them when ``k`` is larger than their number); see :func:`check_top_k`."""
+        check_top_k(k, "top: k")
         return sorted(self.probs.items(), key=lambda item: -item[1])[:k]
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,6 +54,14 @@ class FaceResult:
             valence=record.get("valence"),
             arousal=record.get("arousal"),
         )
+
+
+def check_top_k(k: object, name: str = "top_k") -> None:
+    """TypeError unless ``k`` (called ``name``) is a whole number; ValueError if it is below 0."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number, got {k!r}")
+    if k < 0:
+        raise ValueError(f"{name} must be at least 0, got {k!r}")
 
 
 @dataclass

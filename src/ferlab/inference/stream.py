@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,7 +26,7 @@ from ferlab.errors import ConfigError
 from ferlab.inference.detect import Face
 from ferlab.inference.face_options import FaceOptions
 from ferlab.inference.image_results import FrameResult, TrackedFace
-from ferlab.inference.images import load_image
+from ferlab.inference.images import check_rgb, load_image
 from ferlab.inference.motion import Box
 from ferlab.inference.results import FaceResult
 from ferlab.inference.tracking import FaceTracker, ProbabilitySmoother
@@ -80,9 +81,10 @@ def stream_results(
     :class:`ferlab.apps.capture.Capture`'s ``time``, which follows a variable frame rate.
     Arguments are checked at once; frames are read only as results are asked for.
     """
-    if not 0 < fps < math.inf:
-        raise ConfigError(f"fps must be a number above 0, got {fps}")
+    if not (_is_number(fps) and 0 < fps < math.inf):
+        raise ConfigError(f"fps must be a number above 0, got {fps!r}")
     check_stream_options(every, smooth, batch_size, frames_per_batch)
+    check_rgb(rgb)
     smoother = ProbabilitySmoother(smooth)
     schedule = _Schedule(recognizer, FaceTracker(max_missed=max_missed), every, sure_score)
     timing = clock if clock is not None else lambda index: index / fps
@@ -95,10 +97,16 @@ def check_stream_options(
     """Raise ConfigError naming the first of ``stream_results``'s options that is out of range."""
     counts = {"every": every, "batch_size": batch_size, "frames_per_batch": frames_per_batch}
     for name, value in counts.items():
+        flag = name.replace("_", "-")
+        if not (_is_number(value) and isinstance(value, numbers.Integral)):
+            raise ConfigError(f"{name} (--{flag}) must be a whole number >= 1, got {value!r}")
         if value < 1:
-            flag = name.replace("_", "-")
-            raise ConfigError(f"{name} (--{flag}) must be at least 1, got {value}")
+            raise ConfigError(f"{name} (--{flag}) must be at least 1, got {value!r}")
     ProbabilitySmoother(smooth)  # raises for a smooth out of range
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass
@@ -197,7 +205,7 @@ def _loop(
                 for track, face in zip(plan.tracks, faces, strict=True)
             ]
             tracked.sort(key=lambda item: item.face.box or (0, 0, 0, 0))
-            yield FrameResult(plan.index, time, tracked, plan.frame, plan.detected)
+            yield FrameResult(plan.index, time, tracked, plan.frame, plan.detected, plan.image)
 
 
 def _smoothed(

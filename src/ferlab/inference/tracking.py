@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -121,9 +122,10 @@ class ProbabilitySmoother:
     """
 
     def __init__(self, seconds: float) -> None:
-        if not 0 <= seconds < math.inf:
+        number = isinstance(seconds, numbers.Real) and not isinstance(seconds, bool)
+        if not (number and 0 <= seconds < math.inf):
             raise ConfigError(
-                f"smooth (--smooth) must be a number of seconds, at least 0, got {seconds}"
+                f"smooth (--smooth) must be a number of seconds, at least 0, got {seconds!r}"
             )
         self.seconds = seconds
         self._state: dict[int, tuple[np.ndarray, float]] = {}
