@@ -123,12 +123,13 @@ def _suffix(stem: Path, taken: set[Path]) -> str:
     return key.name[len(stem.name) :]
 
 
-def _earlier_pictures(stem: Path, suffix: str) -> list[Path]:
+def _earlier_pictures(stem: Path, suffix: str, classes: list[str]) -> list[Path]:
     """The pictures an earlier run wrote for output stem ``stem`` with ``suffix``: the photo's
-    and each face's (of any class)."""
+    and each face's (of any of the model's ``classes``)."""
     if not stem.parent.is_dir():
         return []
-    name = re.compile(re.escape(stem.name) + r"_(?:explained|face\d+_[^_/]+?)(-\d+)?\.png")
+    labels = "|".join(map(re.escape, classes))
+    name = re.compile(re.escape(stem.name) + rf"_(?:explained|face\d+_(?:{labels}))(-\d+)?\.png")
     return [
         path
         for path in stem.parent.iterdir()
@@ -183,7 +184,9 @@ def _run_explain(args: argparse.Namespace) -> int:
             for out in targets:
                 check_new([out], args.exist_ok)
                 check_not_input(out, inputs)
-            for stale in _earlier_pictures(stem, suffix) if args.exist_ok else []:
+            for stale in (
+                _earlier_pictures(stem, suffix, bundle.spec.classes) if args.exist_ok else []
+            ):
                 if stale not in targets and stale.resolve() not in inputs:
                     stale.unlink()
             for out, (_, data, line) in zip(targets, pictures, strict=True):
